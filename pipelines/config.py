@@ -1,0 +1,232 @@
+"""Typed, strict schema for ``params.yaml``.
+
+Every stage validates the whole file before any compute; a user error becomes one line that
+names the dotted key, the bad value and what is allowed (:class:`ParamsError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A user error in params.yaml, already phrased as one line."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class DataConfig(Section):
+    name: Literal["digits", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    root: str = "data"
+    download: bool = False
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
+    batch_size: PositiveInt = 64
+    max_train_samples: PositiveInt | None = None
+
+
+class ModelConfig(Section):
+    arch: Literal["cnn", "resnet18", "mobilenet_v2"] = "cnn"
+    channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=6)] = [32, 64, 128]
+    depth: Annotated[int, Field(ge=1, le=4)] = 1
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt = 12
+    lr: PositiveFloat = 3e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DistillConfig(Section):
+    temperature: PositiveFloat = 4.0
+    alpha: Fraction = 0.3
+    epochs: PositiveInt = 20
+    lr: PositiveFloat = 3e-3
+    cache_teacher_logits: bool = True
+    compare_without_kd: bool = True
+
+
+class PruneConfig(Section):
+    method: Literal["l1_unstructured", "ln_structured", "channel"] = "l1_unstructured"
+    amount: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    steps: Annotated[int, Field(ge=1, le=20)] = 2
+    finetune_epochs: NonNegInt = 3
+    lr: PositiveFloat = 1e-3
+
+
+class QuantizeConfig(Section):
+    method: Literal["none", "dynamic", "static", "qat"] = "static"
+    engine: Literal["eager", "pt2e"] = "eager"
+    observer: Literal["minmax", "histogram"] = "histogram"
+    per_channel: bool = True
+    calibration_batches: PositiveInt = 8
+    qat_epochs: PositiveInt = 2
+    qat_lr: PositiveFloat = 1e-4
+    dynamic_backend: Literal["torch_ao", "torchao"] = "torch_ao"
+
+
+Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune"]
+
+
+class BenchmarkConfig(Section):
+    batch_size: PositiveInt = 64
+    num_threads: PositiveInt = 2
+    warmup: NonNegInt = 10
+    iters: PositiveInt = 60
+    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default"]
+    include_batch_one: bool = True
+
+
+class SearchDimension(Section):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchDimension":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.type} needs 'low' and 'high'")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("log scale needs low > 0")
+        return self
+
+
+class SearchConfig(Section):
+    study_name: str = "compression"
+    storage: str | None = None
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    n_trials: PositiveInt = 12
+    timeout_s: PositiveFloat | None = None
+    max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    max_latency_ms: PositiveFloat | None = None
+    min_speedup: PositiveFloat | None = None
+    distill_epochs: PositiveInt = 6
+    finetune_epochs: NonNegInt = 1
+    objectives: list[Literal["accuracy", "latency_ms_p50", "size_mb"]] = ["accuracy", "latency_ms_p50"]
+    space: dict[str, SearchDimension] = {}
+
+
+class TrackingConfig(Section):
+    enabled: bool = True
+    experiment: str = "compression-lab"
+    log_models: bool = True
+
+
+class Params(Section):
+    seed: NonNegInt = 0
+    data: DataConfig = DataConfig()
+    teacher: ModelConfig = ModelConfig(channels=[32, 64, 128], depth=2)
+    student: ModelConfig = ModelConfig(channels=[16, 32, 64], depth=1)
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    search: SearchConfig = SearchConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _check_search_keys(self) -> "Params":
+        for key, dim in self.search.space.items():
+            _check_search_key(self, key, dim)
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        return getattr(self, name).model_dump()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Params":
+        """Return a validated copy with dotted-key overrides applied (``{"prune.amount": 0.3}``)."""
+        return validate(apply_overrides(self.model_dump(), overrides))
+
+
+def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
+    where = f"search.space.{key}"
+    section, _, field = key.partition(".")
+    sub = getattr(params, section, None) if section in Params.model_fields else None
+    if not isinstance(sub, BaseModel) or field not in type(sub).model_fields:
+        raise ValueError(f"{where}: '{key}' is not a params key (use section.field, e.g. prune.amount)")
+    values = dim.choices if dim.type == "categorical" else [dim.low, dim.high]
+    for value in values:
+        try:
+            params.with_overrides({key: value})
+        except ParamsError as exc:
+            raise ValueError(f"{where}: value {value!r} is invalid for {key} ({exc})") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        if not field:
+            out[section] = value
+        else:
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    value = first.get("input")
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "literal_error":
+        msg = f"unknown value; allowed: {first['ctx']['expected']}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if not first["loc"]:  # model-level check: the message already names its dotted key
+        return msg
+    shown = value if not isinstance(value, dict) else "{...}"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{loc}: {msg} (got {shown!r}){more}"
+
+
+def validate(raw: Any) -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"<root>: params must be a mapping of sections (got {type(raw).__name__})")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format_error(err)) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return validate(raw)

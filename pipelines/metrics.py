@@ -1,0 +1,42 @@
+"""Model size and sparsity, measured the same way for every model (DESIGN.md metric names)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import torch
+from torch import nn
+
+
+def serialized_bytes(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    """Prunable weights: conv and linear, float or int8 (dequantized view)."""
+    out = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if callable(weight):  # torch.ao quantized modules expose weight()
+            weight = weight()
+        if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+            out.append(weight.dequantize() if weight.is_quantized else weight.detach())
+    return out
+
+
+def size_metrics(model: nn.Module) -> dict[str, float]:
+    blob = serialized_bytes(model)
+    weights = _weights(model)
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    num_params = sum(p.numel() for p in model.parameters()) or total
+    return {
+        "size_mb": len(blob) / 1e6,
+        "size_gzip_mb": len(gzip.compress(blob, compresslevel=6)) / 1e6,
+        "num_params": num_params,
+        "nonzero_params": num_params - zeros,
+        "sparsity": zeros / total if total else 0.0,
+    }

@@ -1,0 +1,102 @@
+"""Post-training and quantization-aware int8, affine scheme ``x ~ S * (q - Z)``.
+
+- ``dynamic``: weights stored int8 ahead of time; activations' scale/zero-point computed at run
+  time per batch. Only ``nn.Linear`` (and RNNs) have dynamic kernels, so on a CNN it changes
+  the classifier only.
+- ``static`` (PTQ): fuse conv+bn+relu, attach observers (min/max or histogram; weights per
+  channel or per tensor), run ``calibration_batches`` training batches to fix S and Z for every
+  activation, convert to int8 kernels.
+- ``qat``: the same, but fake-quant modules simulate int8 rounding during a short fine-tune so
+  the weights adapt to it; then convert.
+
+Engine ``eager`` is torch.ao's x86 (fbgemm + onednn) backend: the textbook API, deprecated
+upstream but fast on x86. Engine ``pt2e`` lives in :mod:`pipelines.quantize_pt2e`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.ao import quantization as tq
+
+from pipelines.config import QuantizeConfig
+
+ENGINE = "x86"
+
+
+def recipe(cfg: QuantizeConfig) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the int8 skeleton (see :func:`quantized_skeleton`)."""
+    return {"method": cfg.method, "engine": cfg.engine, "observer": cfg.observer,
+            "per_channel": cfg.per_channel, "dynamic_backend": cfg.dynamic_backend}
+
+
+def qconfig(observer: str, per_channel: bool, qat: bool = False) -> tq.QConfig:
+    weight = tq.default_per_channel_weight_observer if per_channel else tq.default_weight_observer
+    if qat:
+        act_obs = tq.MovingAverageMinMaxObserver
+        w_obs = tq.MovingAveragePerChannelMinMaxObserver if per_channel else tq.MovingAverageMinMaxObserver
+        w_scheme = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
+        return tq.QConfig(
+            activation=tq.FakeQuantize.with_args(observer=act_obs, quant_min=0, quant_max=127,
+                                                 dtype=torch.quint8, reduce_range=False),
+            weight=tq.FakeQuantize.with_args(observer=w_obs, quant_min=-128, quant_max=127,
+                                             dtype=torch.qint8, qscheme=w_scheme),
+        )
+    act = tq.HistogramObserver if observer == "histogram" else tq.MinMaxObserver
+    # reduce_range: x86 int8 kernels accumulate u8*s8 pairs in int16; 7-bit activations avoid overflow.
+    return tq.QConfig(activation=act.with_args(reduce_range=True), weight=weight)
+
+
+def _set_engine() -> None:
+    torch.backends.quantized.engine = ENGINE
+
+
+def _prepared(model: nn.Module, observer: str, per_channel: bool, qat: bool) -> nn.Module:
+    _set_engine()
+    model = copy.deepcopy(model).cpu()
+    model.train() if qat else model.eval()
+    model.fuse_model(is_qat=qat)
+    model.qconfig = qconfig(observer, per_channel, qat)
+    return tq.prepare_qat(model, inplace=False) if qat else tq.prepare(model, inplace=False)
+
+
+def quantize_dynamic(model: nn.Module) -> nn.Module:
+    _set_engine()
+    return tq.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+@torch.no_grad()
+def calibrate(prepared: nn.Module, batches: Iterable[torch.Tensor], limit: int) -> int:
+    prepared.eval()
+    seen = 0
+    for i, x in enumerate(batches):
+        if i >= limit:
+            break
+        prepared(x)
+        seen += 1
+    return seen
+
+
+def quantize_static(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantizeConfig) -> nn.Module:
+    prepared = _prepared(model, cfg.observer, cfg.per_channel, qat=False)
+    calibrate(prepared, batches, cfg.calibration_batches)
+    return tq.convert(prepared.eval(), inplace=False)
+
+
+def quantize_qat(model: nn.Module, cfg: QuantizeConfig, finetune: Callable[[nn.Module], None]) -> nn.Module:
+    """Fake-quant fine-tune with ``finetune(prepared)`` (the shared training loop), then convert."""
+    prepared = _prepared(model, cfg.observer, cfg.per_channel, qat=True)
+    finetune(prepared)
+    return tq.convert(prepared.cpu().eval(), inplace=False)
+
+
+def quantized_skeleton(model: nn.Module, quant: dict[str, Any]) -> nn.Module:
+    """An int8 model of the right structure with placeholder qparams, ready for load_state_dict."""
+    if quant["method"] == "dynamic":
+        return quantize_dynamic(model)
+    prepared = _prepared(model, quant["observer"], quant["per_channel"], qat=False)
+    return tq.convert(prepared.eval(), inplace=False)

@@ -1,0 +1,108 @@
+"""The one training / evaluation loop. Teacher training, distillation, pruning fine-tune and QAT
+all go through :func:`fit`; they differ only in the loss and the model they pass."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+# loss_fn(logits, labels, inputs, *extra_batch_tensors) -> scalar loss
+LossFn = Callable[..., torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, labels)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits for every sample of ``loader`` in order (model put in eval mode)."""
+    model.eval()
+    return torch.cat([model(batch[0].to(device)).float().cpu() for batch in loader])
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> float:
+    logits = predict(model, loader, device)
+    labels = torch.cat([batch[1] for batch in loader])
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+@dataclass
+class History:
+    rows: list[dict[str, float]] = field(default_factory=list)
+    best_val_accuracy: float = 0.0
+    best_epoch: int = 0
+
+    @property
+    def mean_epoch_time_s(self) -> float:
+        return sum(r["epoch_time_s"] for r in self.rows) / max(len(self.rows), 1)
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
+        lr: float, weight_decay: float = 0.0, optimizer: str = "adamw", device: torch.device | str = "cpu",
+        loss_fn: LossFn = cross_entropy, desc: str = "train", keep_best: bool = True,
+        before_epoch: Callable[[int], None] | None = None) -> History:
+    """Train ``model`` in place; with ``keep_best`` restore the weights of the best val epoch."""
+    device = torch.device(device)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(train_loader)))
+    history = History()
+    best_state = None
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        if before_epoch is not None:
+            before_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        total, count = 0.0, 0
+        for batch in train_loader:
+            x, y, *extra = (t.to(device) for t in batch)
+            loss = loss_fn(model(x), y, x, *extra)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        epoch_time = time.perf_counter() - started
+        val_acc = evaluate(model, val_loader, device)
+        history.rows.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_accuracy": val_acc,
+                             "epoch_time_s": epoch_time})
+        bar.set_postfix(loss=f"{total / max(count, 1):.4f}", val_acc=f"{val_acc:.4f}")
+        if val_acc > history.best_val_accuracy or best_state is None:
+            history.best_val_accuracy, history.best_epoch = val_acc, epoch
+            if keep_best:
+                best_state = copy.deepcopy(model.state_dict())
+    if keep_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return history

@@ -1,0 +1,19 @@
+"""Stage prune: iterative prune + fine-tune of the student -> models/pruned.pt."""
+
+from pipelines import stage
+from pipelines.io import write_json
+
+
+def body(ctx, run):
+    from pipelines.workflow import prune_student
+
+    outcome = prune_student(ctx, stage.load("student"))
+    table = write_json(stage.REPORTS / "prune_layers.json", outcome.table)
+    steps = write_json(stage.PLOTS / "prune_steps.json", outcome.steps)
+    metrics = {**outcome.metrics, "method": ctx.params.prune.method}
+    stage.write_outputs(ctx, run, "prune", metrics, model=outcome.model, model_name="pruned",
+                        spec=ctx.spec("student"), artifacts=[table, steps])
+
+
+if __name__ == "__main__":
+    stage.main("prune", ["data", "train", "prune"], body)

@@ -1,0 +1,16 @@
+"""Stage train_baseline: train the teacher -> models/teacher.pt, metrics/train_baseline.json."""
+
+from pipelines import stage
+from pipelines.workflow import model_metrics, train_teacher
+
+
+def body(ctx, run):
+    model, history = train_teacher(ctx)
+    metrics = {**model_metrics(ctx, model), "val_accuracy": history.best_val_accuracy,
+               "best_epoch": history.best_epoch}
+    stage.write_outputs(ctx, run, "train_baseline", metrics, model=model, model_name="teacher",
+                        spec=ctx.spec("teacher"), history=history.rows)
+
+
+if __name__ == "__main__":
+    stage.main("train_baseline", ["data", "teacher", "train"], body)
