@@ -18,7 +18,7 @@ from pipelines.checkpoint import CheckpointError, load_model, save_model
 from pipelines.config import ParamsError, load_params
 from pipelines.data import DataError
 from pipelines.io import write_json
-from pipelines.tracking import Run, TrackingError, stage_run
+from pipelines.tracking import Run, TrackingError, close_pipeline, stage_run
 from pipelines.workflow import Context
 
 MODELS = Path("models")
@@ -56,9 +56,11 @@ def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *
         run.log_model(model, ctx.example(2))
 
 
-def main(stage: str, sections: list[str], body: Callable[[Context, Run], None]) -> None:
+def main(stage: str, sections: list[str], body: Callable[[Context, Run], None],
+         closes_pipeline: bool = False) -> None:
     """Entry point: validate all params first, run ``body`` inside the stage's MLflow run; a
-    user error ends as one line on stderr and exit code 2."""
+    user error ends as one line on stderr and exit code 2. The last stage closes the pipeline
+    parent run."""
     try:
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         import torch
@@ -67,6 +69,8 @@ def main(stage: str, sections: list[str], body: Callable[[Context, Run], None]) 
         ctx = Context(params)
         with stage_run(params, stage, sections) as run:
             body(ctx, run)
+        if closes_pipeline:
+            close_pipeline(params)
     except USER_ERRORS as exc:
         print(f"{stage}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,18 +1,19 @@
 """Stage prune: iterative prune + fine-tune of the student -> models/pruned.pt."""
 
 from pipelines import stage
+from pipelines.checkpoint import load_model
 from pipelines.io import write_json
+from pipelines.workflow import prune_student
 
 
 def body(ctx, run):
-    from pipelines.workflow import prune_student
-
-    outcome = prune_student(ctx, stage.load("student"))
+    student = load_model(stage.model_path("student"))
+    outcome = prune_student(ctx, student.model)
     table = write_json(stage.REPORTS / "prune_layers.json", outcome.table)
     steps = write_json(stage.PLOTS / "prune_steps.json", outcome.steps)
     metrics = {**outcome.metrics, "method": ctx.params.prune.method}
     stage.write_outputs(ctx, run, "prune", metrics, model=outcome.model, model_name="pruned",
-                        spec=ctx.spec("student"), artifacts=[table, steps])
+                        spec=student.spec, artifacts=[table, steps])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+# The front door: `make repro` then `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BIN := $(CURDIR)/$(VENV)/bin
+N ?=
+
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test search promote ui dashboard clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(PY) -m pytest -q
+
+search: setup
+	$(PY) -m stages.search $(if $(N),--n-trials $(N),)
+
+promote: setup
+	$(PY) -m stages.promote
+
+ui: setup
+	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+
+dashboard: setup
+	optuna-dashboard "$${OPTUNA_STORAGE:-sqlite:///$(CURDIR)/optuna.db}" --host 127.0.0.1 --port 8080
+
+clean:
+	rm -rf models metrics reports plots

@@ -1,0 +1,145 @@
+"""The human-readable end of the chain: one table, one reading per technique, one plot.
+
+Every number comes from this run's metrics files and ``reports/benchmark.csv`` (measured side
+by side in ``compile_benchmark``); nothing here is estimated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.comparison import CHAIN
+
+LABELS = {"teacher": "teacher (fp32)", "student": "distilled student", "pruned": "pruned student",
+          "quantized": "quantized (final)"}
+
+
+def _f(value: Any, fmt: str) -> str:
+    try:
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def table(summary: dict[str, dict[str, Any]], batch_size: int) -> str:
+    head = ("| model | accuracy | drop vs teacher (pp) | p50 ms @bs{bs} (eager) | speedup | best runtime | best p50 ms "
+            "| best speedup | size MB | size ratio | gzip MB | params | sparsity |").format(bs=batch_size)
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in CHAIN:
+        m = summary.get(name)
+        if m is None:
+            continue
+        lines.append(
+            f"| {LABELS[name]} | {_f(m.get('accuracy'), '.4f')} | {_f(m.get('accuracy_drop_vs_teacher'), '+.2f')} "
+            f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_f(m.get('speedup_vs_teacher'), '.2f')}x "
+            f"| {m.get('best_runtime', 'n/a')} | {_f(m.get('best_latency_ms_p50'), '.3f')} "
+            f"| {_f(m.get('best_speedup_vs_teacher'), '.2f')}x | {_f(m.get('size_mb'), '.3f')} "
+            f"| {_f(m.get('size_ratio_vs_teacher'), '.3f')} | {_f(m.get('size_gzip_mb'), '.3f')} "
+            f"| {int(float(m.get('num_params', 0))):,} | {_f(m.get('sparsity'), '.2f')} |")
+    return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any]],
+             rows: list[dict[str, Any]], params: Any) -> list[str]:
+    """One sentence per technique, each derived from measured numbers."""
+    out = []
+    s, p, q = summary.get("student", {}), summary.get("pruned", {}), summary.get("quantized", {})
+    d = stages.get("distill", {})
+    if "accuracy_no_kd" in d:
+        out.append(
+            f"**Distillation** (T={params.distill.temperature}, alpha={params.distill.alpha}): the student has "
+            f"{_ratio(float(s.get('num_params', 0)), float(summary['teacher']['num_params'])):.1%} of the teacher's "
+            f"parameters and reaches {float(d['accuracy']):.2%} vs {float(d['accuracy_no_kd']):.2%} trained alone "
+            f"({float(d['kd_gain_pp']):+.2f} pp from KD); it runs {float(s.get('speedup_vs_teacher', 0)):.2f}x "
+            f"faster than the teacher (eager).")
+    if p:
+        method = params.prune.method
+        speed = _ratio(float(s["latency_ms_p50"]), float(p["latency_ms_p50"]))
+        why = ("channels were physically removed, so every dense kernel does less work"
+               if method == "channel" else
+               "the zeros stay inside dense weight tensors, and dense kernels multiply zeros as fast as "
+               "anything else: unstructured or mask-based sparsity does not speed up dense kernels "
+               "(use `prune.method: channel` for real speed)")
+        out.append(
+            f"**Pruning** ({method}, amount {params.prune.amount}, {params.prune.steps} steps): sparsity "
+            f"{float(p.get('sparsity', 0)):.0%}, params {int(float(p['num_params'])):,} vs "
+            f"{int(float(s['num_params'])):,}, gzip size {_ratio(float(p['size_gzip_mb']), float(s['size_gzip_mb'])):.2f}x "
+            f"of the student's, latency {speed:.2f}x the student's speed ({'faster' if speed > 1.1 else 'no real change'}): "
+            f"{why}.")
+    if q and params.quantize.method != "none":
+        out.append(
+            f"**Quantization** ({params.quantize.method}, {params.quantize.engine} engine): size "
+            f"{_ratio(float(q['size_mb']), float(p['size_mb'])):.2f}x of fp32 (int8 weights are 1/4 of fp32 plus "
+            f"scales/zero-points), latency {_ratio(float(p['latency_ms_p50']), float(q['latency_ms_p50'])):.2f}x "
+            f"faster than the same model in fp32 eager, accuracy {float(q['accuracy']) - float(p['accuracy']):+.4f}."
+            + (" Dynamic quantization only has int8 kernels for Linear layers, so convolutions stay fp32."
+               if params.quantize.method == "dynamic" else ""))
+    compiled = [r for r in rows if r["runtime"] != "eager" and r.get("latency_ms_p50") not in (None, "")]
+    if compiled:
+        parts = []
+        for name in CHAIN:
+            eager = next((r for r in rows if r["model"] == name and r["runtime"] == "eager"
+                          and int(r["batch_size"]) == params.benchmark.batch_size), None)
+            best = min((r for r in compiled if r["model"] == name
+                        and int(r["batch_size"]) == params.benchmark.batch_size),
+                       key=lambda r: float(r["latency_ms_p50"]), default=None)
+            if eager and best:
+                parts.append(f"{name} {_ratio(float(eager['latency_ms_p50']), float(best['latency_ms_p50'])):.2f}x "
+                             f"({best['runtime']}, {int(float(best['graph_breaks']))} graph breaks)")
+        out.append("**torch.compile** vs eager at batch "
+                   f"{params.benchmark.batch_size}: " + "; ".join(parts) + ".")
+    return out
+
+
+def pareto_plot(summary: dict[str, dict[str, Any]], path: Path, batch_size: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipelines.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = [float(m["size_mb"]) for m in summary.values()]
+    scale = 1500 / max(sizes)
+    for name, m in summary.items():
+        x, y = float(m["latency_ms_p50"]), 100 * float(m["accuracy"])
+        ax.scatter(x, y, s=max(20.0, float(m["size_mb"]) * scale), alpha=0.6)
+        ax.annotate(f"{LABELS.get(name, name)}\n{float(m['size_mb']):.3f} MB", (x, y),
+                    textcoords="offset points", xytext=(8, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency p50 per batch of {batch_size} (ms, eager, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs latency (marker area ~ serialized size)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def markdown(summary, stages, rows, params) -> str:
+    bs = params.benchmark.batch_size
+    lines = [
+        "# Compression report",
+        "",
+        f"Dataset `{params.data.name}`, batch {bs}, {params.benchmark.num_threads} threads; latencies are medians "
+        "measured side by side (interleaved) in one `compile_benchmark` run on this machine; speedups and ratios "
+        "are against the fp32 teacher in that same run.",
+        "",
+        table(summary, bs),
+        "",
+        "## What each technique did",
+        "",
+        *[f"- {r}" for r in readings(summary, stages, rows, params)],
+        "",
+        "![accuracy vs latency](pareto.png)",
+        "",
+        "Per (model, runtime, batch size) numbers: `reports/benchmark.csv`.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,20 @@
+"""Stage report: reports/summary.md + reports/pareto.png, printed at the end of dvc repro."""
+
+from pipelines import report, stage
+from pipelines.io import read_csv, read_json, write_text
+
+STAGES = ["train_baseline", "distill", "prune", "quantize"]
+
+
+def body(ctx, run):
+    summary = read_json(stage.METRICS / "compile_benchmark.json")
+    stages = {name: read_json(stage.METRICS / f"{name}.json") for name in STAGES}
+    rows = read_csv(stage.REPORTS / "benchmark.csv")
+    text = report.markdown(summary, stages, rows, ctx.params)
+    run.log_artifact(write_text(stage.REPORTS / "summary.md", text))
+    run.log_artifact(report.pareto_plot(summary, stage.REPORTS / "pareto.png", ctx.params.benchmark.batch_size))
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    stage.main("report", ["benchmark"], body, closes_pipeline=True)
