@@ -79,7 +79,6 @@ class QuantizeConfig(Section):
     calibration_batches: PositiveInt = 8
     qat_epochs: PositiveInt = 2
     qat_lr: PositiveFloat = 1e-4
-    dynamic_backend: Literal["torch_ao", "torchao"] = "torch_ao"
 
 
 Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune"]

@@ -31,7 +31,7 @@ ENGINE = "x86"
 def recipe(cfg: QuantizeConfig) -> dict[str, Any]:
     """What a checkpoint needs to rebuild the int8 skeleton (see :func:`quantized_skeleton`)."""
     return {"method": cfg.method, "engine": cfg.engine, "observer": cfg.observer,
-            "per_channel": cfg.per_channel, "dynamic_backend": cfg.dynamic_backend}
+            "per_channel": cfg.per_channel}
 
 
 def qconfig(observer: str, per_channel: bool, qat: bool = False) -> tq.QConfig:
