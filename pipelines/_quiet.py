@@ -19,6 +19,8 @@ _MESSAGES = [
     (UserWarning, r"TypedStorage is deprecated"),
     (UserWarning, r"must run observer before calling calculate_qparams"),
     (FutureWarning, r"`torch\.cpu\.amp\.autocast"),
+    # MLflow's sqlalchemy store configures a deprecated loader at start-up (not ours to fix).
+    (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),
 ]
 
 _OFFLINE_ENV = {

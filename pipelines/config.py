@@ -171,9 +171,10 @@ def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
     if not isinstance(sub, BaseModel) or field not in type(sub).model_fields:
         raise ValueError(f"{where}: '{key}' is not a params key (use section.field, e.g. prune.amount)")
     values = dim.choices if dim.type == "categorical" else [dim.low, dim.high]
+    base = apply_overrides(params.model_dump(), {"search.space": {}})  # no recursion into the space
     for value in values:
         try:
-            params.with_overrides({key: value})
+            validate(apply_overrides(base, {key: value}))
         except ParamsError as exc:
             raise ValueError(f"{where}: value {value!r} is invalid for {key} ({exc})") from None
 

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import ParamsError, load_params, validate
+from tests.conftest import ROOT, venv_env
+
+
+def default_raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_committed_params_are_valid_and_match_schema_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.name == "digits"
+    assert params.quantize.method in {"none", "dynamic", "static", "qat"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "hint"),
+    [
+        (lambda r: r["distill"].update(temperature=-1.0), "distill.temperature", "greater than 0"),
+        (lambda r: r["distill"].update(alpha=1.5), "distill.alpha", "less than or equal to 1"),
+        (lambda r: r["prune"].update(amount=1.0), "prune.amount", "less than 1"),
+        (lambda r: r["prune"].update(method="random"), "prune.method", "channel"),
+        (lambda r: r["quantize"].update(method="int4"), "quantize.method", "static"),
+        (lambda r: r["quantize"].update(engine="tensorrt"), "quantize.engine", "pt2e"),
+        (lambda r: r["train"].update(epochs="ten"), "train.epochs", "integer"),
+        (lambda r: r["data"].update(colour=True), "data.colour", "unknown key"),
+        (lambda r: r.update(extra_section={}), "extra_section", "unknown key"),
+        (lambda r: r["data"].update(name="imagenet"), "data.name", "digits"),
+        (lambda r: r["search"].update(space={"prune.amount": {"type": "float", "low": 0.2, "high": 1.5}}),
+         "search.space.prune.amount", "1.5"),
+        (lambda r: r["search"].update(space={"prune.nope": {"type": "float", "low": 0.1, "high": 0.2}}),
+         "search.space.prune.nope", "not a params key"),
+        (lambda r: r["search"].update(space={"distill.temperature": {"type": "float", "low": 0, "high": 8,
+                                                                     "log": True}}),
+         "search.space.distill.temperature", "log scale"),
+    ],
+)
+def test_bad_values_name_the_dotted_key(mutate, key, hint):
+    raw = default_raw()
+    mutate(raw)
+    with pytest.raises(ParamsError) as err:
+        validate(raw)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(key), message
+    assert hint in message
+
+
+def test_overrides_are_validated():
+    params = validate(default_raw())
+    assert params.with_overrides({"prune.amount": 0.3}).prune.amount == 0.3
+    with pytest.raises(ParamsError, match="prune.amount"):
+        params.with_overrides({"prune.amount": 2})
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_stage_exits_nonzero_with_one_line_and_writes_nothing(tmp_path):
+    raw = default_raw()
+    raw["distill"]["alpha"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "models").mkdir()
+    sentinel = tmp_path / "models" / "student.pt"
+    sentinel.write_bytes(b"previous output")
+    proc = subprocess.run([sys.executable, "-m", "stages.distill"], cwd=tmp_path, env=venv_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and "distill.alpha" in lines[0] and "Traceback" not in proc.stderr
+    assert sentinel.read_bytes() == b"previous output"
+    assert not (tmp_path / "mlflow.db").exists()
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["models", "params.yaml"]

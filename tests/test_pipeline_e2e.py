@@ -1,0 +1,99 @@
+"""The default pipeline through a real `dvc repro` in a temporary git repo (shortened epochs)."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import ROOT, venv_env
+
+STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark", "report"]
+
+
+def _run(cmd, cwd, env):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _ran(output):
+    return re.findall(r"Running stage '([a-z_]+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in ["pipelines", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    for cache in root.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["train"]["epochs"] = 3
+    raw["distill"]["epochs"] = 3
+    raw["prune"].update(finetune_epochs=1)
+    raw["benchmark"].update(warmup=2, iters=10)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = venv_env(MLFLOW_TRACKING_URI="")
+    env.pop("MLFLOW_TRACKING_URI")
+    env.pop("DVC_ROOT", None)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "init"]):
+        _run(cmd, root, env)
+    first = _run(["dvc", "repro"], root, env)
+    return root, env, first
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo):
+    root, _, first = repo
+    assert _ran(first) == STAGES
+    for stage in STAGES[:-1]:
+        assert json.loads((root / "metrics" / f"{stage}.json").read_text())
+    for path in ["models/teacher.pt", "models/student.pt", "models/pruned.pt", "models/quantized.pt",
+                 "reports/benchmark.csv", "reports/summary.md", "reports/pareto.png"]:
+        assert (root / path).stat().st_size > 0, path
+    assert "| quantized (final) |" in first  # the summary table is printed at the end
+
+
+def test_metrics_show_lists_every_stage(repo):
+    root, env, _ = repo
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], root, env))
+    files = next(iter(shown.values()))["data"]
+    assert {f"metrics/{s}.json" for s in STAGES[:-1]} <= set(files)
+    bench = files["metrics/compile_benchmark.json"]["data"]
+    assert set(bench) == {"teacher", "student", "pruned", "quantized"}
+    assert bench["teacher"]["speedup_vs_teacher"] == pytest.approx(1.0)
+
+
+def test_one_mlflow_run_per_stage_under_one_parent(repo):
+    root, _, _ = repo
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("compression-lab")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    stage_runs = [r for r in runs if "stage" in r.data.tags]
+    assert sorted(r.data.tags["stage"] for r in stage_runs) == sorted(STAGES)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in stage_runs}
+    assert len(parents) == 1
+    parent = client.get_run(parents.pop())
+    assert parent.data.tags["role"] == "pipeline" and parent.info.status == "FINISHED"
+    by_stage = {r.data.tags["stage"]: r for r in stage_runs}
+    assert "accuracy" in by_stage["quantize"].data.metrics
+    assert by_stage["distill"].data.params["distill.temperature"] == "4.0"
+
+
+def test_changing_quantize_method_reruns_only_downstream_then_nothing(repo):
+    root, env, _ = repo
+    params = root / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    raw["quantize"]["method"] = "dynamic"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    second = _run(["dvc", "repro"], root, env)
+    assert _ran(second) == ["quantize", "compile_benchmark", "report"]
+    assert json.loads((root / "metrics" / "quantize.json").read_text())["method"] == "dynamic"
+    third = _run(["dvc", "repro"], root, env)
+    assert _ran(third) == []
