@@ -57,8 +57,10 @@ class History:
     best_epoch: int = 0
 
     @property
-    def mean_epoch_time_s(self) -> float:
-        return sum(r["epoch_time_s"] for r in self.rows) / max(len(self.rows), 1)
+    def epoch_time_s(self) -> float:
+        """Median training time of one epoch (the median ignores the first epoch's warm-up)."""
+        times = sorted(r["epoch_time_s"] for r in self.rows)
+        return times[len(times) // 2] if times else 0.0
 
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,

@@ -101,14 +101,14 @@ def distill_student(ctx: Context, teacher: nn.Module, epochs: int | None = None,
     history = _train(ctx, student, epochs, cfg.lr, "distill", loss_fn=loss, train_set=train_set)
     student = student.cpu().eval()
     metrics = {"accuracy": ctx.accuracy(student), "val_accuracy": history.best_val_accuracy,
-               "epoch_time_s": history.mean_epoch_time_s, **size_metrics(student)}
+               "epoch_time_s": history.epoch_time_s, **size_metrics(student)}
     if compare_without_kd if compare_without_kd is not None else cfg.compare_without_kd:
         plain = ctx.new_model("student")
         plain_history = _train(ctx, plain, epochs, cfg.lr, "student (no KD)")
         metrics["accuracy_no_kd"] = ctx.accuracy(plain.cpu().eval())
         metrics["kd_gain_pp"] = 100 * (metrics["accuracy"] - metrics["accuracy_no_kd"])
-        metrics["epoch_time_no_kd_s"] = plain_history.mean_epoch_time_s
-        metrics["epoch_time_ratio_kd_vs_plain"] = history.mean_epoch_time_s / plain_history.mean_epoch_time_s
+        metrics["epoch_time_no_kd_s"] = plain_history.epoch_time_s
+        metrics["epoch_time_ratio_kd_vs_plain"] = history.epoch_time_s / plain_history.epoch_time_s
     return DistillOutcome(student, history, metrics)
 
 
