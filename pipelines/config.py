@@ -64,7 +64,7 @@ class DistillConfig(Section):
 
 
 class PruneConfig(Section):
-    method: Literal["l1_unstructured", "ln_structured", "channel"] = "l1_unstructured"
+    method: Literal["l1_unstructured", "ln_structured", "channel"] = "channel"
     amount: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     steps: Annotated[int, Field(ge=1, le=20)] = 2
     finetune_epochs: NonNegInt = 3
@@ -140,8 +140,8 @@ class TrackingConfig(Section):
 class Params(Section):
     seed: NonNegInt = 0
     data: DataConfig = DataConfig()
-    teacher: ModelConfig = ModelConfig(channels=[32, 64, 128], depth=2)
-    student: ModelConfig = ModelConfig(channels=[16, 32, 64], depth=1)
+    teacher: ModelConfig = ModelConfig(channels=[64, 128, 256], depth=2)
+    student: ModelConfig = ModelConfig(channels=[32, 64, 128], depth=1)
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
