@@ -7,6 +7,9 @@ A checkpoint is a plain dict of primitives and tensors:
   layers are narrower than its constructor's) is resized before its weights are loaded;
 - ``quant``: the quantization recipe when the weights are int8, replayed on the float skeleton
   (fuse -> prepare -> convert) so the quantized ``state_dict`` fits;
+- ``program``: for a PT2E int8 graph (engine ``pt2e``, static/qat) instead of a state_dict, its
+  torch.export archive as a uint8 tensor (activation scales live in the graph, not in weights),
+  rebuilt by :func:`pipelines.quantize_pt2e.load_program`, which refuses pickled entries;
 - ``state_dict`` and free-form ``extra`` metadata.
 
 No pickled code is ever loaded.
@@ -68,17 +71,26 @@ def resize_to(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
     return model
 
 
+def _is_torchao(quant: dict[str, Any] | None) -> bool:
+    return bool(quant) and quant.get("engine") == "pt2e" and quant.get("method") == "dynamic"
+
+
 def save_model(path: str | Path, model: nn.Module, spec: dict[str, Any], *,
                shapes: dict[str, list[int]] | None = None, quant: dict[str, Any] | None = None,
                extra: dict[str, Any] | None = None) -> Path:
+    from pipelines.quantize_pt2e import is_pt2e, program_tensor
+
+    pt2e = is_pt2e(model)
     payload = {
         "format": FORMAT,
         "spec": spec,
-        "shapes": shapes if shapes is not None else layer_shapes(model),
+        "shapes": shapes if shapes is not None else ({} if pt2e else layer_shapes(model)),
         "quant": quant,
-        "state_dict": model.state_dict(),
+        "state_dict": {} if pt2e else model.state_dict(),
         "extra": extra or {},
     }
+    if pt2e:
+        payload["program"] = program_tensor(model)
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -94,12 +106,18 @@ def load_model(path: str | Path) -> Loaded:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a compression-lab checkpoint (format {FORMAT} expected)")
     try:
-        model = resize_to(build_from_spec(payload["spec"]), payload["shapes"])
-        if payload["quant"]:
-            from pipelines.quantize import quantized_skeleton
+        if payload.get("program") is not None:
+            from pipelines.quantize_pt2e import load_program
 
-            model = quantized_skeleton(model, payload["quant"])
-        model.load_state_dict(payload["state_dict"])
+            model = load_program(payload["program"])
+        else:
+            model = resize_to(build_from_spec(payload["spec"]), payload["shapes"])
+            if payload["quant"]:
+                from pipelines.quantize import quantized_skeleton
+
+                model = quantized_skeleton(model, payload["quant"])
+            # assign: torchao int8 weights (tensor subclasses) replace the skeleton's, not copy into them
+            model.load_state_dict(payload["state_dict"], assign=_is_torchao(payload["quant"]))
     except Exception as exc:
         raise CheckpointError(f"{path}: weights do not fit the model they describe "
                               f"({str(exc).splitlines()[0][:200]})") from None

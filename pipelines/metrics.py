@@ -17,13 +17,18 @@ def serialized_bytes(model: nn.Module) -> bytes:
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
     """Prunable weights: conv and linear, float or int8 (dequantized view)."""
+    if isinstance(model, torch.fx.GraphModule):  # PT2E int8 graph: weights are graph constants
+        from pipelines.quantize_pt2e import weight_tensors
+
+        return list(weight_tensors(model).values())
     out = []
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if callable(weight):  # torch.ao quantized modules expose weight()
             weight = weight()
         if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-            out.append(weight.dequantize() if weight.is_quantized else weight.detach())
+            quantized = weight.is_quantized or type(weight) not in (torch.Tensor, nn.Parameter)  # torchao int8
+            out.append(weight.dequantize() if quantized else weight.detach())
     return out
 
 
@@ -33,6 +38,8 @@ def size_metrics(model: nn.Module) -> dict[str, float]:
     total = sum(w.numel() for w in weights)
     zeros = sum(int((w == 0).sum()) for w in weights)
     num_params = sum(p.numel() for p in model.parameters()) or total
+    if isinstance(model, torch.fx.GraphModule):  # int8 weights are buffers there, biases parameters
+        num_params = total + sum(p.numel() for p in model.parameters())
     return {
         "size_mb": len(blob) / 1e6,
         "size_gzip_mb": len(gzip.compress(blob, compresslevel=6)) / 1e6,

@@ -97,6 +97,10 @@ def quantize_qat(model: nn.Module, cfg: QuantizeConfig, finetune: Callable[[nn.M
 def quantized_skeleton(model: nn.Module, quant: dict[str, Any]) -> nn.Module:
     """An int8 model of the right structure with placeholder qparams, ready for load_state_dict."""
     if quant["method"] == "dynamic":
+        if quant.get("engine") == "pt2e":
+            from pipelines.quantize_pt2e import quantize_dynamic as torchao_dynamic
+
+            return torchao_dynamic(model)
         return quantize_dynamic(model)
     prepared = _prepared(model, quant["observer"], quant["per_channel"], qat=False)
     return tq.convert(prepared.eval(), inplace=False)

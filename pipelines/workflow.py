@@ -164,4 +164,13 @@ def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str,
     metrics = model_metrics(ctx, out)
     metrics["accuracy_fp32"] = ctx.accuracy(model)
     metrics["size_ratio_vs_fp32"] = metrics["size_mb"] / fp32["size_mb"]
+    if cfg.method != "none":
+        from pipelines.quantize_pt2e import REPORT_KEY, fp32_layers
+
+        metrics["fp32_layers"] = fp32_layers(out)  # conv/linear/add that stayed fp32 (empty: all int8)
+        metrics["num_fp32_layers"] = len(metrics["fp32_layers"])
+        report = getattr(out, "meta", {}).get(REPORT_KEY) if cfg.engine == "pt2e" else None
+        if report:
+            metrics["pt2e_export"] = report["export"]
+            metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]
     return out, metrics

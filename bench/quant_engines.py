@@ -1,0 +1,124 @@
+"""int8 engines side by side: fp32 eager, fp32 compiled, eager int8 (torch.ao x86) and PT2E int8
+(torchao X86InductorQuantizer, torch.compile with Inductor freezing), one interleaved
+measurement per model at a fixed thread count (pipelines.benchmark.time_interleaved).
+
+    .venv/bin/python bench/quant_engines.py            # CNN student, CNN teacher, ResNet-18 (~3 min)
+    .venv/bin/python bench/quant_engines.py --quick    # CNN student + ResNet-18, fewer iterations
+
+Both compiled variants use the same Inductor settings (default mode, freezing, inference_mode):
+freezing is what lets Inductor fold the int8 weights and pattern-match dq -> conv/linear -> q
+into oneDNN int8 kernels; without it a PT2E graph runs as dequantize + fp32 ops. Calibration
+uses random inputs: this measures latency, not accuracy (the tests check accuracy on digits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import pipelines  # noqa: E402,F401  (central warning filters)
+from pipelines import quantize as qz  # noqa: E402
+from pipelines import quantize_pt2e as qp  # noqa: E402
+from pipelines.benchmark import set_threads, time_interleaved  # noqa: E402
+from pipelines.config import QuantizeConfig  # noqa: E402
+from pipelines.models import CNN, _torchvision_model  # noqa: E402
+
+VARIANTS = ["fp32 eager", "fp32 compiled", "int8 eager (torch.ao)", "int8 pt2e compiled"]
+
+
+def compiled(model: nn.Module, example: torch.Tensor) -> tuple[object, float]:
+    """torch.compile with freezing under inference_mode; the first two calls compile (timed)."""
+    fn = torch.compile(model, dynamic=False)
+    start = time.perf_counter()
+    with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
+        fn(example)
+        fn(example)
+    return fn, time.perf_counter() - start
+
+
+def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, iters: int,
+              calib: int) -> list[dict]:
+    torch.manual_seed(0)
+    model = model.eval()
+    x = torch.randn(*shape)
+    batches = [torch.randn(*shape) for _ in range(calib)]
+    cfg = QuantizeConfig(method="static", observer="histogram", per_channel=True, calibration_batches=calib)
+    started = time.perf_counter()
+    eager_int8 = qz.quantize_static(model, batches, cfg)
+    pt2e_int8 = qp.quantize_static(model, batches, cfg, x[:2])
+    prep_s = time.perf_counter() - started
+    fp32_fn, fp32_compile_s = compiled(model, x)
+    pt2e_fn, pt2e_compile_s = compiled(pt2e_int8, x)
+    fns = {
+        "fp32 eager": lambda: model(x),
+        "fp32 compiled": lambda: fp32_fn(x),
+        "int8 eager (torch.ao)": lambda: eager_int8(x),
+        "int8 pt2e compiled": lambda: pt2e_fn(x),
+    }
+    with torch.inference_mode():
+        ref = model(x)
+        err = {k: (fn() - ref).abs().max().item() for k, fn in fns.items()}
+        agree = {k: (fn().argmax(1) == ref.argmax(1)).float().mean().item() for k, fn in fns.items()}
+    timings = time_interleaved(fns, warmup=warmup, iters=iters)
+    compile_s = {"fp32 compiled": fp32_compile_s, "int8 pt2e compiled": pt2e_compile_s}
+    fp32 = timings["fp32 eager"].p50_ms
+    rows = []
+    for key in VARIANTS:
+        lat = timings[key]
+        rows.append({"model": name, "variant": key, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
+                     "speedup_vs_fp32_eager": fp32 / lat.p50_ms, "compile_s": compile_s.get(key, 0.0),
+                     "max_abs_err": err[key], "top1_agree": agree[key]})
+    print(f"[{name}] quantized both engines in {prep_s:.1f}s; pt2e fp32 layers: {qp.fp32_layers(pt2e_int8) or 'none'}",
+          flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer models and iterations (~1 min)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    warmup, iters, calib = (3, 15, 2) if args.quick else (10, 40, 4)
+    bs = args.batch
+    cases = [("cnn [16,32,64] 1x8x8", lambda: CNN(1, 10, [16, 32, 64]), (bs, 1, 8, 8))]
+    if not args.quick:
+        cases.append(("cnn [32,64,128]x2 1x8x8", lambda: CNN(1, 10, [32, 64, 128], depth=2), (bs, 1, 8, 8)))
+    cases.append(("resnet18 (quantizable) 3x32x32", lambda: _torchvision_model("resnet18", 3, 10), (bs, 3, 32, 32)))
+
+    started = time.perf_counter()
+    rows = []
+    for name, build, shape in cases:
+        torch.manual_seed(0)
+        rows += run_model(name, build(), shape, warmup, iters, calib)
+        torch._dynamo.reset()
+
+    print(f"\nbatch {bs}, {torch.get_num_threads()} threads, warm-up {warmup}, {iters} interleaved iters, "
+          f"torch {torch.__version__}")
+    header = f"{'model':32} {'variant':24} {'p50 ms':>8} {'p90 ms':>8} {'x fp32 eager':>12} {'compile s':>9} " \
+             f"{'max|err|':>9} {'top1=':>6}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:32} {r['variant']:24} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} "
+              f"{r['speedup_vs_fp32_eager']:12.2f} {r['compile_s']:9.1f} {r['max_abs_err']:9.4f} {r['top1_agree']:6.2f}")
+    print("\nratios (p50, same interleaved run):")
+    for name in dict.fromkeys(r["model"] for r in rows):
+        p = {r["variant"]: r["p50_ms"] for r in rows if r["model"] == name}
+        print(f"  {name}: pt2e int8 vs eager int8 {p['int8 eager (torch.ao)'] / p['int8 pt2e compiled']:.2f}x faster, "
+              f"vs fp32 compiled {p['fp32 compiled'] / p['int8 pt2e compiled']:.2f}x, "
+              f"vs fp32 eager {p['fp32 eager'] / p['int8 pt2e compiled']:.2f}x; "
+              f"eager int8 vs fp32 eager {p['fp32 eager'] / p['int8 eager (torch.ao)']:.2f}x")
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,433 @@
+"""Engine ``pt2e``: int8 through torch.export + torchao's ``X86InductorQuantizer``.
+
+- ``static``: ``torch.export`` the float model (strict, batch dimension dynamic), annotate it
+  with the x86 Inductor quantizer (uint8 activations from a min/max or histogram observer, int8
+  weights per channel or per tensor, conv+bn folded, conv/linear fused with their relu/add),
+  calibrate on ``calibration_batches`` training batches, ``convert_pt2e``. The result is an
+  ``fx.GraphModule`` of quantize/dequantize + fp32 ops: the *reference* int8 graph. It is fast
+  only once ``torch.compile`` runs under ``inference_mode`` with Inductor freezing, which
+  pattern-matches dq -> conv/linear -> q into oneDNN int8 kernels (per-channel weights only:
+  with ``per_channel: false`` the weights are stored int8 per tensor but Inductor runs them as
+  dequantize + fp32 conv).
+- ``qat``: the same graph exported in train mode, ``prepare_qat_pt2e`` (fake-quant, conv+bn
+  simulated), fine-tuned by the project's one training loop (:func:`pipelines.training.fit`),
+  then converted. Exported graphs refuse ``.train()``/``.eval()``; :func:`allow_train_eval` maps
+  them onto the dropout/batch-norm rewrites of torchao's ``move_exported_model_to_train/eval``,
+  so ``fit`` works unchanged.
+- ``dynamic``: torchao ``Int8DynamicActivationInt8WeightConfig`` on ``nn.Linear`` (weights int8
+  per row, activations quantized per token at run time); the model stays an ``nn.Module``.
+
+Why strict export: non-strict export leaves no ``source_fn_stack`` on nodes, so partitions are
+grouped by module; a block that calls one ``nn.ReLU`` twice (torchvision's plain BasicBlock)
+then gives one partition with two outputs and the conv+add+relu annotator raises "Input
+partition has more than one output node". If the quantizer still refuses a pattern, we retry
+with the refusing fusion annotators skipped and :func:`fp32_layers` reports what stayed fp32.
+
+Persistence (:func:`program_bytes` / :func:`load_program`): the converted graph, stripped of
+the fp32 parameters ``convert_pt2e`` leaves behind, is re-exported and stored in torch.export's
+own archive format; :func:`load_program` refuses archives with pickled payloads.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import io
+import json
+import types
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from pipelines.config import QuantizeConfig
+
+EPS = 2**-12  # torchao's default observer eps for the x86 config
+MAX_BATCH = 1 << 16
+EXAMPLE_KEY = "pt2e_example"
+REPORT_KEY = "pt2e_report"
+
+_CONV_LINEAR = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
+                torch.ops.aten.linear.default}
+_ADD = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor}
+
+
+@functools.cache
+def register_int8_ops() -> None:
+    """Register the ``quantized_decomposed`` ops (needed to deserialize a saved graph) and the
+    torchao Inductor passes that lower them to oneDNN int8 kernels (needed before compiling one)."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+
+@functools.cache
+def _dequant_ops() -> frozenset:
+    register_int8_ops()
+    q = torch.ops.quantized_decomposed
+    return frozenset({q.dequantize_per_tensor.default, q.dequantize_per_tensor.tensor,
+                      q.dequantize_per_channel.default})
+
+
+# --- export and quantizer -------------------------------------------------------------------------
+
+def is_pt2e(model: nn.Module) -> bool:
+    """True for a PT2E graph (exported, prepared or converted), as opposed to an eager module."""
+    return isinstance(model, fx.GraphModule)
+
+
+def allow_train_eval(model: fx.GraphModule) -> fx.GraphModule:
+    """Let ``model.train()``/``model.eval()`` work on an exported graph (torchao's
+    ``move_exported_model_to_train/eval``: dropout and batch-norm rewrites) and return the model,
+    as ``nn.Module`` does, so ``Loaded(model.eval())`` and the training loop behave as usual."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    def train(self, mode: bool = True):
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self)
+        return self
+
+    def eval(self):
+        move_exported_model_to_eval(self)
+        return self
+
+    model.train = types.MethodType(train, model)  # type: ignore[method-assign]
+    model.eval = types.MethodType(eval, model)  # type: ignore[method-assign]
+    return model
+
+
+def _dynamic_batch() -> tuple[dict[int, Any], ...]:
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def export(model: nn.Module, example: torch.Tensor, strict: bool = True) -> fx.GraphModule:
+    """``torch.export`` with a dynamic batch dimension (calibration, evaluation and benchmark
+    batches differ in size), as an ``fx.GraphModule``."""
+    return torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=strict).module()
+
+
+def quantization_config(observer: str, per_channel: bool, qat: bool):
+    """torchao's x86 default config with our observer and weight granularity.
+
+    QAT uses moving-average min/max fake-quant for activations whatever ``observer`` says (as
+    the eager engine does); ``per_channel: false`` gives per-tensor symmetric int8 weights."""
+    from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationConfig
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+
+    base = get_default_x86_inductor_quantization_config(is_qat=qat)
+    act, weight = base.input_activation, base.weight
+    if not qat and observer == "minmax":
+        act = dataclasses.replace(act, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=EPS))
+    if not per_channel:
+        ctr = (FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, eps=EPS) if qat
+               else MinMaxObserver.with_args(eps=EPS))
+        weight = dataclasses.replace(weight, qscheme=torch.per_tensor_symmetric, ch_axis=None,
+                                     observer_or_fake_quant_ctr=ctr)
+    return QuantizationConfig(act, act, weight, base.bias, base.is_qat)
+
+
+# The fusion annotators that can refuse a partition; the tolerant quantizer skips one that does
+# and lets the simpler annotators (conv alone, linear alone) take the nodes.
+_FUSION_ANNOTATORS = (
+    "_annotate_qat_conv2d_bn_binary_unary", "_annotate_qat_conv2d_bn_binary", "_annotate_qat_conv2d_bn_unary",
+    "_annotate_conv2d_binary_unary", "_annotate_conv2d_binary", "_annotate_conv2d_unary",
+    "_annotate_linear_binary_unary", "_annotate_linear_unary",
+)
+
+
+def _quantizer(config, tolerant: bool):
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+    if not tolerant:
+        return X86InductorQuantizer().set_global(config)
+
+    class TolerantX86InductorQuantizer(X86InductorQuantizer):
+        skipped: list[str]
+
+    def wrap(name: str):
+        original = getattr(X86InductorQuantizer, name)
+
+        def annotate(self, *args, **kwargs):
+            try:
+                return original(self, *args, **kwargs)
+            except ValueError as exc:
+                self.skipped.append(f"{name.removeprefix('_annotate_')}: {str(exc).splitlines()[0][:120]}")
+                return None
+
+        return annotate
+
+    for name in _FUSION_ANNOTATORS:
+        if hasattr(X86InductorQuantizer, name):
+            setattr(TolerantX86InductorQuantizer, name, wrap(name))
+    quantizer = TolerantX86InductorQuantizer().set_global(config)
+    quantizer.skipped = []
+    return quantizer
+
+
+def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: bool = False,
+            strict: bool = True) -> tuple[fx.GraphModule, dict[str, Any]]:
+    """Export + annotate + insert observers (or fake-quant), with the fallbacks described above."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    model = copy.deepcopy(model).cpu()
+    model.train() if qat else model.eval()
+    example = example.cpu()
+    report: dict[str, Any] = {"export": "strict" if strict else "non-strict", "skipped_patterns": []}
+    try:
+        graph = export(model, example, strict)
+    except Exception as exc:  # noqa: BLE001 - dynamo could not trace it: non-strict export instead
+        if not strict:
+            raise
+        warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                      "exporting non-strict", RuntimeWarning, stacklevel=2)
+        strict = False
+        report["export"] = "non-strict"
+        graph = export(model, example, strict=False)
+    config = quantization_config(cfg.observer, cfg.per_channel, qat)
+    insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
+    try:
+        prepared = insert_observers(graph, _quantizer(config, tolerant=False))
+    except ValueError as exc:  # a fusion pattern the quantizer refuses: annotate without it
+        warnings.warn(f"pt2e: quantizer refused a pattern ({str(exc).splitlines()[0][:160]}); retrying with the "
+                      "refusing fusion annotators skipped, see fp32_layers", RuntimeWarning, stacklevel=2)
+        quantizer = _quantizer(config, tolerant=True)
+        prepared = insert_observers(export(model, example, strict), quantizer)  # fresh graph: no stale annotations
+        report["skipped_patterns"] = list(quantizer.skipped)
+    (move_exported_model_to_train if qat else move_exported_model_to_eval)(prepared)
+    allow_train_eval(prepared)
+    return prepared, report
+
+
+def _converted(prepared: fx.GraphModule, example: torch.Tensor, report: dict[str, Any]) -> fx.GraphModule:
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    prepared = prepared.cpu()
+    move_exported_model_to_eval(prepared)
+    model = convert_pt2e(prepared)
+    move_exported_model_to_eval(model)
+    strip_unused(model)
+    allow_train_eval(model)
+    model.meta[EXAMPLE_KEY] = example[:2].detach().cpu().clone()
+    model.meta[REPORT_KEY] = report
+    return model
+
+
+def strip_unused(model: fx.GraphModule) -> fx.GraphModule:
+    """Drop parameters and buffers no ``get_attr`` node reads (``convert_pt2e`` keeps the fp32
+    originals of the weights it folded into int8 constants)."""
+    used = {node.target for node in model.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*model.named_parameters(), *model.named_buffers()]:
+        if name not in used:
+            owner, _, leaf = name.rpartition(".")
+            delattr(model.get_submodule(owner) if owner else model, leaf)
+    return model
+
+
+# --- the three methods ----------------------------------------------------------------------------
+
+@torch.no_grad()
+def _calibrate(prepared: fx.GraphModule, batches: Iterable[torch.Tensor], limit: int) -> int:
+    from pipelines.quantize import calibrate
+
+    return calibrate(prepared, (x.cpu() for x in batches), limit)
+
+
+def quantize_static(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantizeConfig,
+                    example: torch.Tensor, strict: bool = True) -> fx.GraphModule:
+    prepared, report = prepare(model, example, cfg, qat=False, strict=strict)
+    report["calibration_batches"] = _calibrate(prepared, batches, cfg.calibration_batches)
+    return _converted(prepared, example, report)
+
+
+def quantize_qat(model: nn.Module, cfg: QuantizeConfig, example: torch.Tensor,
+                 finetune: Callable[[nn.Module], None], strict: bool = True) -> fx.GraphModule:
+    """Fake-quant fine-tune of the exported graph with ``finetune(prepared)`` (the shared
+    training loop: its ``model.train()``/``model.eval()`` calls work on the prepared graph)."""
+    prepared, report = prepare(model, example, cfg, qat=True, strict=strict)
+    finetune(prepared)
+    return _converted(prepared, example, report)
+
+
+def quantize_dynamic(model: nn.Module) -> nn.Module:
+    """torchao int8 dynamic-activation / int8-weight on every ``nn.Linear`` (an ``nn.Module`` whose
+    Linear weights become torchao ``Int8Tensor``; its state_dict loads with weights_only)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = copy.deepcopy(model).cpu().eval()
+    # set_inductor_config=False: no process-wide Inductor settings changed behind the benchmark's back.
+    quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+    return model
+
+
+def quantize(model: nn.Module, cfg: QuantizeConfig, ctx) -> nn.Module:
+    """int8 copy of ``model`` per ``cfg`` (method dynamic / static / qat) on the pt2e engine."""
+    if cfg.method == "dynamic":
+        return quantize_dynamic(model)
+    example = ctx.example(2)
+    if cfg.method == "static":
+        return quantize_static(model, (b[0] for b in ctx.loader("train", shuffle=True)), cfg, example)
+    if cfg.method == "qat":
+        from pipelines.workflow import _train
+
+        def finetune(prepared: nn.Module) -> None:
+            _train(ctx, prepared, cfg.qat_epochs, cfg.qat_lr, "qat (pt2e)")
+
+        return quantize_qat(model, cfg, example, finetune)
+    raise ValueError(f"quantize.method: unknown value {cfg.method!r} for engine pt2e")
+
+
+# --- what stayed fp32 -----------------------------------------------------------------------------
+
+def _layer_name(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path = list(stack.values())[-1][0]
+        if path:
+            return f"{path} ({node.name})"
+    return node.name
+
+
+def _weight_quantized(node: fx.Node) -> bool:
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    return isinstance(weight, fx.Node) and weight.op == "call_function" and weight.target in _dequant_ops()
+
+
+def _graph_fp32_layers(model: fx.GraphModule) -> list[str]:
+    out = []
+    quantized_compute: set[fx.Node] = set()
+    for node in model.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target in _CONV_LINEAR:
+            if _weight_quantized(node):
+                quantized_compute.add(node)
+            else:
+                out.append(_layer_name(node))
+        elif node.target in _ADD:
+            inputs = [a for a in node.args if isinstance(a, fx.Node)]
+            ok = all(a in quantized_compute or (a.op == "call_function" and a.target in _dequant_ops()) for a in inputs)
+            if ok:
+                quantized_compute.add(node)  # fused conv/linear + add: int8 in, int8 out
+            else:
+                out.append(_layer_name(node))
+    return out
+
+
+def _module_fp32_layers(model: nn.Module) -> list[str]:
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            weight = module.weight
+            if type(weight) in (torch.Tensor, nn.Parameter) and not weight.is_quantized:
+                out.append(name)
+    return out
+
+
+def fp32_layers(model: nn.Module) -> list[str]:
+    """Conv/linear (and, in PT2E graphs, residual add) layers that still compute in fp32.
+
+    PT2E graph: a conv/linear whose weight is not produced by a dequantize node, or an add whose
+    inputs are not all int8 (dequantized or a fused int8 conv/linear). Eager module: float
+    ``nn.Conv*``/``nn.Linear`` left by conversion (e.g. the convolutions under dynamic int8)."""
+    return _graph_fp32_layers(model) if is_pt2e(model) else _module_fp32_layers(model)
+
+
+def quantize_ops(model: nn.Module) -> dict[str, int]:
+    """How many quantize / dequantize ops the PT2E graph holds, by op name."""
+    counts: dict[str, int] = {}
+    if is_pt2e(model):
+        for node in model.graph.nodes:
+            if node.op == "call_function" and getattr(node.target, "namespace", "") == "quantized_decomposed":
+                name = node.target.name().split("::")[-1].split(".")[0]
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def weight_tensors(model: fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The (dequantized) weights of a PT2E graph's conv/linear layers, for size and sparsity metrics."""
+    out: dict[str, torch.Tensor] = {}
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in _CONV_LINEAR:
+            continue
+        weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+        if not isinstance(weight, fx.Node):
+            continue
+        if weight.op == "call_function" and weight.target in _dequant_ops():
+            out[node.name] = _eval_constant(model, weight)
+        elif weight.op == "get_attr":
+            out[node.name] = _fetch(model, weight.target).detach()
+    return out
+
+
+def _fetch(model: fx.GraphModule, target: str) -> Any:
+    obj: Any = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _eval_constant(model: fx.GraphModule, node: fx.Node) -> torch.Tensor:
+    def value(arg: Any) -> Any:
+        if isinstance(arg, fx.Node):
+            return _fetch(model, arg.target) if arg.op == "get_attr" else _eval_constant(model, arg)
+        return arg
+
+    args = [value(a) for a in node.args]
+    kwargs = {k: value(v) for k, v in node.kwargs.items()}
+    with torch.no_grad():
+        return node.target(*args, **kwargs)
+
+
+# --- persistence ----------------------------------------------------------------------------------
+
+def program_bytes(model: fx.GraphModule) -> bytes:
+    """The converted graph as a torch.export archive (weights stored as raw tensors, no pickle)."""
+    example = model.meta.get(EXAMPLE_KEY)
+    if example is None:
+        raise ValueError("pt2e model carries no example input; build it with pipelines.quantize_pt2e")
+    strip_unused(model)
+    program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=False)
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def _check_archive(blob: bytes) -> None:
+    """Refuse an archive that would make torch.export.load unpickle anything but plain tensors."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        names = archive.namelist()
+        configs = [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]
+        if not any(n.endswith("_weights_config.json") for n in configs):
+            raise ValueError("not a torch.export archive (no weights config)")
+        for name in configs:
+            for fqn, meta in json.loads(archive.read(name)).get("config", {}).items():
+                path = str(meta.get("path_name", ""))
+                if meta.get("use_pickle") or path.startswith(("custom_obj", "opaque_obj")):
+                    raise ValueError(f"archive entry {fqn!r} is pickled; refusing to load it")
+        for name in names:
+            if "/sample_inputs/" in name and not name.endswith("/"):
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+
+
+def load_program(blob: bytes | torch.Tensor) -> fx.GraphModule:
+    """Rebuild a model saved with :func:`program_bytes` (ready for eval, compile and re-saving)."""
+    if isinstance(blob, torch.Tensor):
+        blob = blob.numpy().tobytes()
+    _check_archive(blob)
+    register_int8_ops()
+    program = torch.export.load(io.BytesIO(blob))
+    model = program.module()
+    allow_train_eval(model)
+    args = (program.example_inputs or ((), {}))[0]
+    if args:
+        model.meta[EXAMPLE_KEY] = args[0]
+    return model
+
+
+def program_tensor(model: fx.GraphModule) -> torch.Tensor:
+    return torch.frombuffer(bytearray(program_bytes(model)), dtype=torch.uint8)
