@@ -44,8 +44,9 @@ class Context:
         return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
 
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
-        quantized = is_eager_int8(model)
-        return evaluate(model, self.loader(split), "cpu" if quantized else self.device)
+        # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
+        cpu_only = is_eager_int8(model) or isinstance(model, torch.fx.GraphModule)
+        return evaluate(model, self.loader(split), "cpu" if cpu_only else self.device)
 
     def spec(self, which: str) -> dict[str, Any]:
         return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
