@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 _MESSAGES = [
@@ -23,6 +24,26 @@ _MESSAGES = [
     (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),
 ]
 
+# torch.compile on a torch.ao eager-int8 model: dynamo cannot trace its kernels and falls back
+# to eager; compile_benchmark reports that per row (graphs=0, note), so the console stays quiet.
+# Plus the CPU-only notice about CUDA_HOME that Inductor's C++ build logs on every first compile.
+_LOG_MESSAGES = {
+    "torch._dynamo.utils": [r"quantized nyi in meta tensors"],
+    "torch._dynamo.variables.tensor": [r"(?s)Graph break from `Tensor\.item\(\)`.*torch/ao/nn/quantized/"],
+    "torch.utils.cpp_extension": [r"No CUDA runtime is found"],
+}
+
+
+class _DropKnown(logging.Filter):
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(p.search(message) for p in self.patterns)
+
+
 _OFFLINE_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -36,5 +57,12 @@ def install() -> None:
         warnings.filterwarnings("ignore", message=pattern, category=category)
     # torchao registers an Enum with pytree at import time and torch logs a deprecation for it.
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    for name, patterns in _LOG_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnown) for f in logger.filters):
+            logger.addFilter(_DropKnown(patterns))
+    # Inductor's int8 weight lowering copies a tensor with torch.tensor(); internal, harmless.
+    warnings.filterwarnings("ignore", message=r"To copy construct from a tensor", category=UserWarning,
+                            module=r"torch\._inductor\.mkldnn_lowerings")
     for key, value in _OFFLINE_ENV.items():
         os.environ.setdefault(key, value)

@@ -5,14 +5,33 @@ warmed up, then timed *interleaved* (one call of each in turn, the order rotatin
 round) so that machine drift hits all of them alike. We report the median (p50) and p90 of
 per-call wall times at a fixed thread count, and ratios against a reference measured in the
 same loop.
+
+Runtimes (``benchmark.runtimes``):
+
+- ``eager``: the module as it is.
+- ``compile-<mode>`` (``default``, ``reduce-overhead``, ``max-autotune``): ``torch.compile`` with
+  Inductor *freezing* on (weights become constants, so conv/linear weights are pre-packed and
+  PT2E int8 patterns are fused into int8 kernels), compiled and timed under
+  ``torch.inference_mode``: the inference setting. ``reduce-overhead`` means CUDA graphs; on CPU
+  it compiles like ``default``. ``max-autotune`` benchmarks GEMM/conv candidates at compile time,
+  which costs tens of seconds per graph on a small CPU (see ``bench/`` and the README).
+- ``compile-<mode>-fp16`` / ``-bf16``: added automatically when CUDA is present, for float models
+  only: the model on the GPU, compiled the same way, run under ``torch.autocast`` (Tensor Cores).
+
+Every compiled variant is checked: it must have compiled graphs of its own (dynamo silently
+reuses or skips code otherwise, see :func:`benchmark_models`) and agree with the eager output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import os
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +42,17 @@ RUNTIME_MODES = {
     "compile-reduce-overhead": "reduce-overhead",
     "compile-max-autotune": "max-autotune",
 }
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+EAGER_INT8_NOTE = ("dynamo captured no graph: torch.ao eager int8 kernels have no fake-tensor implementation "
+                   "('quantized nyi in meta tensors'), so torch.compile falls back to eager; this row times "
+                   "the eager int8 kernels behind dynamo's frame check")
+NO_GRAPH_NOTE = "dynamo captured no graph, so torch.compile runs this model in eager"
+REDUCE_OVERHEAD_CPU_NOTE = "reduce-overhead means CUDA graphs; on CPU it compiles like compile-default"
+
+# A frame may hold many compiled entries at once (every model of one class x every mode);
+# dynamo's default limit (8) would silently send the rest to eager.
+_RECOMPILE_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -42,19 +72,20 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _sync() -> None:
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 10, iters: int = 50) -> dict[str, Latency]:
-    """Time each zero-argument callable ``iters`` times, interleaved, after ``warmup`` calls each."""
+def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50) -> dict[Any, Latency]:
+    """Time each zero-argument callable ``iters`` times, interleaved, after ``warmup`` calls each.
+    Round ``i`` starts at the ``i % len(fns)``-th callable, so no variant always runs first."""
     names = list(fns)
     with torch.inference_mode():
         for name in names:
             for _ in range(warmup):
                 fns[name]()
         _sync()
-        samples: dict[str, list[float]] = {n: [] for n in names}
+        samples: dict[Any, list[float]] = {n: [] for n in names}
         for i in range(iters):
             shift = i % len(names)
             for name in names[shift:] + names[:shift]:
@@ -70,43 +101,146 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+# --- runtimes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    mode: str | None = None            # torch.compile mode; None = eager
+    amp: torch.dtype | None = None     # autocast dtype (CUDA rows only)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.amp is not None else "cpu"
+
+
+def parse_runtime(name: str) -> Runtime:
+    """``eager``, ``compile-<mode>`` or ``compile-<mode>-fp16|bf16``."""
+    if name == "eager":
+        return Runtime(name)
+    base, _, suffix = name.rpartition("-")
+    if suffix in AMP_DTYPES and base in RUNTIME_MODES:
+        return Runtime(name, RUNTIME_MODES[base], AMP_DTYPES[suffix])
+    if name in RUNTIME_MODES:
+        return Runtime(name, RUNTIME_MODES[name])
+    allowed = ["eager", *RUNTIME_MODES, *(f"{m}-{s}" for m in RUNTIME_MODES for s in AMP_DTYPES)]
+    raise ValueError(f"unknown runtime {name!r}; allowed: {', '.join(allowed)}")
+
+
+def cuda_amp_dtypes() -> list[str]:
+    """Autocast dtypes this machine's GPU runs on Tensor Cores ([] without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    return ["fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+
+
+def expand_runtimes(runtimes: list[str], amp: list[str] | None = None) -> list[str]:
+    """The configured runtimes plus, for each ``compile-*`` one, its autocast variants
+    (``amp`` defaults to :func:`cuda_amp_dtypes`, i.e. none on a CPU-only machine)."""
+    amp = cuda_amp_dtypes() if amp is None else amp
+    out = list(dict.fromkeys(runtimes))
+    for runtime in list(out):
+        if runtime in RUNTIME_MODES:
+            out += [f"{runtime}-{suffix}" for suffix in amp if f"{runtime}-{suffix}" not in out]
+    return out
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Integer models: torch.ao eager int8 modules, or a PT2E graph with quantize/dequantize ops."""
+    from pipelines.models import is_eager_int8
+
+    if is_eager_int8(model):
+        return True
+    if isinstance(model, torch.fx.GraphModule):
+        return any(n.op == "call_function" and "quantize" in str(n.target) for n in model.graph.nodes)
+    return False
+
+
+def runtimes_for(model: nn.Module, runtimes: list[str]) -> list[str]:
+    """Autocast rows make sense for float models only; int8 models keep the rest."""
+    if not is_quantized(model):
+        return list(runtimes)
+    return [r for r in runtimes if parse_runtime(r).amp is None]
+
+
+# --- graph breaks -------------------------------------------------------------------------------
+
+
+@dataclass
+class GraphReport:
+    """Dynamo's own account of a model: how many graphs it captured, where it split, and why."""
+
+    graphs: int
+    graph_breaks: int
+    reasons: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+# explain() gives some reasons in dynamo's internal words; say what they mean.
+_REASON_GLOSSARY = {
+    "generic_jump TensorVariable": "data-dependent branching: a Python `if` on a tensor value "
+                                   "(e.g. `if x.sum() > 0:`) needs a real bool, so the graph stops there",
+}
+
+
+def _short_reason(reason: str, stack: list[Any] | None = None) -> str:
+    lines = [ln.strip() for ln in str(reason).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else "unknown"
+    for key, meaning in _REASON_GLOSSARY.items():
+        if text.startswith(key):
+            text = f"{meaning} [{text}]"
+    # dynamo's structured messages put the useful part on an "Explanation:" line
+    explanation = next((ln.removeprefix("Explanation:").strip() for ln in lines if ln.startswith("Explanation:")),
+                       None)
+    if explanation and explanation not in text:
+        text = f"{text}: {explanation}"
+    if stack:
+        frame = stack[-1]
+        text += f" (at {str(getattr(frame, 'filename', '?')).rsplit('/', 1)[-1]}:{getattr(frame, 'lineno', '?')})"
+    return text[:300]
+
+
+def explain_graphs(model: nn.Module, example: torch.Tensor) -> GraphReport:
+    """``torch._dynamo.explain`` on one call. Note: explain resets dynamo's caches, so call it
+    before compiling anything that is to be timed."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from pipelines.models import is_eager_int8
+
+    before = dict(counters["graph_break"])
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(model)(example)
+    new = {k: v - before.get(k, 0) for k, v in counters["graph_break"].items() if v > before.get(k, 0)}
+    reasons = [_short_reason(r.reason, getattr(r, "user_stack", None)) for r in explained.break_reasons]
+    if explained.graph_count > 0:
+        return GraphReport(explained.graph_count, explained.graph_break_count, list(dict.fromkeys(reasons)))
+    # No graph at all: explain() says -1 breaks; count what dynamo actually gave up on instead.
+    reasons = list(dict.fromkeys(reasons + [_short_reason(k) for k in new]))
+    note = EAGER_INT8_NOTE if is_eager_int8(model) else NO_GRAPH_NOTE
+    return GraphReport(0, sum(new.values()) or len(reasons), reasons, note)
+
+
+def graph_breaks(model: nn.Module, example: torch.Tensor) -> tuple[int, list[str]]:
+    """(break count, reasons): the short form of :func:`explain_graphs`."""
+    report = explain_graphs(model, example)
+    return report.graph_breaks, report.reasons
+
+
+# --- compiling ----------------------------------------------------------------------------------
+
+
 @dataclass
 class Compiled:
     fn: Callable[[torch.Tensor], Any]
     compile_time_s: float
-    graph_breaks: int
-    break_reasons: list[str]
+    graph_breaks: int | None = None
+    break_reasons: list[str] = field(default_factory=list)
     error: str | None = None
-
-
-def graph_breaks(model: nn.Module, example: torch.Tensor) -> tuple[int, list[str]]:
-    """Dynamo's own account of where it had to split the graph, and why."""
-    import torch._dynamo
-
-    # explain() resets dynamo's caches: call it before compiling anything that is to be timed.
-    with torch.inference_mode():
-        explained = torch._dynamo.explain(model)(example)
-    reasons = [getattr(r, "reason", str(r)).splitlines()[0] for r in explained.break_reasons]
-    return explained.graph_break_count, reasons
-
-
-def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
-                breaks: tuple[int, list[str]] = (0, [])) -> Compiled:
-    """``runtime`` is ``eager`` or ``compile-<mode>``; the compile is forced (and timed) by two
-    calls on ``example`` so later timed calls hit the cached code."""
-    if runtime == "eager":
-        return Compiled(model, 0.0, 0, [])
-    try:
-        compiled = torch.compile(model, mode=RUNTIME_MODES[runtime], dynamic=False)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            compiled(example)
-            compiled(example)
-        _sync()
-        return Compiled(compiled, time.perf_counter() - start, breaks[0], breaks[1])
-    except Exception as exc:  # noqa: BLE001 - a model the compiler refuses is a result, not a crash
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else type(exc).__name__
-        return Compiled(model, float("nan"), 0, [], error=reason)
+    graphs: int | None = None          # graphs inductor compiled for this variant
+    device: str = "cpu"
+    note: str = ""
 
 
 def _error_line(exc: BaseException) -> str:
@@ -114,32 +248,230 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+def _autocast(rt: Runtime) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda", dtype=rt.amp) if rt.amp is not None else contextlib.nullcontext()
+
+
+_CACHE_ROOT: list[str] = []  # set by benchmark_models: per-variant cold caches live under it
+
+
+def _cache_root() -> str:
+    """Where per-variant Inductor cache dirs go: benchmark_models' temp dir, else one per process
+    (removed at exit), so a failed compile never leaves a stray dir behind."""
+    if not _CACHE_ROOT:
+        import atexit
+        import shutil
+
+        root = tempfile.mkdtemp(prefix="compile_benchmark_")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _CACHE_ROOT.append(root)
+    return _CACHE_ROOT[-1]
+
+
+@contextlib.contextmanager
+def _cold_cache() -> Iterator[None]:
+    """A private, empty Inductor cache dir (what ``torch._inductor.utils.fresh_cache`` does, minus
+    its warning on every refused compile): compile_time_s is the cold cost, C++ kernel builds and
+    autotuning included, not a hit on kernels that an earlier run left on disk."""
+    from torch._inductor.utils import clear_caches
+
+    path = tempfile.mkdtemp(dir=_cache_root())
+    env = {"TORCHINDUCTOR_CACHE_DIR": path, "TRITON_CACHE_DIR": os.path.join(path, "triton")}
+    saved = {key: os.environ.get(key) for key in env}
+    clear_caches()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        clear_caches()
+
+
+def _compile_context(rt: Runtime) -> contextlib.ExitStack:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_cold_cache())
+    stack.enter_context(inductor_config.patch(
+        freezing=True,
+        # compile_time_s is the cold cost a user pays: no on-disk graph/autotune cache hits
+        fx_graph_cache=False, autotune_local_cache=False,
+        # max-autotune's per-kernel tables go to stderr; the rows keep what matters
+        autotune_num_choices_displayed=0, max_autotune_report_choices_stats=False))
+    stack.enter_context(torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT,
+                                                   accumulated_recompile_limit=4 * _RECOMPILE_LIMIT))
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(_autocast(rt))
+    return stack
+
+
+def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
+                breaks: GraphReport | None = None) -> Compiled:
+    """Build ``runtime`` for ``model``. The compile is forced (and timed, ``compile_time_s``) by
+    two calls on ``example`` under Inductor freezing and inference mode, so later timed calls hit
+    the cached code. ``fn`` takes an input on ``device`` (autocast rows: the GPU copy of the model).
+    A model the compiler refuses comes back with ``error`` set, never as an exception."""
+    rt = parse_runtime(runtime)
+    if rt.mode is None:
+        return Compiled(model, 0.0, 0, [])
+    from torch._dynamo.utils import counters
+
+    try:
+        if rt.device != "cpu":
+            model = copy.deepcopy(model).to(rt.device)
+            example = example.to(rt.device)
+        graphs_before = counters["stats"]["unique_graphs"]
+        start = time.perf_counter()
+        with _compile_context(rt):
+            compiled = torch.compile(model, mode=rt.mode, dynamic=False)
+            compiled(example)
+            compiled(example)
+        _sync()
+        elapsed = time.perf_counter() - start
+    except Exception as exc:  # noqa: BLE001 - a model the compiler refuses is a result, not a crash
+        return Compiled(model, float("nan"), error=_error_line(exc), device=rt.device)
+
+    def run(x: torch.Tensor, _c: Callable = compiled, _rt: Runtime = rt) -> Any:
+        with _autocast(_rt):
+            return _c(x)
+
+    notes = []
+    if breaks is not None and breaks.note:
+        notes.append(breaks.note)
+    if rt.mode == "reduce-overhead" and rt.device == "cpu":
+        notes.append(REDUCE_OVERHEAD_CPU_NOTE)
+    return Compiled(run, elapsed, breaks.graph_breaks if breaks else None, list(breaks.reasons) if breaks else [],
+                    graphs=counters["stats"]["unique_graphs"] - graphs_before, device=rt.device,
+                    note="; ".join(notes))
+
+
+_WARMED: set[str] = set()
+
+
+def warm_compiler(device: str = "cpu") -> None:
+    """Pay Inductor's one-time process costs (imports, C++ toolchain probe, worker pool) on a
+    throwaway model, so the first real variant's compile_time_s is not inflated by them."""
+    if device in _WARMED:
+        return
+    _WARMED.add(device)
+    import torch._dynamo
+
+    tiny = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).eval().to(device)
+    with contextlib.suppress(Exception), _compile_context(Runtime("warm-up", "default")):
+        torch.compile(tiny, dynamic=False)(torch.randn(1, 1, 4, 4, device=device))
+    torch._dynamo.reset()
+
+
+def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
+    rel = 5e-2 if (rt.amp is not None or quantized) else 1e-3
+    return rel * (1.0 + scale)
+
+
+def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: torch.Tensor,
+           example: torch.Tensor, quantized: bool) -> float | None:
+    """Sets ``comp.error`` when the compiled variant did not really compile its own code, or
+    disagrees with eager; returns the max abs difference to the eager output."""
+    if report is not None and report.graphs > 0 and comp.graphs == 0:
+        comp.error = ("no graph compiled for this variant: dynamo reused another variant's code or "
+                      "fell back to eager (recompile limit?)")
+        return None
+    try:
+        with torch.inference_mode():
+            out = comp.fn(example)
+        diff = float((out.float().cpu() - reference.float()).abs().max())
+    except Exception as exc:  # noqa: BLE001
+        comp.error = f"compiled model fails on its input: {_error_line(exc)}"
+        return None
+    tol = _tolerance(rt, quantized, float(reference.float().abs().max()))
+    if not diff <= tol:
+        comp.error = f"compiled output differs from eager: max abs diff {diff:.3g} > {tol:.3g}"
+    return diff
+
+
 def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor], runtimes: list[str],
-                     warmup: int, iters: int, reference: str | None = None) -> list[dict[str, Any]]:
+                     warmup: int, iters: int, reference: str | None = None,
+                     amp: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
-    together, interleaved; ``speedup_vs_<reference>`` is the eager reference's p50 over the row's."""
-    compiled_runtimes = [r for r in runtimes if r != "eager"]
-    breaks: dict[str, tuple[int, list[str]]] = {}
-    if compiled_runtimes:
+    together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
+    row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
+
+    Dynamo keeps one code cache per Python function, shared by every instance of a class and by
+    every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
+    then, per batch size, reset dynamo and compile a fresh set, and check that each compiled
+    variant produced graphs of its own and matches eager before it is timed."""
+    import torch._dynamo
+
+    wanted = expand_runtimes(runtimes, amp)
+    per_model = {name: runtimes_for(model, wanted) for name, model in models.items()}
+    quantized = {name: is_quantized(model) for name, model in models.items()}
+    reports: dict[str, GraphReport | None] = {}
+    explain_notes: dict[str, str] = {}
+    if any(parse_runtime(r).mode for r in wanted):
         first = examples[min(examples)]
         for name, model in models.items():
             try:
-                breaks[name] = graph_breaks(model, first)
-            except Exception as exc:  # noqa: BLE001 - recorded with the row below
-                breaks[name] = (0, [f"explain failed: {_error_line(exc)}"])
+                reports[name] = explain_graphs(model, first)
+            except Exception as exc:  # noqa: BLE001 - recorded with the rows below
+                reports[name] = None
+                explain_notes[name] = f"graph breaks unknown, explain failed: {_error_line(exc)}"
+    with tempfile.TemporaryDirectory(prefix="compile_benchmark_") as cache_root:
+        _CACHE_ROOT.append(cache_root)
+        try:
+            for device in {parse_runtime(r).device for rs in per_model.values() for r in rs if parse_runtime(r).mode}:
+                warm_compiler(device)
+            return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference)
+        finally:
+            _CACHE_ROOT.remove(cache_root)
+            torch._dynamo.reset()
+
+
+def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
+             reference) -> list[dict[str, Any]]:
+    import torch._dynamo
+
     rows: list[dict[str, Any]] = []
     for batch_size, example in examples.items():
+        torch._dynamo.reset()
         variants: dict[tuple[str, str], Compiled] = {}
+        diffs: dict[tuple[str, str], float | None] = {}
         for name, model in models.items():
-            for runtime in runtimes:
-                variants[(name, runtime)] = compile_for(model, runtime, example, breaks.get(name, (0, [])))
-        runnable = {key: (lambda c=c: c.fn(example)) for key, c in variants.items() if c.error is None}
-        timings = time_interleaved(runnable, warmup, iters)
+            try:
+                with torch.inference_mode():
+                    eager_out = model(example)
+            except Exception as exc:  # noqa: BLE001 - a model that cannot run is a row, not a crash
+                for runtime in per_model[name]:
+                    variants[(name, runtime)] = Compiled(model, float("nan"), error=_error_line(exc))
+                continue
+            for runtime in per_model[name]:
+                rt = parse_runtime(runtime)
+                comp = compile_for(model, runtime, example, reports.get(name))
+                if rt.mode is not None and comp.error is None:
+                    device_example = example.to(comp.device)
+                    diffs[(name, runtime)] = _check(comp, rt, reports.get(name), eager_out, device_example,
+                                                    quantized[name])
+                variants[(name, runtime)] = comp
+        inputs = {dev: example.to(dev) for dev in {c.device for c in variants.values()}}
+        runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items() if c.error is None}
+        timings = time_interleaved(runnable, warmup, iters) if runnable else {}
         ref = timings.get((reference, "eager")) if reference else None
         for (name, runtime), comp in variants.items():
-            row: dict[str, Any] = {"model": name, "runtime": runtime, "batch_size": batch_size,
-                                   "compile_time_s": comp.compile_time_s, "graph_breaks": comp.graph_breaks,
-                                   "break_reasons": " | ".join(comp.break_reasons), "error": comp.error or ""}
+            rt = parse_runtime(runtime)
+            report = reports.get(name)
+            row: dict[str, Any] = {
+                "model": name, "runtime": runtime, "batch_size": batch_size, "device": comp.device,
+                "compile_time_s": comp.compile_time_s,
+                "graphs": comp.graphs if rt.mode else "",
+                "graph_breaks": (report.graph_breaks if report else "") if rt.mode else 0,
+                "break_reasons": " | ".join(report.reasons) if (report and rt.mode) else "",
+                "max_abs_diff_vs_eager": diffs.get((name, runtime), ""),
+                "note": "; ".join(n for n in (comp.note, explain_notes.get(name, "") if rt.mode else "") if n),
+                "error": comp.error or "",
+            }
             lat = timings.get((name, runtime))
             if lat is not None:
                 row.update(latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,

@@ -46,6 +46,9 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int) -> dict[str, di
         compiled = [r for r in mine if r["runtime"] != "eager"]
         if compiled:
             entry["compile_time_s"] = max(r["compile_time_s"] for r in compiled)
-            entry["graph_breaks"] = max(r["graph_breaks"] for r in compiled)
+            breaks = [r["graph_breaks"] for r in compiled if isinstance(r["graph_breaks"], int)]
+            if breaks:
+                entry["graph_breaks"] = max(breaks)
+            entry["compiled_graphs"] = min(r["graphs"] for r in compiled)  # 0: dynamo ran it eager
         out[name] = entry
     return out

@@ -89,10 +89,15 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                         and int(r["batch_size"]) == params.benchmark.batch_size),
                        key=lambda r: float(r["latency_ms_p50"]), default=None)
             if eager and best:
+                how = (f"{best['runtime']}, dynamo captured no graph: runs eager" if str(best.get("graphs")) == "0"
+                       else f"{best['runtime']}, {_f(best.get('graph_breaks'), '.0f')} graph breaks, compiled in "
+                            f"{_f(best.get('compile_time_s'), '.1f')} s")
                 parts.append(f"{name} {_ratio(float(eager['latency_ms_p50']), float(best['latency_ms_p50'])):.2f}x "
-                             f"({best['runtime']}, {int(float(best['graph_breaks']))} graph breaks)")
-        out.append("**torch.compile** vs eager at batch "
-                   f"{params.benchmark.batch_size}: " + "; ".join(parts) + ".")
+                             f"({how})")
+        failed = sorted({f"{r['model']} {r['runtime']}" for r in rows if r.get("error")})
+        out.append("**torch.compile** (Inductor, freezing on, inference mode) vs eager at batch "
+                   f"{params.benchmark.batch_size}: " + "; ".join(parts) + "."
+                   + (f" Not compiled: {', '.join(failed)} (see `error` in benchmark.csv)." if failed else ""))
     return out
 
 

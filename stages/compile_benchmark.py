@@ -1,4 +1,8 @@
-"""Stage compile_benchmark: every model x runtime x batch size, measured side by side."""
+"""Stage compile_benchmark: every model x runtime x batch size, measured side by side.
+
+Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default]``; add
+``compile-max-autotune`` / ``compile-reduce-overhead`` when you can afford their compile time,
+see pipelines/benchmark.py); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added."""
 
 from pipelines import stage
 from pipelines.comparison import CHAIN, compare, summary_metrics
@@ -16,8 +20,12 @@ def body(ctx, run):
     for row in rows:  # flat copies so the MLflow charts can compare runs
         if "latency_ms_p50" in row:
             key = f"{row['model']}.{row['runtime']}.bs{row['batch_size']}"
-            run.log_metrics({f"{key}.latency_ms_p50": row["latency_ms_p50"],
-                             f"{key}.speedup_vs_teacher": row.get("speedup_vs_teacher", 0.0)})
+            flat = {f"{key}.latency_ms_p50": row["latency_ms_p50"],
+                    f"{key}.speedup_vs_teacher": row.get("speedup_vs_teacher", 0.0)}
+            if row["runtime"] != "eager":
+                flat.update({f"{key}.compile_time_s": row["compile_time_s"], f"{key}.graphs": row["graphs"],
+                             f"{key}.graph_breaks": row["graph_breaks"]})
+            run.log_metrics(flat)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""The one benchmarking routine: interleaved timing, runtime lists, and benchmark_models on
+tiny real models (compiled for real, cold, by Inductor: ~15-30 s on 2 idle cores)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pipelines import benchmark as bm
+from pipelines.config import QuantizeConfig
+from pipelines.models import CNN
+from pipelines.quantize import quantize_static
+
+# --- time_interleaved ---------------------------------------------------------------------------
+
+
+def test_time_interleaved_counts_percentiles_and_rotation():
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    out = bm.time_interleaved(fns, warmup=2, iters=6)
+    assert set(out) == {"a", "b", "c"}
+    for lat in out.values():
+        assert lat.iters == 6
+        assert 0 <= lat.p50_ms <= lat.p90_ms
+        assert lat.throughput(8) > 0
+    warm, timed = calls[:6], calls[6:]
+    assert warm == ["a", "a", "b", "b", "c", "c"]
+    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
+    assert rounds[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]  # the start rotates
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+
+
+# --- runtime lists (the CUDA autocast path, exercised without a GPU) -------------------------------
+
+
+def test_runtime_list_adds_autocast_rows_only_with_cuda(monkeypatch):
+    base = ["eager", "compile-default", "compile-max-autotune"]
+    with_amp = bm.expand_runtimes(base, amp=["fp16", "bf16"])
+    assert with_amp == base + ["compile-default-fp16", "compile-default-bf16",
+                               "compile-max-autotune-fp16", "compile-max-autotune-bf16"]
+    assert bm.expand_runtimes(base, amp=[]) == base
+    assert bm.expand_runtimes(["eager"], amp=["fp16"]) == ["eager"]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bm.cuda_amp_dtypes() == []
+    assert bm.expand_runtimes(base) == base  # CPU: the rows are simply absent
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert bm.cuda_amp_dtypes() == ["fp16", "bf16"]
+    assert "compile-default-bf16" in bm.expand_runtimes(base)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert bm.cuda_amp_dtypes() == ["fp16"]
+
+
+def test_parse_runtime():
+    rt = bm.parse_runtime("compile-reduce-overhead-bf16")
+    assert (rt.mode, rt.amp, rt.device) == ("reduce-overhead", torch.bfloat16, "cuda")
+    assert bm.parse_runtime("compile-max-autotune").mode == "max-autotune"
+    assert bm.parse_runtime("compile-default").device == "cpu"
+    assert bm.parse_runtime("eager").mode is None
+    with pytest.raises(ValueError, match="unknown runtime"):
+        bm.parse_runtime("compile-turbo")
+
+
+def test_autocast_rows_are_for_float_models_only(int8_model):
+    wanted = bm.expand_runtimes(["eager", "compile-default"], amp=["fp16"])
+    assert bm.runtimes_for(CNN(1, 10, [4], 1), wanted) == wanted
+    assert bm.runtimes_for(int8_model, wanted) == ["eager", "compile-default"]
+    assert bm.is_quantized(int8_model) and not bm.is_quantized(CNN(1, 10, [4], 1))
+
+
+# --- benchmark_models on tiny real models ------------------------------------------------------
+
+
+class Broken(nn.Module):
+    """Runs in eager; torch.compile refuses it (a graph break where none is allowed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    @torch._dynamo.error_on_graph_break(True)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        torch._dynamo.graph_break()
+        return y
+
+
+def _cnn(channels: list[int], seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return CNN(1, 10, channels, 1).eval()
+
+
+@pytest.fixture(scope="module")
+def int8_model() -> nn.Module:
+    cfg = QuantizeConfig(method="static", calibration_batches=2)
+    return quantize_static(_cnn([4, 8], 1), [torch.randn(4, 1, 8, 8) for _ in range(2)], cfg)
+
+
+@pytest.fixture(scope="module")
+def rows(int8_model) -> list[dict]:
+    torch.set_num_threads(2)
+    models = {
+        # same class and shapes, other weights: dynamo must not let one reuse the other's
+        # frozen graph (checked through graphs >= 1 and max_abs_diff_vs_eager per row)
+        "teacher": _cnn([4, 8], 0),
+        "student": _cnn([4, 8], 1),
+        "int8": int8_model,
+        "broken": Broken().eval(),
+    }
+    examples = {1: torch.randn(1, 1, 8, 8), 3: torch.randn(3, 1, 8, 8)}
+    return bm.benchmark_models(models, examples, ["eager", "compile-default"], warmup=1, iters=3,
+                               reference="teacher")
+
+
+def _row(rows, model, runtime, bs):
+    found = [r for r in rows if (r["model"], r["runtime"], r["batch_size"]) == (model, runtime, bs)]
+    assert len(found) == 1, (model, runtime, bs)
+    return found[0]
+
+
+def test_one_row_per_model_runtime_batch(rows):
+    keys = [(r["model"], r["runtime"], r["batch_size"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4 * 2 * 2
+    assert {r["device"] for r in rows} == {"cpu"}  # no autocast rows without CUDA
+    for bs in (1, 3):
+        assert _row(rows, "teacher", "eager", bs)["speedup_vs_teacher"] == 1.0
+
+
+def test_compiled_rows_are_real_compiles(rows):
+    for name in ("teacher", "student"):
+        for bs in (1, 3):
+            row = _row(rows, name, "compile-default", bs)
+            assert row["error"] == ""
+            assert row["compile_time_s"] > 0
+            assert row["graph_breaks"] == 0 and row["graphs"] >= 1  # its own graph, not its twin's
+            assert row["max_abs_diff_vs_eager"] < 1e-3
+            assert row["latency_ms_p50"] > 0 and row["speedup_vs_teacher"] > 0
+
+
+def test_eager_int8_row_says_dynamo_falls_back(rows):
+    for bs in (1, 3):
+        row = _row(rows, "int8", "compile-default", bs)
+        assert row["error"] == "" and row["latency_ms_p50"] > 0
+        assert row["graphs"] == 0 and row["graph_breaks"] >= 1  # counted, not explain()'s -1
+        assert "falls back to eager" in row["note"]
+        assert row["break_reasons"]
+
+
+def test_a_model_that_fails_to_compile_is_a_row_not_a_crash(rows):
+    for bs in (1, 3):
+        row = _row(rows, "broken", "compile-default", bs)
+        assert row["error"] and "latency_ms_p50" not in row and math.isnan(row["compile_time_s"])
+        assert _row(rows, "broken", "eager", bs)["latency_ms_p50"] > 0
