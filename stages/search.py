@@ -1,0 +1,57 @@
+"""Stage search: Optuna over distill -> prune -> quantize -> benchmark -> reports/search/.
+
+    python -m stages.search [--n-trials N] [--timeout SECONDS]
+
+Runs (or resumes) the study ``search.study_name`` in ``$OPTUNA_STORAGE`` / ``search.storage`` /
+``sqlite:///<repo root>/optuna.db`` for N more trials (default ``search.n_trials``).
+"""
+
+import argparse
+import os
+import sys
+
+# One line per trial instead of hundreds of progress bars (tqdm reads this when it is imported).
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pipelines import stage  # noqa: E402
+from pipelines.config import load_params  # noqa: E402
+from pipelines.search import run_search  # noqa: E402
+from pipelines.tracking import _experiment_id, pipeline_parent  # noqa: E402
+
+SECTIONS = ["data", "student", "train", "distill", "prune", "quantize", "benchmark", "search"]
+
+
+def _opens_pipeline() -> bool:
+    """True when no pipeline run is open, i.e. this search run will open (and so must close) one:
+    run after `report` closed the chain's parent, or on its own (`make search`). Joining an
+    open pipeline run leaves closing it to `report`."""
+    try:
+        params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
+        if not params.tracking.enabled:
+            return False
+        return pipeline_parent(_experiment_id(params.tracking.experiment), create=False) is None
+    except Exception:  # noqa: BLE001 - stage.main reports params/store errors properly
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.search", description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=None, help="trials to add (default: search.n_trials)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    args = parser.parse_args(argv)
+    if args.n_trials is not None and args.n_trials <= 0:
+        parser.error(f"--n-trials must be a positive integer (got {args.n_trials})")
+
+    def body(ctx, run):
+        run_search(ctx.params, stage.load("teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
+                   timeout_s=args.timeout)
+
+    try:
+        stage.main("search", SECTIONS, body, closes_pipeline=_opens_pipeline())
+    except KeyboardInterrupt:
+        print("search: interrupted; finished trials are kept in the study, re-run to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""The Optuna search: real studies on temp sqlite/journal storages, real MLflow store in tmp,
+real (tiny) training through the same workflow functions the stages call."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from pipelines import search
+from pipelines.checkpoint import save_model
+from pipelines.config import ParamsError, load_params, validate
+from pipelines.promote import promote
+from pipelines.workflow import Context, train_teacher
+from tests.conftest import ROOT, fast_params, venv_env
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+SPACE = {
+    "distill.temperature": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
+    "distill.lr": {"type": "categorical", "choices": [0.003, 1e30]},  # 1e30: the loss becomes NaN
+    "prune.amount": {"type": "float", "low": 0.1, "high": 0.6, "step": 0.1},
+    "prune.steps": {"type": "int", "low": 1, "high": 2},
+    "quantize.method": {"type": "categorical", "choices": ["none", "static"]},
+    "quantize.per_channel": {"type": "categorical", "choices": [True, False]},
+}
+
+
+def search_params(**search_overrides):
+    cfg = {"study_name": "t", "space": SPACE, "distill_epochs": 1, "finetune_epochs": 0, "n_trials": 2,
+           "max_accuracy_drop": 100.0, "max_latency_ms": 1000.0, **search_overrides}
+    return fast_params(train={"epochs": 2}, data={"max_train_samples": 400}, search=cfg,
+                       tracking={"experiment": "search-test"},
+                       benchmark={"warmup": 1, "iters": 3, "runtimes": ["eager"]})
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    ctx = Context(search_params().with_overrides({"tracking.enabled": False}))
+    model, _ = train_teacher(ctx)
+    return model
+
+
+# --- space, constraints, storage ----------------------------------------------------------------
+
+def test_space_sampling_covers_declared_types():
+    params = search_params()
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = {key: set() for key in SPACE}
+    for _ in range(12):
+        trial = study.ask()
+        values = search.suggest(trial, params.search.space)
+        assert set(values) == set(SPACE)
+        for key, value in values.items():
+            seen[key].add(value)
+        params.with_overrides(search.trial_overrides(params, values))  # every sample passes the schema
+        study.tell(trial, [0.5, 1.0])
+    dists = study.trials[0].distributions
+    assert dists["distill.temperature"] == FloatDistribution(1.0, 8.0, log=True)
+    assert dists["prune.amount"] == FloatDistribution(0.1, 0.6, step=0.1)
+    assert dists["prune.steps"] == IntDistribution(1, 2)
+    assert dists["quantize.method"] == CategoricalDistribution(["none", "static"])
+    assert all(1.0 <= v <= 8.0 for v in seen["distill.temperature"])
+    assert seen["quantize.per_channel"] == {True, False} and seen["prune.steps"] == {1, 2}
+    assert all(round(v * 10) == pytest.approx(v * 10) for v in seen["prune.amount"])
+    over = search.trial_overrides(params, {"prune.amount": 0.3})
+    assert over == {"distill.epochs": 1, "prune.finetune_epochs": 0, "prune.amount": 0.3}
+
+
+def test_search_space_keys_are_schema_checked():
+    with pytest.raises(ParamsError, match=r"search\.space\.prune\.amunt"):
+        fast_params(search={"space": {"prune.amunt": {"type": "float", "low": 0.1, "high": 0.5}}})
+    with pytest.raises(ParamsError, match=r"quantize\.method"):
+        fast_params(search={"space": {"quantize.method": {"type": "categorical", "choices": ["int3"]}}})
+
+
+def test_constraint_values_and_feasibility():
+    cfg = fast_params(search={"max_accuracy_drop": 1.0, "max_latency_ms": 2.0, "min_speedup": 3.0}).search
+    ok = {"accuracy": 0.95, "latency_ms_p50": 1.5, "speedup_vs_teacher": 4.0}
+    c = search.constraint_values(ok, teacher_accuracy=0.955, cfg=cfg)
+    assert set(c) == {"accuracy", "latency_ms", "speedup"}
+    assert c["accuracy"] == pytest.approx(0.5 - 1.0) and c["latency_ms"] == pytest.approx(-0.5)
+    assert c["speedup"] == pytest.approx(-1.0) and search.is_feasible(c)
+    assert not search.is_feasible(search.constraint_values({**ok, "accuracy": 0.94}, 0.955, cfg))  # 1.5 pp drop
+    assert not search.is_feasible(search.constraint_values({**ok, "latency_ms_p50": 2.1}, 0.955, cfg))
+    assert not search.is_feasible(search.constraint_values({**ok, "speedup_vs_teacher": 2.9}, 0.955, cfg))
+    assert search.is_feasible({"accuracy": 0.0, "speedup": 0.0})  # on the boundary counts as feasible
+    only_acc = fast_params().search
+    assert set(search.constraint_values(ok, 0.96, only_acc)) == {"accuracy"}
+
+
+def _trial(number, values, constraints, accuracy=None, latency=None):
+    trial = optuna.trial.create_trial(
+        values=values,
+        distributions={"prune.amount": FloatDistribution(0.0, 0.9)}, params={"prune.amount": 0.1 * number},
+        system_attrs={f"constraints:{k}": v for k, v in constraints.items()},
+        user_attrs={"context": "c", "overrides": {"prune.amount": 0.1 * number},
+                    "metrics": {"accuracy": values[0] if accuracy is None else accuracy,
+                                "latency_ms_p50": values[1] if latency is None else latency}})
+    return trial
+
+
+def test_front_only_feasible_and_selection_rule(tmp_path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials([
+        _trial(0, [0.99, 5.0], {"accuracy": 0.0, "speedup": -1.0}),   # feasible, slow
+        _trial(1, [0.99, 1.0], {"accuracy": -0.5, "speedup": 0.5}),  # infeasible (speedup), dominates 0
+        _trial(2, [0.97, 2.0], {"accuracy": -0.1, "speedup": -0.1}),  # feasible, faster
+        _trial(3, [0.99, 3.0], {"accuracy": -0.2, "speedup": -2.0}),  # feasible, dominates 0
+        _trial(4, [0.80, 0.5], {"accuracy": 3.0, "speedup": -5.0}),   # infeasible (accuracy)
+    ])
+    outcome = search.summarize(study, "c")
+    assert [t.number for t in outcome.front] == [2, 3]
+    assert outcome.best.number == 3  # highest feasible accuracy; tie with 0 goes to lower latency
+    assert outcome.counts == {"trials": 5, "complete": 5, "failed": 0, "feasible": 3, "front": 2}
+    assert search.first_feasible(outcome.trials) == 1
+    files = search.write_outputs(outcome, tmp_path, ["accuracy", "latency_ms_p50"])
+    pareto = json.loads((tmp_path / "pareto.json").read_text())
+    assert [t["number"] for t in pareto["trials"]] == [2, 3] and pareto["best_trial"] == 3
+    assert all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
+    assert yaml.safe_load((tmp_path / "best_params.yaml").read_text()) == {"prune.amount": pytest.approx(0.3)}
+    names = {p.name for p in files}
+    assert {"pareto_front.png", "pareto_front.html", "param_importances.png", "param_importances.html"} <= names
+    # hypervolume: only feasible front points, in objective units, maximized axes negated
+    hv = search.hypervolume(outcome.front, ["maximize", "minimize"], [0.9, 6.0])
+    assert hv == pytest.approx((0.99 - 0.9) * (6.0 - 3.0) + (0.97 - 0.9) * (3.0 - 2.0))
+
+
+def test_storage_resolution(monkeypatch, in_tmp):
+    cfg = fast_params().search
+    monkeypatch.delenv(search.STORAGE_ENV, raising=False)
+    assert search.storage_url(cfg) == f"sqlite:///{in_tmp / 'optuna.db'}"
+    cfg2 = fast_params(search={"storage": "journal:studies/s.journal"}).search
+    assert search.storage_url(cfg2) == "journal:studies/s.journal"
+    monkeypatch.setenv(search.STORAGE_ENV, "sqlite:///elsewhere.db")
+    assert search.storage_url(cfg2) == "sqlite:///elsewhere.db"
+    monkeypatch.delenv(search.STORAGE_ENV)
+    params = fast_params(search={"storage": "journal:studies/s.journal", "study_name": "j"})
+    study = search.open_study(params)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=2)
+    assert (in_tmp / "studies" / "s.journal").exists()
+    assert len(search.open_study(params).trials) == 2  # resumed from the journal file
+    with pytest.raises(ParamsError, match="objectives"):
+        search.open_study(params.with_overrides({"search.objectives": ["accuracy", "latency_ms_p50", "size_mb"]}))
+    with pytest.raises(ParamsError, match="not an Optuna storage URL"):
+        search.make_storage("no-scheme.db")
+
+
+# --- the real thing -----------------------------------------------------------------------------
+
+def test_search_runs_records_failures_resumes_and_promotes(teacher, tmp_path, mlflow_store, in_tmp):
+    from pipelines.tracking import stage_run
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    params = search_params()
+    study = search.open_study(params, storage=storage)
+    # first a trial that raises (NaN loss), then a normal one: the study must go on
+    study.enqueue_trial({"distill.lr": 1e30, "quantize.method": "static"})
+    study.enqueue_trial({"distill.lr": 0.003, "quantize.method": "static"})
+    out = in_tmp / "reports" / "search"
+    with stage_run(params, "search", ["search"]) as run:
+        first = search.run_search(params, teacher, run, out, n_trials=2, storage=storage)
+    trials = first.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "FloatingPointError" in trials[0].user_attrs["fail_reason"]
+    assert "nan" in trials[0].user_attrs["fail_reason"]
+    done = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+
+    # resume: the same study, N more trials, nothing finished lost
+    params2 = params.with_overrides({"distill.lr": 0.003, "search.space": {k: v for k, v in SPACE.items()
+                                                                           if k != "distill.lr"}})
+    with stage_run(params2, "search", ["search"]) as run2:
+        second = search.run_search(params2, teacher, run2, out, n_trials=2, storage=storage)
+    trials = second.study.get_trials()
+    assert len(trials) == 4
+    for number, values in done.items():
+        assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
+    # the space changed, so the first run's trials belong to another context and are not offered
+    assert second.counts["trials"] == 2 and all(t.number >= 2 for t in second.trials)
+
+    # every completed trial has its constraints and metrics; pareto.json holds feasible ones only
+    for t in second.trials:
+        assert set(t.constraints) == {"accuracy", "latency_ms"}
+        assert t.user_attrs["metrics"]["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["trials"] and all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
+    for name in ("pareto_front", "param_importances"):
+        assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.html").stat().st_size > 0
+
+    # MLflow: one search run, one nested run per trial, failed one FAILED with its reason
+    client = mlflow.MlflowClient(mlflow_store)
+    children = client.search_runs([client.get_run(run.run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.run_id}'")
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
+    assert set(by_trial) == {0, 1}
+    assert by_trial[0].info.status == "FAILED" and "FloatingPointError" in by_trial[0].data.tags["fail_reason"]
+    assert by_trial[1].info.status == "FINISHED" and by_trial[1].data.tags["state"] == "COMPLETE"
+    assert by_trial[1].data.params["distill.lr"] == "0.003"
+    assert {"accuracy", "latency_ms_p50", "constraint.accuracy", "feasible"} <= set(by_trial[1].data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run2.run_id, "search")}
+    assert {"search/pareto.json", "search/best_params.yaml", "search/pareto_front.png"} <= artifacts
+
+    # best_params.yaml: valid params keys; promote writes them into a params.yaml (comments kept)
+    best = yaml.safe_load((out / "best_params.yaml").read_text())
+    chosen = next(t for t in second.trials if t.number == pareto["best_trial"])
+    assert best == chosen.user_attrs["overrides"]
+    assert max(t.values[0] for t in second.trials if search.is_feasible(t.constraints)) == chosen.values[0]
+    params.with_overrides(best)
+    target = in_tmp / "params.yaml"
+    target.write_text((ROOT / "params.yaml").read_text())
+    changes = promote(out / "best_params.yaml", target)
+    assert changes and set(changes) <= set(best)
+    promoted = load_params(target)
+    for key, value in best.items():
+        section, _, name = key.partition(".")
+        assert getattr(getattr(promoted, section), name) == value
+    text = target.read_text()
+    assert "# percentage points below the teacher" in text and "# Declarative space" in text
+    assert promote(out / "best_params.yaml", target) == {}  # idempotent
+
+    # promote + the stages (as dvc repro runs them) rebuild the chosen trial's model
+    import stages.compile_benchmark
+    import stages.distill
+    import stages.prune
+    import stages.quantize
+    from pipelines.io import read_json
+    from pipelines.tracking import Run
+
+    exp = in_tmp / "exp" / "params.yaml"
+    exp.parent.mkdir()
+    exp.write_text(yaml.safe_dump(params2.with_overrides({"tracking.enabled": False}).model_dump(), sort_keys=False))
+    promote(out / "best_params.yaml", exp)
+    save_model(in_tmp / "models" / "teacher.pt", teacher, Context(params).spec("teacher"))
+    ctx = Context(load_params(exp))
+    for module in (stages.distill, stages.prune, stages.quantize, stages.compile_benchmark):
+        module.body(Context(ctx.params), Run(None))
+    final = read_json(in_tmp / "metrics" / "compile_benchmark.json")["quantized"]
+    one_sample = 1.0 / len(ctx.data.test)
+    assert abs(final["accuracy"] - chosen.user_attrs["metrics"]["accuracy"]) <= one_sample + 1e-9
+
+
+def test_promote_refuses_invalid_keys_and_leaves_params_untouched(in_tmp):
+    target = in_tmp / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    target.write_text(original)
+    bad = in_tmp / "best.yaml"
+    bad.write_text("prune.amunt: 0.3\n")
+    with pytest.raises(ParamsError, match="amunt"):
+        promote(bad, target)
+    bad.write_text("quantize.method: int3\n")
+    with pytest.raises(ParamsError, match="quantize.method"):
+        promote(bad, target)
+    assert target.read_text() == original
+    validate(yaml.safe_load(original))
+
+
+# --- interrupting the stage ---------------------------------------------------------------------
+
+def _complete(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return []
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def _run_until(cmd, cwd, env, storage, name, at_least, sig):
+    log = Path(cwd) / f"stage-{sig.name}.log"  # a file, not a pipe: progress bars must never block the child
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(_complete(storage, name)) >= at_least:
+                break
+            time.sleep(0.3)
+        assert proc.poll() is None, f"search ended early:\n{log.read_text()[-3000:]}"
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    return proc.returncode, log.read_text()
+
+
+def test_ctrl_c_keeps_finished_trials_and_writes_outputs(teacher, tmp_path, in_tmp):
+    """SIGINT arrives as KeyboardInterrupt inside a trial: Optuna marks that trial FAIL and
+    re-raises; the finished ones stay, the outputs are written from them, the interrupt propagates."""
+    from pipelines.tracking import Run
+
+    params = search_params(study_name="ctrl-c", space={k: v for k, v in SPACE.items() if k != "distill.lr"})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    calls = []
+
+    def chain(baseline, trial_params):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return search.run_chain(baseline, trial_params)
+
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search(params, teacher, Run(None), in_tmp / "out", n_trials=10, storage=storage, chain=chain)
+    states = [t.state for t in optuna.load_study(study_name="ctrl-c", storage=storage).trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert json.loads((in_tmp / "out" / "pareto.json").read_text())["counts"]["complete"] == 2
+    again = search.run_search(params, teacher, Run(None), in_tmp / "out", n_trials=1, storage=storage)
+    assert again.counts["complete"] == 3
+
+
+def test_stage_killed_mid_search_loses_no_finished_trial(teacher, tmp_path):
+    params = search_params(study_name="kill", space={k: v for k, v in SPACE.items() if k != "distill.lr"},
+                           n_trials=200).with_overrides({"tracking.enabled": False})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
+    ctx = Context(params)
+    save_model(tmp_path / "models" / "teacher.pt", teacher, ctx.spec("teacher"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # the default: <project root>/optuna.db
+    env = venv_env()
+    env.pop("OPTUNA_STORAGE", None)
+    env.pop("DVC_ROOT", None)
+    cmd = [sys.executable, "-m", "stages.search"]
+
+    code, _ = _run_until(cmd, tmp_path, env, storage, "kill", 1, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    kept = {t.number: t.values for t in _complete(storage, "kill")}
+    assert len(kept) >= 1
+
+    proc = subprocess.run([*cmd, "--n-trials", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = {t.number: t.values for t in _complete(storage, "kill")}
+    assert len(final) == len(kept) + 1
+    assert all(final[n] == v for n, v in kept.items())
+    pareto = json.loads((tmp_path / "reports" / "search" / "pareto.json").read_text())
+    assert pareto["counts"]["complete"] == len(final)
