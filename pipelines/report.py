@@ -128,7 +128,34 @@ def pareto_plot(summary: dict[str, dict[str, Any]], path: Path, batch_size: int)
     return path
 
 
-def markdown(summary, stages, rows, params) -> str:
+def search_section(front: dict[str, Any] | None) -> list[str]:
+    """The search's feasible Pareto front (from ``reports/search/pareto.json``), best trial first."""
+    if not front:
+        return []
+    counts, cons = front.get("counts", {}), front.get("constraints", {})
+    limits = [f"accuracy drop <= {cons.get('max_accuracy_drop_pp')} pp"]
+    if cons.get("max_latency_ms") is not None:
+        limits.append(f"p50 <= {cons['max_latency_ms']} ms")
+    if cons.get("min_speedup") is not None:
+        limits.append(f"speedup vs teacher >= {cons['min_speedup']}x")
+    lines = ["## Search", "",
+             f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('failed', 0)} failed, "
+             f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}; feasible Pareto front "
+             f"({counts.get('front', 0)} trials), chosen one first ({front.get('selection_rule', '')}). "
+             "`make promote` writes the chosen trial into params.yaml.", ""]
+    trials = sorted(front.get("trials", []), key=lambda t: t["number"] != front.get("best_trial"))
+    if not trials:
+        return lines + ["No feasible trial yet: loosen the constraints or add trials (`make search N=...`).", ""]
+    lines += ["| trial | accuracy | p50 ms | speedup | size MB | settings |", "|---|---|---|---|---|---|"]
+    for t in trials:
+        m = t["metrics"]
+        settings = ", ".join(f"{k}={_f(v, '.3g') if isinstance(v, float) else v}" for k, v in t["params"].items())
+        lines.append(f"| {t['number']} | {_f(m.get('accuracy'), '.4f')} | {_f(m.get('latency_ms_p50'), '.3f')} "
+                     f"| {_f(m.get('speedup_vs_teacher'), '.2f')}x | {_f(m.get('size_mb'), '.3f')} | {settings} |")
+    return lines + [""]
+
+
+def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None) -> str:
     bs = params.benchmark.batch_size
     lines = [
         "# Compression report",
@@ -145,6 +172,7 @@ def markdown(summary, stages, rows, params) -> str:
         "",
         "![accuracy vs latency](pareto.png)",
         "",
+        *search_section(front),
         "Per (model, runtime, batch size) numbers: `reports/benchmark.csv`.",
     ]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,9 @@ def body(ctx, run):
     summary = read_json(stage.METRICS / "compile_benchmark.json")
     stages = {name: read_json(stage.METRICS / f"{name}.json") for name in STAGES}
     rows = read_csv(stage.REPORTS / "benchmark.csv")
-    text = report.markdown(summary, stages, rows, ctx.params)
+    front_file = stage.REPORTS / "search" / "pareto.json"
+    front = read_json(front_file) if front_file.exists() else None
+    text = report.markdown(summary, stages, rows, ctx.params, front)
     run.log_artifact(write_text(stage.REPORTS / "summary.md", text))
     run.log_artifact(report.pareto_plot(summary, stage.REPORTS / "pareto.png", ctx.params.benchmark.batch_size))
     print("\n" + text)
