@@ -5,12 +5,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BIN := $(CURDIR)/$(VENV)/bin
 N ?=
+# make server: the MLflow tracking server all workers log to (MLFLOW_TRACKING_URI=http://HOST:PORT).
+# Database backend: sqlite by default, PostgreSQL by URL (make server MLFLOW_BACKEND_STORE_URI=postgresql://...).
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_BACKEND_STORE_URI ?= sqlite:///$(CURDIR)/mlflow.db
+MLFLOW_ARTIFACTS_DESTINATION ?= $(CURDIR)/mlartifacts
+MLFLOW_SERVER_ARGS ?=
+# make worker STORAGE=postgresql://user:pw@db:5432/optuna N=10: one of many search workers on one
+# shared study (STORAGE empty: $OPTUNA_STORAGE / search.storage / optuna.db, as make search).
+STORAGE ?=
 
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test search promote ui dashboard clean
+.PHONY: setup repro test search worker promote ui server dashboard clean
 
 setup: $(STAMP)
 
@@ -28,11 +38,20 @@ test: setup
 search: setup
 	$(PY) -m stages.search $(if $(N),--n-trials $(N),)
 
+# @: the command line would echo the storage password; the worker prints the URL masked.
+worker: setup
+	@$(PY) -m stages.search --worker $(if $(STORAGE),--storage "$(STORAGE)",) $(if $(N),--n-trials $(N),)
+
 promote: setup
 	$(PY) -m stages.promote
 
 ui: setup
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+
+server: setup
+	mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" --serve-artifacts \
+		--artifacts-destination "$(MLFLOW_ARTIFACTS_DESTINATION)" \
+		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(MLFLOW_SERVER_ARGS)
 
 dashboard: setup
 	optuna-dashboard "$${OPTUNA_STORAGE:-sqlite:///$(CURDIR)/optuna.db}" --host 127.0.0.1 --port 8080

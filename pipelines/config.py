@@ -7,10 +7,11 @@ names the dotted key, the bad value and what is allowed (:class:`ParamsError`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 
@@ -20,7 +21,26 @@ class ParamsError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `lr: .inf` is out of range, not a learning rate
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML turns `yes`/`on`/`true` into booleans, which pydantic would quietly read as 1 for
+        an int or float field; a boolean is only accepted where the field is a bool."""
+        if isinstance(value, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, not a boolean")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """int/float, possibly Annotated or Optional (not bool, not inside a list)."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Annotated, Union, UnionType):
+        return any(_numeric(arg) for arg in get_args(annotation))
+    return False
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -165,11 +185,11 @@ class Params(Section):
 
 
 def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
-    where = f"search.space.{key}"
+    where = dotted(("search", "space", key))
     section, _, field = key.partition(".")
     sub = getattr(params, section, None) if section in Params.model_fields else None
     if not isinstance(sub, BaseModel) or field not in type(sub).model_fields:
-        raise ValueError(f"{where}: '{key}' is not a params key (use section.field, e.g. prune.amount)")
+        raise ValueError(f"{where}: {key!r} is not a params key (use section.field, e.g. prune.amount)")
     values = dim.choices if dim.type == "categorical" else [dim.low, dim.high]
     base = apply_overrides(params.model_dump(), {"search.space": {}})  # no recursion into the space
     for value in values:
@@ -190,22 +210,59 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
+SHOWN_MAX = 120  # characters of a bad value quoted in the message
+
+
+def _plain(part: Any) -> bool:
+    return isinstance(part, str) and part != "" and part.isprintable() and not any(c.isspace() for c in part)
+
+
+def dotted(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("search", "space", "prune.amount")`` -> ``search.space.prune.amount``; a key that is not a
+    plain printable word (newline, space, empty) is quoted with repr() so the message stays one
+    line and says exactly which key."""
+    return ".".join(str(p) if _plain(p) or isinstance(p, int) else repr(p) for p in loc)
+
+
+def _shown(value: Any) -> str:
+    text = repr("{...}" if isinstance(value, dict) else value)
+    return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 3] + "..."
+
+
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    loc = dotted(first["loc"]) or "<root>"
     value = first.get("input")
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif value is None and len(first["loc"]) == 1 and first["loc"][0] in Params.model_fields \
+            and first["type"] == "model_type":
+        msg = f"section is empty; write its keys, or `{first['loc'][0]}: {{}}` (or no section) for the defaults"
     elif first["type"] == "literal_error":
         msg = f"unknown value; allowed: {first['ctx']['expected']}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if not first["loc"]:  # model-level check: the message already names its dotted key
         return msg
-    shown = value if not isinstance(value, dict) else "{...}"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg} (got {shown!r}){more}"
+    return f"{loc}: {msg} (got {_shown(value)}){more}"
+
+
+def _non_string_key(raw: dict[Any, Any], where: tuple[Any, ...] = ()) -> str | None:
+    """YAML keys such as ``1:`` or ``yes:`` load as int/bool; name them as written."""
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            return f"{dotted(where + (repr(key),))}: keys must be strings (got {key!r} of type {type(key).__name__})"
+        if isinstance(value, dict):
+            found = _non_string_key(value, where + (key,))
+            if found:
+                return found
+    return None
+
+
+def _one_line(message: str) -> str:
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def validate(raw: Any) -> Params:
@@ -213,10 +270,13 @@ def validate(raw: Any) -> Params:
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"<root>: params must be a mapping of sections (got {type(raw).__name__})")
+    bad_key = _non_string_key(raw)
+    if bad_key:
+        raise ParamsError(_one_line(bad_key))
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_format_error(err)) from None
+        raise ParamsError(_one_line(_format_error(err))) from None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -18,7 +18,7 @@ from pipelines.checkpoint import CheckpointError, load_model, save_model
 from pipelines.config import ParamsError, load_params
 from pipelines.data import DataError
 from pipelines.io import write_json
-from pipelines.tracking import Run, TrackingError, close_pipeline, stage_run
+from pipelines.tracking import Run, TrackingError, check_reachable, close_pipeline, stage_run
 from pipelines.workflow import Context
 
 MODELS = Path("models")
@@ -58,11 +58,14 @@ def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *
 
 def main(stage: str, sections: list[str], body: Callable[[Context, Run], None],
          closes_pipeline: bool = False) -> None:
-    """Entry point: validate all params first, run ``body`` inside the stage's MLflow run; a
-    user error ends as one line on stderr and exit code 2. The last stage closes the pipeline
-    parent run."""
+    """Entry point: validate all params first, probe a remote tracking server (seconds, not
+    MLflow's minutes of retries), then run ``body`` inside the stage's MLflow run; a user error
+    ends as one line on stderr and exit code 2, before anything is written. The last stage closes
+    the pipeline parent run."""
     try:
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
+        if params.tracking.enabled:
+            check_reachable()
         import torch
 
         torch.set_num_threads(params.benchmark.num_threads)

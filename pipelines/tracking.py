@@ -16,8 +16,11 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +30,9 @@ from pipelines.config import Params
 from pipelines.io import project_root
 
 PIPELINE_ROLE = "pipeline"
+# A remote server gets this many seconds to answer the start-up probe (env var overrides).
+PROBE_TIMEOUT_ENV = "COMPRESSION_LAB_TRACKING_PROBE_TIMEOUT_S"
+_reachable: set[str] = set()
 
 
 class TrackingError(RuntimeError):
@@ -35,6 +41,39 @@ class TrackingError(RuntimeError):
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str | None = None) -> None:
+    """Fail in seconds, before any compute, when a remote (``http(s)://``) tracking server does
+    not answer: MLflow's own client retries a refused connection for minutes
+    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` x backoff). An HTTP answer such as 200 or 401/403 from an
+    auth proxy counts as reachable; a refused/timed-out connection or a 5xx is a :class:`TrackingError`
+    naming the URI, and so is a 404 (something answers, but it is not an MLflow server). Local
+    stores (sqlite, file) are not probed."""
+    uri = uri or tracking_uri()
+    if not uri.lower().startswith(("http://", "https://")) or uri in _reachable:
+        return
+    timeout = float(os.environ.get(PROBE_TIMEOUT_ENV) or 5)
+    context = None
+    if uri.lower().startswith("https://"):  # honour MLflow's own TLS settings
+        import ssl
+
+        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+            context = ssl._create_unverified_context()  # noqa: S323 - the user asked for it
+        else:
+            context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout, context=context):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 404:  # 404: whatever answers there has no MLflow /health
+            raise TrackingError(f"MLflow tracking server {uri} answers HTTP {exc.code} on /health "
+                                "(is an MLflow server running there? see `make server`)") from None
+    except (urllib.error.URLError, OSError, socket.timeout, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server {uri} is not reachable ({str(reason)[:120]}); "
+                            "start it with `make server` or unset MLFLOW_TRACKING_URI") from None
+    _reachable.add(uri)
 
 
 def params_hash(params: Params) -> str:
@@ -154,8 +193,10 @@ def _quiet_mlflow() -> Iterator[None]:
 def _experiment_id(name: str) -> str:
     import mlflow
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "mlflow.store.db.utils"):  # "Creating initial MLflow database tables..."
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     uri = tracking_uri()
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:
         client = mlflow.MlflowClient(uri)
@@ -205,6 +246,36 @@ def close_pipeline(params: Params) -> None:
         mlflow.MlflowClient(tracking_uri()).set_terminated(parent, "FINISHED")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def mark_killed(exp_id: str, parent: str | None, stage: str) -> None:
+    """A stage killed with SIGKILL (or a lost machine) leaves its run RUNNING forever. When the
+    stage runs again under the same pipeline parent, mark such runs KILLED, but only those started
+    on this host by a process that no longer exists (never a live run on another machine)."""
+    if parent is None:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    stale = client.search_runs(
+        [exp_id], filter_string=(f"tags.mlflow.parentRunId = '{parent}' and tags.stage = '{stage}' "
+                                 "and attributes.status = 'RUNNING'"), max_results=50)
+    host = socket.gethostname()
+    for run in stale:
+        tags = run.data.tags
+        pid = tags.get("host.pid", "")
+        if tags.get("host.name") == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
 @contextmanager
 def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     """One MLflow run for one stage execution, under the pipeline parent, with the stage's
@@ -216,8 +287,9 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
 
     exp_id = _experiment_id(params.tracking.experiment)
     parent = pipeline_parent(exp_id)
+    mark_killed(exp_id, parent, stage)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
-            **environment_tags()}
+            "host.name": socket.gethostname(), "host.pid": str(os.getpid()), **environment_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
     with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent,

@@ -1,13 +1,18 @@
-"""Shared fixtures: small real params, a real MLflow sqlite store in a temp dir."""
+"""Shared fixtures: small real params, a real MLflow sqlite store in a temp dir, and one real
+`dvc repro` of the default pipeline (session-scoped: the e2e and UI tests share it)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,3 +79,43 @@ def _quiet_upstream_noise():
     from pipelines import _quiet
 
     _quiet.install()
+
+
+STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark", "report"]
+
+
+def run_cmd(cmd, cwd, env, timeout=900) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def stages_ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([a-z_]+)'", output)
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory):
+    """The default pipeline through a real `dvc repro` in a temporary git repo (shortened epochs),
+    run once per session: ``(root, env, output of the first repro)``."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ["pipelines", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    for cache in root.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["train"]["epochs"] = 3
+    raw["distill"]["epochs"] = 3
+    raw["prune"].update(finetune_epochs=1)
+    raw["benchmark"].update(warmup=2, iters=10)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = venv_env(MLFLOW_TRACKING_URI="")
+    env.pop("MLFLOW_TRACKING_URI")
+    env.pop("DVC_ROOT", None)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "init"]):
+        run_cmd(cmd, root, env)
+    first = run_cmd(["dvc", "repro"], root, env)
+    return root, env, first

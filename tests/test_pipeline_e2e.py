@@ -1,52 +1,16 @@
 """The default pipeline through a real `dvc repro` in a temporary git repo (shortened epochs)."""
 
 import json
-import re
-import shutil
-import subprocess
 
 import mlflow
 import pytest
 import yaml
 
-from tests.conftest import ROOT, venv_env
+from tests.conftest import STAGES
+from tests.conftest import run_cmd as _run
+from tests.conftest import stages_ran as _ran
 
-STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark", "report"]
-
-
-def _run(cmd, cwd, env):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
-def _ran(output):
-    return re.findall(r"Running stage '([a-z_]+)'", output)
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in ["pipelines", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    for cache in root.rglob("__pycache__"):
-        shutil.rmtree(cache)
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["train"]["epochs"] = 3
-    raw["distill"]["epochs"] = 3
-    raw["prune"].update(finetune_epochs=1)
-    raw["benchmark"].update(warmup=2, iters=10)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = venv_env(MLFLOW_TRACKING_URI="")
-    env.pop("MLFLOW_TRACKING_URI")
-    env.pop("DVC_ROOT", None)
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "init"]):
-        _run(cmd, root, env)
-    first = _run(["dvc", "repro"], root, env)
-    return root, env, first
+# `repo` (one real `dvc repro` per session, shared with test_ui_mlflow.py) lives in conftest.py.
 
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
