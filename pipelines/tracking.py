@@ -99,12 +99,23 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment_tags() -> dict[str, str]:
     import torch
 
     tags = {
         "host.platform": platform.platform(),
-        "host.processor": platform.processor() or platform.machine(),
+        "host.processor": cpu_model(),
         "host.cpu_count": str(os.cpu_count()),
         "torch.version": torch.__version__,
         "torch.num_threads": str(torch.get_num_threads()),
