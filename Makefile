@@ -12,12 +12,15 @@ MLFLOW_PORT ?= 5000
 MLFLOW_BACKEND_STORE_URI ?= sqlite:///$(CURDIR)/mlflow.db
 MLFLOW_ARTIFACTS_DESTINATION ?= $(CURDIR)/mlartifacts
 MLFLOW_SERVER_ARGS ?=
+# make worker STORAGE=postgresql://user:pw@db:5432/optuna N=10: one of many search workers on one
+# shared study (STORAGE empty: $OPTUNA_STORAGE / search.storage / optuna.db, as make search).
+STORAGE ?=
 
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test search promote ui server dashboard clean
+.PHONY: setup repro test search worker promote ui server dashboard clean
 
 setup: $(STAMP)
 
@@ -34,6 +37,10 @@ test: setup
 
 search: setup
 	$(PY) -m stages.search $(if $(N),--n-trials $(N),)
+
+# @: the command line would echo the storage password; the worker prints the URL masked.
+worker: setup
+	@$(PY) -m stages.search --worker $(if $(STORAGE),--storage "$(STORAGE)",) $(if $(N),--n-trials $(N),)
 
 promote: setup
 	$(PY) -m stages.promote

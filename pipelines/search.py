@@ -25,6 +25,15 @@ the constraints changed never promotes a stale result.
 
 Choosing one trial (``best_params.yaml``): the highest accuracy among feasible trials, ties
 broken by lower latency, then by lower trial number.
+
+Many workers (processes or machines) share one study through its storage: an RDB URL
+(PostgreSQL for several machines) or a journal file (several processes on one machine). On an
+RDB storage every running trial records a heartbeat every ``$OPTUNA_HEARTBEAT_INTERVAL`` seconds
+(default 10); a trial whose worker died (SIGKILL, lost machine) is marked FAIL by the next worker
+that starts a trial once ``$OPTUNA_GRACE_PERIOD`` seconds (default 60) passed without one, and
+re-queued with the same params (Optuna's ``RetryHeartbeatStaleTrialCallback``; the new trial
+carries the ``failed_trial`` and ``retry_history`` system attrs), at most :data:`MAX_RETRY` times.
+A trial that raised is *not* retried: it failed for a reason that would repeat.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ import hashlib
 import json
 import math
 import os
+import socket
 import time
+import zlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +69,9 @@ EPOCH_KEYS = {"distill.epochs": "distill_epochs", "prune.finetune_epochs": "fine
 # search settings a trial's result depends on (the rest only steer the study)
 _CONTEXT_SEARCH_KEYS = ("max_accuracy_drop", "max_latency_ms", "min_speedup", "objectives")
 STORAGE_ENV = "OPTUNA_STORAGE"
+HEARTBEAT_ENV, GRACE_ENV = "OPTUNA_HEARTBEAT_INTERVAL", "OPTUNA_GRACE_PERIOD"
+HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S = 10, 60  # defaults: a dead worker's trial is retried ~1 min later
+MAX_RETRY = 2  # a trial whose worker died is re-queued at most this many times
 TPE_STARTUP_TRIALS = 5
 SELECTION_RULE = ("highest accuracy among feasible trials (every constraint <= 0); ties go to the "
                   "lower latency_ms_p50, then to the lower trial number")
@@ -70,9 +84,61 @@ def storage_url(cfg: SearchConfig) -> str:
     return os.environ.get(STORAGE_ENV) or cfg.storage or f"sqlite:///{project_root() / 'optuna.db'}"
 
 
+def display_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs, MLflow tags and error lines)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ParamsError(f"${name}: {raw!r} is not a positive whole number of seconds")
+    return int(raw)
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """``(heartbeat_interval, grace_period)`` in seconds, from the environment or the defaults."""
+    interval = _positive_int_env(HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S)
+    grace = _positive_int_env(GRACE_ENV, max(GRACE_PERIOD_S, 6 * interval))
+    if grace <= interval:
+        raise ParamsError(f"${GRACE_ENV}: {grace} must exceed ${HEARTBEAT_ENV} ({interval}), or live "
+                          "trials would be failed between two heartbeats")
+    return interval, grace
+
+
+def _rdb_storage(url: str, interval: int, grace: int, attempts: int = 4) -> optuna.storages.RDBStorage:
+    """RDBStorage with heartbeats and retry of dead workers' trials. Workers that start at the same
+    moment on an empty PostgreSQL database race to create Optuna's tables; the losers retry."""
+    engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # survive server restarts
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY))
+        except Exception as exc:  # noqa: BLE001
+            import sqlalchemy.exc
+
+            if attempt + 1 == attempts or not isinstance(exc, (sqlalchemy.exc.IntegrityError,
+                                                               sqlalchemy.exc.ProgrammingError)):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB URL (``sqlite:///``, ``postgresql://`` ...) or a journal file (``journal:<path>`` or a
-    path ending in ``.journal``; relative paths are anchored at the project root)."""
+    path ending in ``.journal``; relative paths are anchored at the project root). RDB storages
+    get heartbeats (:func:`heartbeat_settings`) and retry of trials whose worker died; Optuna's
+    journal storage has no heartbeat, so a killed process leaves its trial RUNNING there (the
+    outputs only count COMPLETE trials)."""
     if url.startswith("journal:") or url.endswith(".journal"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -83,14 +149,13 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise ParamsError(f"search.storage: {url!r} is not an Optuna storage URL "
                           "(use sqlite:///path.db, postgresql://..., or journal:path)")
+    interval, grace = heartbeat_settings()
     try:
-        # The heartbeat lets a later run mark trials of a SIGKILLed process as FAIL.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=60)
+        return _rdb_storage(url, interval, grace)
     except Exception as exc:  # noqa: BLE001 - any driver/connection problem becomes one line
-        raise ParamsError(f"search.storage: cannot open {url!r} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ParamsError(f"search.storage: cannot open {display_url(url)!r} ({type(exc).__name__}: "
+                          f"{detail})") from None
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -120,7 +185,7 @@ def open_study(params: Params, sampler: str | None = None, storage: str | optuna
         existing = None
     if existing is not None and [d.name.lower() for d in existing.directions] != wanted:
         got = [d.name.lower() for d in existing.directions]
-        raise ParamsError(f"search.study_name: study {name!r} in {url if isinstance(url, str) else 'storage'} "
+        raise ParamsError(f"search.study_name: study {name!r} in {display_url(url) if isinstance(url, str) else 'storage'} "
                           f"optimizes {got}, but search.objectives {list(cfg.objectives)} needs {wanted}; "
                           "pick another search.study_name")
     # A resumed study must not replay the first run's random draws: offset the seed by the
@@ -584,27 +649,37 @@ def _html(path: Path, name: str, svg: Path, outcome: SearchOutcome, plotly_plot:
 def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: Path, *,
                n_trials: int | None = None, timeout_s: float | None = None,
                storage: str | optuna.storages.BaseStorage | None = None,
-               chain: Callable[[Baseline, Params], dict[str, Any]] = run_chain) -> SearchOutcome:
-    """Run (or resume) the study for ``n_trials`` more trials, then write the outputs. On Ctrl-C
-    the finished trials stay in storage, the outputs are written from them, and the interrupt
-    propagates."""
+               chain: Callable[[Baseline, Params], dict[str, Any]] = run_chain,
+               worker: bool = False) -> SearchOutcome:
+    """Run (or resume) the study for ``n_trials`` more trials (0: none, only the outputs), then
+    write the outputs. On Ctrl-C the finished trials stay in storage, the outputs are written from
+    them, and the interrupt propagates.
+
+    ``worker=True`` is one of many processes sharing the study: its sampler seed also depends on
+    the host and process (workers that start together must not draw the same trials), and it
+    writes no outputs (a later ``n_trials=0`` run writes them from the whole study)."""
     cfg = params.search
     if not cfg.space:
         raise ParamsError("search.space: empty; declare at least one dimension (e.g. prune.amount)")
+    n_trials = cfg.n_trials if n_trials is None else n_trials
     ctx = Context(params)
-    study = open_study(params, storage=storage)
+    salt = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) if worker else 0
+    study = open_study(params, storage=storage, seed=(params.seed + salt) % 2**31)
     baseline = Baseline.build(ctx, teacher)
     objective = Objective(params, baseline, run, chain)
     url = storage_url(cfg) if storage is None else (storage if isinstance(storage, str) else "<storage>")
+    url = display_url(url)
     done_before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
-    print(f"[search] study {study.study_name!r} in {url}: {done_before} finished trials so far; running "
-          f"{n_trials or cfg.n_trials} more (teacher accuracy {baseline.teacher_accuracy:.4f})", flush=True)
-    run.set_tags({"optuna.study": study.study_name, "optuna.storage": url, "search.context": objective.context})
+    print(f"[search] {'worker on ' if worker else ''}study {study.study_name!r} in {url}: {done_before} finished "
+          f"trials so far; running {n_trials} more (teacher accuracy {baseline.teacher_accuracy:.4f})", flush=True)
+    run.set_tags({"optuna.study": study.study_name, "optuna.storage": url, "search.context": objective.context,
+                  "optuna.worker": worker})
     interrupted: BaseException | None = None
     started = time.perf_counter()
     try:
-        study.optimize(objective, n_trials=n_trials or cfg.n_trials, timeout=timeout_s or cfg.timeout_s,
-                       catch=(Exception,), gc_after_trial=True)
+        if n_trials > 0:
+            study.optimize(objective, n_trials=n_trials, timeout=timeout_s or cfg.timeout_s,
+                           catch=(Exception,), gc_after_trial=True)
     except KeyboardInterrupt as exc:
         interrupted = exc
         print("[search] interrupted: finished trials are kept; re-run to resume", flush=True)
@@ -614,7 +689,8 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
                             "min_speedup": cfg.min_speedup},
             "benchmark": {"batch_size": params.benchmark.batch_size, "runtimes": list(params.benchmark.runtimes),
                           "num_threads": params.benchmark.num_threads}}
-    outcome.files = write_outputs(outcome, out_dir, list(cfg.objectives), meta)
+    if not worker:
+        outcome.files = write_outputs(outcome, out_dir, list(cfg.objectives), meta)
     summary = {f"search.{k}": v for k, v in outcome.counts.items()}
     summary["search.wall_s"] = time.perf_counter() - started
     summary["search.teacher_accuracy"] = baseline.teacher_accuracy

@@ -1,9 +1,15 @@
 """Stage search: Optuna over distill -> prune -> quantize -> benchmark -> reports/search/.
 
-    python -m stages.search [--n-trials N] [--timeout SECONDS]
+    python -m stages.search [--n-trials N] [--timeout SECONDS] [--storage URL] [--worker]
 
-Runs (or resumes) the study ``search.study_name`` in ``$OPTUNA_STORAGE`` / ``search.storage`` /
-``sqlite:///<repo root>/optuna.db`` for N more trials (default ``search.n_trials``).
+Runs (or resumes) the study ``search.study_name`` in ``--storage`` / ``$OPTUNA_STORAGE`` /
+``search.storage`` / ``sqlite:///<repo root>/optuna.db`` for N more trials (default
+``search.n_trials``; 0 runs none and only writes the outputs from the study).
+
+``--worker``: one of many processes or machines sharing the study (``make worker``): it runs its N
+trials and logs them, but writes nothing under ``reports/`` and leaves the MLflow pipeline run
+open; afterwards ``python -m stages.search --n-trials 0`` (or ``make search N=0``) writes the
+outputs from every worker's trials.
 """
 
 import argparse
@@ -38,16 +44,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.search", description=__doc__.splitlines()[0])
     parser.add_argument("--n-trials", type=int, default=None, help="trials to add (default: search.n_trials)")
     parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="Optuna storage (beats $OPTUNA_STORAGE and search.storage): postgresql://user:pw@host/db, "
+                             "sqlite:///path.db or journal:path")
+    parser.add_argument("--worker", action="store_true",
+                        help="join the shared study as one of many workers: run trials, write no reports/")
     args = parser.parse_args(argv)
-    if args.n_trials is not None and args.n_trials <= 0:
-        parser.error(f"--n-trials must be a positive integer (got {args.n_trials})")
+    if args.n_trials is not None and args.n_trials < 0:
+        parser.error(f"--n-trials must be 0 (outputs only) or a positive integer (got {args.n_trials})")
+    if args.worker and args.n_trials == 0:
+        parser.error("--worker with --n-trials 0 would do nothing; drop --worker to write the outputs")
 
     def body(ctx, run):
         run_search(ctx.params, stage.load("teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
-                   timeout_s=args.timeout)
+                   timeout_s=args.timeout, storage=args.storage, worker=args.worker)
 
     try:
-        stage.main("search", SECTIONS, body, closes_pipeline=_opens_pipeline())
+        # A worker never closes the pipeline run: the others may still be logging under it.
+        stage.main("search", SECTIONS, body, closes_pipeline=not args.worker and _opens_pipeline())
     except KeyboardInterrupt:
         print("search: interrupted; finished trials are kept in the study, re-run to resume", file=sys.stderr)
         raise SystemExit(130) from None
