@@ -81,7 +81,8 @@ def _quiet_upstream_noise():
     _quiet.install()
 
 
-STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark", "report"]
+STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark", "search", "report"]
+METRIC_STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark"]
 
 
 def run_cmd(cmd, cwd, env, timeout=900) -> str:
@@ -109,6 +110,7 @@ def repo(tmp_path_factory):
     raw["distill"]["epochs"] = 3
     raw["prune"].update(finetune_epochs=1)
     raw["benchmark"].update(warmup=2, iters=10)
+    raw["search"].update(n_trials=2, distill_epochs=1, finetune_epochs=0)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = venv_env(MLFLOW_TRACKING_URI="")
     env.pop("MLFLOW_TRACKING_URI")

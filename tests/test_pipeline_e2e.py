@@ -6,7 +6,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import STAGES
+from tests.conftest import METRIC_STAGES, STAGES
 from tests.conftest import run_cmd as _run
 from tests.conftest import stages_ran as _ran
 
@@ -15,20 +15,27 @@ from tests.conftest import stages_ran as _ran
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     root, _, first = repo
-    assert _ran(first) == STAGES
-    for stage in STAGES[:-1]:
+    ran = _ran(first)
+    assert sorted(ran) == sorted(STAGES) and ran[-1] == "report"
+    assert ran.index("train_baseline") < ran.index("search")
+    for stage in METRIC_STAGES:
         assert json.loads((root / "metrics" / f"{stage}.json").read_text())
     for path in ["models/teacher.pt", "models/student.pt", "models/pruned.pt", "models/quantized.pt",
-                 "reports/benchmark.csv", "reports/summary.md", "reports/pareto.png"]:
+                 "reports/benchmark.csv", "reports/summary.md", "reports/pareto.png",
+                 "reports/search/pareto.json"]:
         assert (root / path).stat().st_size > 0, path
+    front = json.loads((root / "reports/search/pareto.json").read_text())
+    # best_params.yaml exists exactly when the (tiny, 2-trial) search found a feasible trial
+    assert (root / "reports/search/best_params.yaml").exists() == bool(front["trials"])
     assert "| quantized (final) |" in first  # the summary table is printed at the end
+    assert "## Search" in (root / "reports" / "summary.md").read_text()
 
 
 def test_metrics_show_lists_every_stage(repo):
     root, env, _ = repo
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], root, env))
     files = next(iter(shown.values()))["data"]
-    assert {f"metrics/{s}.json" for s in STAGES[:-1]} <= set(files)
+    assert {f"metrics/{s}.json" for s in METRIC_STAGES} <= set(files)
     bench = files["metrics/compile_benchmark.json"]["data"]
     assert set(bench) == {"teacher", "student", "pruned", "quantized"}
     assert bench["teacher"]["speedup_vs_teacher"] == pytest.approx(1.0)
