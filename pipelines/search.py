@@ -60,7 +60,7 @@ from pipelines import tracking
 from pipelines.benchmark import compile_for, set_threads, time_interleaved
 from pipelines.config import Params, ParamsError, SearchConfig, SearchDimension
 from pipelines.distill import with_teacher_logits
-from pipelines.io import project_root, write_json, write_text
+from pipelines.io import atomic_write, project_root, write_json, write_text
 from pipelines.workflow import Context, distill_student, prune_student, quantize_model
 
 DIRECTIONS = {"accuracy": "maximize", "latency_ms_p50": "minimize", "size_mb": "minimize"}
@@ -613,35 +613,13 @@ def write_plots(outcome: SearchOutcome, out_dir: Path, objectives: list[str]) ->
             fig.set_size_inches(8, 5.5)
             fig.tight_layout()
             png = out_dir / f"{name}.png"
-            svg = out_dir / f".{name}.svg"
-            fig.savefig(png, dpi=110)
-            fig.savefig(svg)
+            atomic_write(png, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
             plt.close(fig)
-            files.append(png)
-            files.append(_html(out_dir / f"{name}.html", name, svg, outcome, plotly_plot))
-            svg.unlink(missing_ok=True)
+            html = plotly_plot().to_html(include_plotlyjs=True, full_html=True)  # interactive, self-contained
+            files += [png, write_text(out_dir / f"{name}.html", html)]
         except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
             print(f"[search] plot {name} skipped: {error_line(exc)}", flush=True)
     return files
-
-
-def _html(path: Path, name: str, svg: Path, outcome: SearchOutcome, plotly_plot: Callable[[], Any]) -> Path:
-    """Interactive plotly HTML when plotly is installed, else the matplotlib SVG plus the front table."""
-    if optuna.visualization.is_available():
-        fig = plotly_plot()
-        return write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
-    import html
-
-    rows = "\n".join(
-        f"<tr><td>{t.number}</td><td>{html.escape(json.dumps(t.params))}</td>"
-        f"<td>{', '.join(f'{v:.4g}' for v in t.values)}</td></tr>" for t in outcome.front)
-    title = name.replace("_", " ")
-    body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title} - {html.escape(outcome.study.study_name)}"
-            f"</title></head><body><h1>{title}</h1><p>study {html.escape(outcome.study.study_name)}: "
-            f"{html.escape(json.dumps(outcome.counts))}</p>{svg.read_text()}"
-            f"<h2>Feasible Pareto front</h2><table border='1' cellpadding='4'><tr><th>trial</th><th>params</th>"
-            f"<th>values</th></tr>{rows}</table></body></html>\n")
-    return write_text(path, body)
 
 
 # --- the whole search ---------------------------------------------------------------------------
