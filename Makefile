@@ -33,7 +33,7 @@ repro: setup
 	dvc repro
 
 test: setup
-	$(PY) -m pytest -q
+	@eval "$$(.ci/test-deps)"; $(PY) -m pytest -q
 
 search: setup
 	$(PY) -m stages.search $(if $(N),--n-trials $(N),)

@@ -121,3 +121,15 @@ def repo(tmp_path_factory):
         run_cmd(cmd, root, env)
     first = run_cmd(["dvc", "repro"], root, env)
     return root, env, first
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_system_dependency(reason: str) -> None:
+    """A system service/program a test needs is absent (`make test` installs it where it can,
+    see .ci/test-deps): a failure under CI, which must exercise it; a skip with the reason elsewhere."""
+    if under_ci():
+        pytest.fail(f"{reason} (under CI `make test` must provide it)", pytrace=False)
+    pytest.skip(reason)

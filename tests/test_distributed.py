@@ -1,5 +1,5 @@
 """Distributed search: real `python -m stages.search --worker` processes sharing one Optuna study
-on a real PostgreSQL server (``$COMPRESSION_TEST_PG_URL``; `.ci/run` starts one with
+on a real PostgreSQL server (``$COMPRESSION_TEST_PG_URL``; `make test` starts one with
 `.ci/postgres`), and on a journal file for several processes on one machine.
 
 Without ``$COMPRESSION_TEST_PG_URL`` the PostgreSQL tests fail under CI and skip elsewhere:
@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from pipelines import search
 from pipelines.checkpoint import save_model
 from pipelines.workflow import Context
-from tests.conftest import venv_env
+from tests.conftest import missing_system_dependency, venv_env
 from tests.test_search import SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -34,19 +34,13 @@ HEARTBEAT_S, GRACE_S = 1, 4  # a dead worker's trial is failed and re-queued 4 s
 STUDY = "dist"
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def pg_server() -> str:
     url = os.environ.get(PG_ENV)
     if not url:
         reason = (f"${PG_ENV} is not set: no PostgreSQL server to test the distributed search against "
                   f'(export {PG_ENV}="$(.ci/postgres)")')
-        if _under_ci():
-            pytest.fail(f"{reason}; under CI .ci/run must start one", pytrace=False)
-        pytest.skip(reason)
+        missing_system_dependency(reason)
     return url
 
 
