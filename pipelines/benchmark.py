@@ -76,9 +76,16 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50) -> dict[Any, Latency]:
+def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50,
+                     rewarm: int = 1) -> dict[Any, Latency]:
     """Time each zero-argument callable ``iters`` times, interleaved, after ``warmup`` calls each.
-    Round ``i`` starts at the ``i % len(fns)``-th callable, so no variant always runs first."""
+
+    Round ``i`` starts at the ``i % len(fns)``-th callable, so no variant always runs first, and
+    drift (thermal, other load) hits every variant alike. Before each timed call the variant runs
+    ``rewarm`` untimed calls: the previous variant has just evicted its weights from the caches,
+    and a deployed model serving one request after another runs with warm caches, which is what a
+    latency figure should describe (without it a small model timed right after a large one pays
+    for the large one's cache traffic)."""
     names = list(fns)
     with torch.inference_mode():
         for name in names:
@@ -89,6 +96,9 @@ def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters:
         for i in range(iters):
             shift = i % len(names)
             for name in names[shift:] + names[:shift]:
+                for _ in range(rewarm):
+                    fns[name]()
+                _sync()
                 start = time.perf_counter()
                 fns[name]()
                 _sync()
@@ -291,12 +301,13 @@ def _cold_cache() -> Iterator[None]:
         clear_caches()
 
 
-def _compile_context(rt: Runtime) -> contextlib.ExitStack:
+def _compile_context(rt: Runtime, cold: bool = True) -> contextlib.ExitStack:
     import torch._dynamo
     import torch._inductor.config as inductor_config
 
     stack = contextlib.ExitStack()
-    stack.enter_context(_cold_cache())
+    if cold:
+        stack.enter_context(_cold_cache())
     stack.enter_context(inductor_config.patch(
         freezing=True,
         # compile_time_s is the cold cost a user pays: no on-disk graph/autotune cache hits
@@ -355,14 +366,19 @@ _WARMED: set[str] = set()
 
 def warm_compiler(device: str = "cpu") -> None:
     """Pay Inductor's one-time process costs (imports, C++ toolchain probe, worker pool) on a
-    throwaway model, so the first real variant's compile_time_s is not inflated by them."""
+    throwaway model, so the first real variant's compile_time_s is not inflated by them.
+
+    This one compile uses the user's normal Inductor cache, not a cold one: the toolchain probe
+    (a dozen test builds, one per vector ISA, ~13 s on a 2-core machine) leaves its results there
+    and is remembered for the rest of the process, so on a machine that has compiled before it
+    costs nothing. The variants that are timed still compile into cold caches."""
     if device in _WARMED:
         return
     _WARMED.add(device)
     import torch._dynamo
 
     tiny = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).eval().to(device)
-    with contextlib.suppress(Exception), _compile_context(Runtime("warm-up", "default")):
+    with contextlib.suppress(Exception), _compile_context(Runtime("warm-up", "default"), cold=False):
         torch.compile(tiny, dynamic=False)(torch.randn(1, 1, 4, 4, device=device))
     torch._dynamo.reset()
 

@@ -21,20 +21,18 @@ or written), so the same seed always gives the same splits, also when called fro
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision import datasets as tvd
 
 from pipelines.config import DataConfig
 
 __all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
+
+TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")  # pipelines.tv_datasets.TORCHVISION
 
 
 class DataError(RuntimeError):
@@ -53,109 +51,6 @@ class DataBundle:
 
 
 # --------------------------------------------------------------------------------------------------
-# torchvision-backed datasets
-
-
-class _PresentCIFAR10(tvd.CIFAR10):
-    """torchvision's CIFAR10, accepting the batch files it finds without comparing their md5.
-
-    ``CIFAR10`` insists that every batch file and ``batches.meta`` match the md5 of the official
-    release, even when nothing is downloaded. That makes it impossible to read any other file in the
-    same format (a test fixture, a subset). This subclass changes *data only*: the expected md5s
-    are ``None``, which torchvision's own ``check_integrity`` treats as "the file must exist". All
-    parsing (pickle batches, HWC layout, label names from the meta file) is torchvision's code.
-
-    It is used only when ``data.download`` is false, i.e. for files the user placed there. When
-    ``data.download`` is true the stock ``CIFAR10`` runs instead, with full md5 verification of the
-    archive and of every extracted file (and a re-download if they do not match).
-    """
-
-    train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in tvd.CIFAR10.test_list]
-    meta = {**tvd.CIFAR10.meta, "md5": None}
-
-
-# MNIST-family classes already check only that the (unzipped) raw files exist when download is
-# off; md5 is verified on the .gz archives when they are downloaded.
-_TORCHVISION = {
-    "mnist": tvd.MNIST,
-    "fashion_mnist": tvd.FashionMNIST,
-    "cifar10": tvd.CIFAR10,
-}
-
-# Errors torchvision's parsers raise on truncated or malformed files.
-_PARSE_ERRORS = (
-    OSError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    EOFError,
-    AssertionError,
-    RuntimeError,
-    pickle.UnpicklingError,
-)
-
-
-def _expected_files(name: str) -> list[str]:
-    """Files (relative to data.root) that torchvision reads for dataset ``name``."""
-    cls = _TORCHVISION[name]
-    if issubclass(cls, tvd.CIFAR10):
-        names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        return [os.path.join(cls.base_folder, f) for f in names]
-    return [os.path.join(cls.__name__, "raw", os.path.splitext(f)[0]) for f, _ in cls.resources]
-
-
-def _missing_message(cfg: DataConfig) -> str | None:
-    expected = _expected_files(cfg.name)
-    missing = [f for f in expected if not os.path.isfile(os.path.join(cfg.root, f))]
-    if not missing:
-        return None
-    fix = "set data.download: true, or place the files there"
-    if len(missing) == len(expected):
-        return f"data.name={cfg.name}: no dataset files under data.root={cfg.root!r} ({fix})"
-    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-    return (
-        f"data.name={cfg.name}: missing {len(missing)} of {len(expected)} dataset files under "
-        f"data.root={cfg.root!r}: {shown} ({fix})"
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _open_torchvision(cfg: DataConfig, train: bool) -> tvd.VisionDataset:
-    cls = _TORCHVISION[cfg.name]
-    if cls is tvd.CIFAR10 and not cfg.download:
-        cls = _PresentCIFAR10
-    try:
-        return cls(root=cfg.root, train=train, download=cfg.download)
-    except _PARSE_ERRORS as exc:
-        if not cfg.download:
-            missing = _missing_message(cfg)
-            if missing is not None:
-                raise DataError(missing) from None
-        what = "could not download or read" if cfg.download else "could not read"
-        raise DataError(
-            f"data.name={cfg.name}: {what} dataset files under data.root={cfg.root!r} "
-            f"({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
-
-
-def _torchvision_arrays(ds: tvd.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole split as (uint8 images [N, C, H, W], int64 labels)."""
-    data = torch.as_tensor(np.asarray(ds.data))
-    if data.ndim == 3:  # MNIST-family: [N, H, W]
-        images = data.unsqueeze(1)
-    else:  # CIFAR: [N, H, W, C]
-        images = data.permute(0, 3, 1, 2)
-    labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-    return images.contiguous(), labels
-
-
-# --------------------------------------------------------------------------------------------------
 # splitting and normalisation
 
 
@@ -169,6 +64,8 @@ def _split(
     indices: np.ndarray, labels: np.ndarray, n_take: int, rng: np.random.RandomState
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (rest, taken) with ``len(taken) == n_take``; stratified where possible."""
+    from sklearn.model_selection import train_test_split
+
     n_rest = len(indices) - n_take
     stratify = labels[indices] if _can_stratify(labels[indices], n_rest, n_take) else None
     rest, taken = train_test_split(indices, test_size=n_take, random_state=rng, stratify=stratify)
@@ -238,11 +135,14 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
 
 
 def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
-    train_ds = _open_torchvision(cfg, train=True)
-    test_ds = _open_torchvision(cfg, train=False)
+    # imported here: torchvision costs seconds to import, and the default dataset never needs it
+    from pipelines.tv_datasets import open_split, split_arrays
+
+    train_ds = open_split(cfg, train=True)
+    test_ds = open_split(cfg, train=False)
     num_classes = len(train_ds.classes)
-    train_u8, train_labels = _torchvision_arrays(train_ds)
-    test_u8, test_labels = _torchvision_arrays(test_ds)
+    train_u8, train_labels = split_arrays(train_ds)
+    test_u8, test_labels = split_arrays(test_ds)
     _check_labels(cfg, train_labels, num_classes)
     _check_labels(cfg, test_labels, num_classes)
     if len(train_labels) < 2 or len(test_labels) < 1:
@@ -278,9 +178,9 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load ``cfg.name`` as normalised in-memory train/val/test tensors (same seed, same splits)."""
     if cfg.name == "digits":
         return _load_digits(cfg, seed)
-    if cfg.name in _TORCHVISION:
+    if cfg.name in TORCHVISION_DATASETS:
         return _load_torchvision(cfg, seed)
-    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, {', '.join(_TORCHVISION)}")
+    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, {', '.join(TORCHVISION_DATASETS)}")
 
 
 def make_loader(ds: TensorDataset | Sequence, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -72,11 +72,20 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
             f"of the student's, latency {speed:.2f}x the student's speed ({'faster' if speed > 1.1 else 'no real change'}): "
             f"{why}.")
     if q and params.quantize.method != "none":
+        vs_best = ""
+        if p.get("best_latency_ms_p50") not in (None, "") and q.get("best_latency_ms_p50") not in (None, ""):
+            ratio = _ratio(float(p["best_latency_ms_p50"]), float(q["best_latency_ms_p50"]))
+            vs_best = (f" and {ratio:.2f}x {'faster' if ratio >= 1 else 'SLOWER'} than its fastest fp32 runtime "
+                       f"({p['best_runtime']}, int8 on {q['best_runtime']})"
+                       + ("" if ratio >= 1 else ": the model is too small for int8 arithmetic to outweigh "
+                                                "per-operator overhead (see README, 'int8 pays when the model is "
+                                                "compute-bound')"))
         out.append(
             f"**Quantization** ({params.quantize.method}, {params.quantize.engine} engine): size "
             f"{_ratio(float(q['size_mb']), float(p['size_mb'])):.2f}x of fp32 (int8 weights are 1/4 of fp32 plus "
             f"scales/zero-points), latency {_ratio(float(p['latency_ms_p50']), float(q['latency_ms_p50'])):.2f}x "
-            f"faster than the same model in fp32 eager, accuracy {float(q['accuracy']) - float(p['accuracy']):+.4f}."
+            f"faster than the same model in fp32 eager{vs_best}, accuracy "
+            f"{float(q['accuracy']) - float(p['accuracy']):+.4f}."
             + (" Dynamic quantization only has int8 kernels for Linear layers, so convolutions stay fp32."
                if params.quantize.method == "dynamic" else ""))
     compiled = [r for r in rows if r["runtime"] != "eager" and r.get("latency_ms_p50") not in (None, "")]
@@ -141,7 +150,7 @@ def search_section(front: dict[str, Any] | None) -> list[str]:
     lines = ["## Search", "",
              f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('failed', 0)} failed, "
              f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}; feasible Pareto front "
-             f"({counts.get('front', 0)} trials), chosen one first ({front.get('selection_rule', '')}). "
+             f"({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), chosen one first ({front.get('selection_rule', '')}). "
              "`make promote` writes the chosen trial into params.yaml.", ""]
     trials = sorted(front.get("trials", []), key=lambda t: t["number"] != front.get("best_trial"))
     if not trials:

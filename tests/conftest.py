@@ -106,6 +106,8 @@ def repo(tmp_path_factory):
     for cache in root.rglob("__pycache__"):
         shutil.rmtree(cache)
     raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["teacher"].update(channels=[32, 64, 128], depth=2)  # narrower than the default: CI time
+    raw["student"].update(channels=[32, 64, 128], depth=1)
     raw["train"]["epochs"] = 3
     raw["distill"]["epochs"] = 3
     raw["prune"].update(finetune_epochs=1)

@@ -26,8 +26,12 @@ def test_time_interleaved_counts_percentiles_and_rotation():
         assert lat.iters == 6
         assert 0 <= lat.p50_ms <= lat.p90_ms
         assert lat.throughput(8) > 0
-    warm, timed = calls[:6], calls[6:]
+    warm, rest = calls[:6], calls[6:]
     assert warm == ["a", "a", "b", "b", "c", "c"]
+    assert len(rest) == 6 * 3 * 2
+    pairs = [rest[i:i + 2] for i in range(0, len(rest), 2)]
+    assert all(p[0] == p[1] for p in pairs)  # each timed call follows an untimed re-warm of the same variant
+    timed = [p[1] for p in pairs]
     rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
     assert rounds[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]  # the start rotates
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds)

@@ -315,3 +315,9 @@ def test_out_of_range_labels_are_a_data_error(tmp_path):
     _write_idx(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.full(N_TEST, 12, np.uint8))
     with pytest.raises(DataError, match=r"outside 0\.\.9"):
         load_data(DataConfig(name="mnist", root=str(tmp_path)), seed=0)
+
+
+def test_dataset_names_match_the_torchvision_table():
+    from pipelines import data, tv_datasets
+
+    assert tuple(tv_datasets.TORCHVISION) == data.TORCHVISION_DATASETS

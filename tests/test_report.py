@@ -1,0 +1,36 @@
+"""The report's one-line readings come from the measured numbers, including the unflattering ones."""
+
+from __future__ import annotations
+
+from conftest import fast_params
+
+from pipelines.report import readings
+
+
+def _summary(pruned_best: float, quant_best: float) -> dict:
+    base = {"accuracy": 0.98, "num_params": 1000, "size_mb": 1.0, "size_gzip_mb": 0.9, "sparsity": 0.0}
+    return {
+        "teacher": {**base, "num_params": 10_000, "latency_ms_p50": 20.0},
+        "student": {**base, "latency_ms_p50": 8.0, "speedup_vs_teacher": 2.5},
+        "pruned": {**base, "latency_ms_p50": 4.0, "best_latency_ms_p50": pruned_best, "best_runtime": "compile-default"},
+        "quantized": {**base, "size_mb": 0.26, "latency_ms_p50": 0.8, "best_latency_ms_p50": quant_best,
+                      "best_runtime": "eager"},
+    }
+
+
+def _quant_line(summary: dict) -> str:
+    lines = readings(summary, {}, [], fast_params(quantize={"method": "static"}))
+    return next(line for line in lines if line.startswith("**Quantization**"))
+
+
+def test_int8_reading_compares_with_the_fastest_fp32_runtime():
+    line = _quant_line(_summary(pruned_best=2.0, quant_best=0.8))
+    assert "5.00x faster than the same model in fp32 eager" in line
+    assert "2.50x faster than its fastest fp32 runtime (compile-default, int8 on eager)" in line
+    assert "size 0.26x of fp32" in line
+
+
+def test_int8_slower_than_compiled_fp32_is_said_plainly():
+    line = _quant_line(_summary(pruned_best=0.5, quant_best=0.8))
+    assert "0.62x SLOWER than its fastest fp32 runtime" in line
+    assert "too small for int8" in line
