@@ -101,8 +101,8 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                 how = (f"{best['runtime']}, dynamo captured no graph: runs eager" if str(best.get("graphs")) == "0"
                        else f"{best['runtime']}, {_f(best.get('graph_breaks'), '.0f')} graph breaks, compiled in "
                             f"{_f(best.get('compile_time_s'), '.1f')} s")
-                parts.append(f"{name} {_ratio(float(eager['latency_ms_p50']), float(best['latency_ms_p50'])):.2f}x "
-                             f"({how})")
+                gain = _ratio(float(eager["latency_ms_p50"]), float(best["latency_ms_p50"]))
+                parts.append(f"{name} {gain:.2f}x{' (slower: keep eager)' if gain < 0.95 else ''} ({how})")
         failed = sorted({f"{r['model']} {r['runtime']}" for r in rows if r.get("error")})
         out.append("**torch.compile** (Inductor, freezing on, inference mode) vs eager at batch "
                    f"{params.benchmark.batch_size}: " + "; ".join(parts) + "."

@@ -73,9 +73,9 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(autouse=True)
-def _quiet_upstream_noise():
-    """pytest resets warning filters per test; re-apply the project's one central list."""
+def pytest_runtest_setup(item):
+    """pytest resets warning filters for every test; re-apply the project's one central list
+    before the test's fixtures are set up (module-scoped ones quantize models too)."""
     from pipelines import _quiet
 
     _quiet.install()
