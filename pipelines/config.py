@@ -279,14 +279,18 @@ def validate(raw: Any) -> Params:
         raise ParamsError(_one_line(_format_error(err))) from None
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
+def read_yaml(path: str | Path, missing: str = "file not found") -> Any:
+    """A YAML file's content, or a one-line :class:`ParamsError` naming the file (and line)."""
     path = Path(path)
     if not path.exists():
-        raise ParamsError(f"{path}: file not found")
+        raise ParamsError(f"{path}: {missing}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return validate(raw)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    return validate(read_yaml(path))

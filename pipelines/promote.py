@@ -13,20 +13,14 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import ParamsError, validate
+from pipelines.config import ParamsError, read_yaml, validate
 from pipelines.io import write_text
 
 BEST_PARAMS = Path("reports/search/best_params.yaml")
 
 
 def read_best(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: not found (run `make search` first; it is written when a trial is feasible)")
-    try:
-        best = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    best = read_yaml(path, "not found (run `make search` first; it is written when a trial is feasible)")
     if not isinstance(best, dict) or not best:
         raise ParamsError(f"{path}: expected a mapping of dotted params keys (e.g. prune.amount: 0.3)")
     for key in best:
