@@ -30,7 +30,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -383,6 +383,12 @@ def warm_compiler(device: str = "cpu") -> None:
     torch._dynamo.reset()
 
 
+def warm_compilers(runtimes: Iterable[str]) -> None:
+    """:func:`warm_compiler` for every device that one of ``runtimes`` compiles on."""
+    for device in {rt.device for rt in map(parse_runtime, runtimes) if rt.mode}:
+        warm_compiler(device)
+
+
 def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
     rel = 5e-2 if (rt.amp is not None or quantized) else 1e-3
     return rel * (1.0 + scale)
@@ -438,8 +444,7 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     with tempfile.TemporaryDirectory(prefix="compile_benchmark_") as cache_root:
         _CACHE_ROOT.append(cache_root)
         try:
-            for device in {parse_runtime(r).device for rs in per_model.values() for r in rs if parse_runtime(r).mode}:
-                warm_compiler(device)
+            warm_compilers(r for rs in per_model.values() for r in rs)
             return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference)
         finally:
             _CACHE_ROOT.remove(cache_root)

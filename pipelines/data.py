@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ from pipelines.config import DataConfig
 
 __all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
 
-TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")  # pipelines.tv_datasets.TORCHVISION
+# The schema's dataset names, less the bundled one: pipelines.tv_datasets.TORCHVISION serves these.
+TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation) if n != "digits")
 
 
 class DataError(RuntimeError):

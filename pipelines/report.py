@@ -150,7 +150,8 @@ def search_section(front: dict[str, Any] | None) -> list[str]:
     lines = ["## Search", "",
              f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('failed', 0)} failed, "
              f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}; feasible Pareto front "
-             f"({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), chosen one first ({front.get('selection_rule', '')}). "
+             f"({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), chosen one first "
+             f"({front.get('selection_rule', '')}). "
              "`make promote` writes the chosen trial into params.yaml.", ""]
     trials = sorted(front.get("trials", []), key=lambda t: t["number"] != front.get("best_trial"))
     if not trials:

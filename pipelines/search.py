@@ -57,7 +57,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from pipelines import tracking
-from pipelines.benchmark import compile_for, parse_runtime, set_threads, time_interleaved, warm_compiler
+from pipelines.benchmark import compile_for, set_threads, time_interleaved, warm_compilers
 from pipelines.config import Params, ParamsError, SearchConfig, SearchDimension
 from pipelines.distill import with_teacher_logits
 from pipelines.io import atomic_write, project_root, write_json, write_text
@@ -303,8 +303,7 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     set_threads(cfg.num_threads)
     torch._dynamo.reset()  # one process compiles many models: never hit dynamo's recompile limit
     example = ctx.example(cfg.batch_size)
-    for device in {parse_runtime(rt).device for rt in cfg.runtimes if parse_runtime(rt).mode}:
-        warm_compiler(device)  # once per process, as in compile_benchmark
+    warm_compilers(cfg.runtimes)  # once per process, as in compile_benchmark
     variants = {("teacher", "eager"): compile_for(teacher, "eager", example)}
     for runtime in cfg.runtimes:
         variants[("trial", runtime)] = compile_for(model, runtime, example)

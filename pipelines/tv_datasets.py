@@ -15,7 +15,6 @@ from pipelines.config import DataConfig
 from pipelines.data import DataError
 
 
-
 class _PresentCIFAR10(tvd.CIFAR10):
     """torchvision's CIFAR10, accepting the batch files it finds without comparing their md5.
 
@@ -113,5 +112,3 @@ def split_arrays(ds: tvd.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
         images = data.permute(0, 3, 1, 2)
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
     return images.contiguous(), labels
-
-
