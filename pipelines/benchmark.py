@@ -18,6 +18,12 @@ Runtimes (``benchmark.runtimes``):
 - ``compile-<mode>-fp16`` / ``-bf16``: added automatically when CUDA is present, for float models
   only: the model on the GPU, compiled the same way, run under ``torch.autocast`` (Tensor Cores).
 
+Wrapper (``benchmark.cpp_wrapper``): Inductor's compiled graph is a list of kernel calls held
+together by wrapper code, Python by default. A PT2E int8 graph on CPU calls oneDNN ops whose
+Python dispatch (argument parsing, runtime asserts) costs ~20-40 us each, which on a small model
+is most of what separates it from eager int8; ``auto`` compiles those graphs with the C++ wrapper
+(~6 s more compile time per graph) and float graphs with the Python one. Rows say which.
+
 Every compiled variant is checked: it must have compiled graphs of its own (dynamo silently
 reuses or skips code otherwise, see :func:`benchmark_models`) and agree with the eager output.
 """
@@ -251,6 +257,7 @@ class Compiled:
     graphs: int | None = None          # graphs inductor compiled for this variant
     device: str = "cpu"
     note: str = ""
+    wrapper: str = ""                  # "cpp" or "python" for compiled variants
 
 
 def _error_line(exc: BaseException) -> str:
@@ -301,7 +308,22 @@ def _cold_cache() -> Iterator[None]:
         clear_caches()
 
 
-def _compile_context(rt: Runtime, cold: bool = True) -> contextlib.ExitStack:
+CPP_WRAPPER_POLICIES = ("auto", "always", "never")
+
+
+def use_cpp_wrapper(model: nn.Module, rt: Runtime, policy: str = "auto") -> bool:
+    """Whether ``model`` compiles with Inductor's C++ wrapper under ``policy`` (see the module
+    docstring): ``auto`` means PT2E int8 graphs on CPU."""
+    if policy not in CPP_WRAPPER_POLICIES:
+        raise ValueError(f"cpp_wrapper: {policy!r} is not one of {', '.join(CPP_WRAPPER_POLICIES)}")
+    if rt.mode is None or policy == "never":
+        return False
+    if policy == "always":
+        return True
+    return rt.device == "cpu" and isinstance(model, torch.fx.GraphModule) and is_quantized(model)
+
+
+def _compile_context(rt: Runtime, cold: bool = True, cpp_wrapper: bool = False) -> contextlib.ExitStack:
     import torch._dynamo
     import torch._inductor.config as inductor_config
 
@@ -310,6 +332,7 @@ def _compile_context(rt: Runtime, cold: bool = True) -> contextlib.ExitStack:
         stack.enter_context(_cold_cache())
     stack.enter_context(inductor_config.patch(
         freezing=True,
+        cpp_wrapper=cpp_wrapper,
         # compile_time_s is the cold cost a user pays: no on-disk graph/autotune cache hits
         fx_graph_cache=False, autotune_local_cache=False,
         # max-autotune's per-kernel tables go to stderr; the rows keep what matters
@@ -322,14 +345,16 @@ def _compile_context(rt: Runtime, cold: bool = True) -> contextlib.ExitStack:
 
 
 def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
-                breaks: GraphReport | None = None) -> Compiled:
+                breaks: GraphReport | None = None, cpp_wrapper: str = "auto") -> Compiled:
     """Build ``runtime`` for ``model``. The compile is forced (and timed, ``compile_time_s``) by
     two calls on ``example`` under Inductor freezing and inference mode, so later timed calls hit
     the cached code. ``fn`` takes an input on ``device`` (autocast rows: the GPU copy of the model).
-    A model the compiler refuses comes back with ``error`` set, never as an exception."""
+    ``cpp_wrapper`` is the ``benchmark.cpp_wrapper`` policy. A model the compiler refuses comes
+    back with ``error`` set, never as an exception."""
     rt = parse_runtime(runtime)
     if rt.mode is None:
         return Compiled(model, 0.0, 0, [])
+    cpp = use_cpp_wrapper(model, rt, cpp_wrapper)
     from torch._dynamo.utils import counters
 
     try:
@@ -338,14 +363,15 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
             example = example.to(rt.device)
         graphs_before = counters["stats"]["unique_graphs"]
         start = time.perf_counter()
-        with _compile_context(rt):
+        with _compile_context(rt, cpp_wrapper=cpp):
             compiled = torch.compile(model, mode=rt.mode, dynamic=False)
             compiled(example)
             compiled(example)
         _sync()
         elapsed = time.perf_counter() - start
     except Exception as exc:  # noqa: BLE001 - a model the compiler refuses is a result, not a crash
-        return Compiled(model, float("nan"), error=_error_line(exc), device=rt.device)
+        return Compiled(model, float("nan"), error=_error_line(exc), device=rt.device,
+                        wrapper="cpp" if cpp else "python")
 
     def run(x: torch.Tensor, _c: Callable = compiled, _rt: Runtime = rt) -> Any:
         with _autocast(_rt):
@@ -358,7 +384,7 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
         notes.append(REDUCE_OVERHEAD_CPU_NOTE)
     return Compiled(run, elapsed, breaks.graph_breaks if breaks else None, list(breaks.reasons) if breaks else [],
                     graphs=counters["stats"]["unique_graphs"] - graphs_before, device=rt.device,
-                    note="; ".join(notes))
+                    note="; ".join(notes), wrapper="cpp" if cpp else "python")
 
 
 _WARMED: set[str] = set()
@@ -417,7 +443,7 @@ def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: t
 
 def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor], runtimes: list[str],
                      warmup: int, iters: int, reference: str | None = None,
-                     amp: list[str] | None = None) -> list[dict[str, Any]]:
+                     amp: list[str] | None = None, cpp_wrapper: str = "auto") -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
@@ -445,14 +471,15 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
         _CACHE_ROOT.append(cache_root)
         try:
             warm_compilers(r for rs in per_model.values() for r in rs)
-            return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference)
+            return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
+                            cpp_wrapper)
         finally:
             _CACHE_ROOT.remove(cache_root)
             torch._dynamo.reset()
 
 
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference) -> list[dict[str, Any]]:
+             reference, cpp_wrapper) -> list[dict[str, Any]]:
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
@@ -470,7 +497,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 continue
             for runtime in per_model[name]:
                 rt = parse_runtime(runtime)
-                comp = compile_for(model, runtime, example, reports.get(name))
+                comp = compile_for(model, runtime, example, reports.get(name), cpp_wrapper)
                 if rt.mode is not None and comp.error is None:
                     device_example = example.to(comp.device)
                     diffs[(name, runtime)] = _check(comp, rt, reports.get(name), eager_out, device_example,
@@ -485,7 +512,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
             report = reports.get(name)
             row: dict[str, Any] = {
                 "model": name, "runtime": runtime, "batch_size": batch_size, "device": comp.device,
-                "compile_time_s": comp.compile_time_s,
+                "compile_time_s": comp.compile_time_s, "wrapper": comp.wrapper,
                 "graphs": comp.graphs if rt.mode else "",
                 "graph_breaks": (report.graph_breaks if report else "") if rt.mode else 0,
                 "break_reasons": " | ".join(report.reasons) if (report and rt.mode) else "",

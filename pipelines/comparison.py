@@ -18,7 +18,8 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
             cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
-    rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher")
+    rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
+                            cpp_wrapper=cfg.cpp_wrapper)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     for row in rows:
         name = row["model"]

@@ -111,6 +111,10 @@ class BenchmarkConfig(Section):
     iters: PositiveInt = 60
     runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default"]
     include_batch_one: bool = True
+    # Inductor's C++ wrapper (the compiled graph's glue code in C++ instead of Python). auto: on
+    # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated
+    # them from eager int8 on small models; it costs ~6 s more compile time per graph.
+    cpp_wrapper: Literal["auto", "always", "never"] = "auto"
 
 
 class SearchDimension(Section):

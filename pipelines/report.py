@@ -100,7 +100,8 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
             if eager and best:
                 how = (f"{best['runtime']}, dynamo captured no graph: runs eager" if str(best.get("graphs")) == "0"
                        else f"{best['runtime']}, {_f(best.get('graph_breaks'), '.0f')} graph breaks, compiled in "
-                            f"{_f(best.get('compile_time_s'), '.1f')} s")
+                            f"{_f(best.get('compile_time_s'), '.1f')} s"
+                            + (", C++ wrapper" if best.get("wrapper") == "cpp" else ""))
                 gain = _ratio(float(eager["latency_ms_p50"]), float(best["latency_ms_p50"]))
                 parts.append(f"{name} {gain:.2f}x{' (slower: keep eager)' if gain < 0.95 else ''} ({how})")
         failed = sorted({f"{r['model']} {r['runtime']}" for r in rows if r.get("error")})

@@ -306,7 +306,7 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     warm_compilers(cfg.runtimes)  # once per process, as in compile_benchmark
     variants = {("teacher", "eager"): compile_for(teacher, "eager", example)}
     for runtime in cfg.runtimes:
-        variants[("trial", runtime)] = compile_for(model, runtime, example)
+        variants[("trial", runtime)] = compile_for(model, runtime, example, cpp_wrapper=cfg.cpp_wrapper)
     errors = {rt: c.error for (who, rt), c in variants.items() if c.error}
     runnable = {key: (lambda c=c: c.fn(example)) for key, c in variants.items() if c.error is None}
     if not any(who == "trial" for who, _ in runnable):
