@@ -139,7 +139,7 @@ def test_compiled_rows_are_real_compiles(rows):
         for bs in (1, 3):
             row = _row(rows, name, "compile-default", bs)
             assert row["error"] == ""
-            assert row["compile_time_s"] > 0
+            assert row["compile_time_s"] > 0 and row["wrapper"] == "python"  # float graphs: auto -> Python
             assert row["graph_breaks"] == 0 and row["graphs"] >= 1  # its own graph, not its twin's
             assert row["max_abs_diff_vs_eager"] < 1e-3
             assert row["latency_ms_p50"] > 0 and row["speedup_vs_teacher"] > 0
@@ -159,3 +159,53 @@ def test_a_model_that_fails_to_compile_is_a_row_not_a_crash(rows):
         row = _row(rows, "broken", "compile-default", bs)
         assert row["error"] and "latency_ms_p50" not in row and math.isnan(row["compile_time_s"])
         assert _row(rows, "broken", "eager", bs)["latency_ms_p50"] > 0
+
+
+# --- the C++ wrapper for PT2E int8 graphs ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pt2e_model() -> nn.Module:
+    from pipelines import quantize_pt2e as qp
+
+    torch.manual_seed(0)
+    return qp.quantize_static(_cnn([8, 16], 2), [torch.randn(8, 1, 8, 8)], QuantizeConfig(calibration_batches=1),
+                              torch.randn(2, 1, 8, 8))
+
+
+def test_cpp_wrapper_policy_picks_pt2e_int8_graphs(pt2e_model, int8_model):
+    cpu, eager = bm.parse_runtime("compile-default"), bm.parse_runtime("eager")
+    fp32 = _cnn([4, 8], 0)
+    assert bm.use_cpp_wrapper(pt2e_model, cpu, "auto")
+    assert not bm.use_cpp_wrapper(fp32, cpu, "auto") and not bm.use_cpp_wrapper(int8_model, cpu, "auto")
+    assert bm.use_cpp_wrapper(fp32, cpu, "always") and not bm.use_cpp_wrapper(pt2e_model, cpu, "never")
+    assert not bm.use_cpp_wrapper(pt2e_model, eager, "always")  # nothing to wrap in eager
+    assert not bm.use_cpp_wrapper(pt2e_model, bm.parse_runtime("compile-default-bf16"), "auto")
+    with pytest.raises(ValueError, match="cpp_wrapper"):
+        bm.use_cpp_wrapper(fp32, cpu, "sometimes")
+
+
+def test_pt2e_graph_lowers_to_int8_kernels_with_either_wrapper(pt2e_model):
+    """Both wrappers run the same int8 graph: with the Python one the profiler sees the oneDNN int8
+    convolution and linear kernels (C++ wrapper calls bypass the profiler's op records)."""
+    import torch._dynamo
+    from torch.profiler import profile
+
+    x = torch.randn(4, 1, 8, 8)
+    with torch.inference_mode():
+        reference = pt2e_model(x)
+    outs = {}
+    for policy in ("never", "auto"):
+        torch._dynamo.reset()  # one GraphModule, two compiles: each must build its own code
+        comp = bm.compile_for(pt2e_model, "compile-default", x, cpp_wrapper=policy)
+        assert comp.error is None and comp.graphs >= 1
+        assert comp.wrapper == ("python" if policy == "never" else "cpp")
+        with torch.inference_mode(), profile() as prof:
+            outs[policy] = comp.fn(x)
+        ops = {e.key for e in prof.key_averages()}
+        if policy == "never":
+            assert {"onednn::qconv_pointwise", "onednn::qlinear_pointwise"} <= ops
+    torch._dynamo.reset()
+    for out in outs.values():
+        assert (out - reference).abs().max() < 0.05 * (1 + reference.abs().max())
+    assert torch.equal(outs["never"].argmax(1), outs["auto"].argmax(1))

@@ -28,6 +28,7 @@ def test_committed_params_are_valid_and_match_schema_defaults():
         (lambda r: r["prune"].update(method="random"), "prune.method", "channel"),
         (lambda r: r["quantize"].update(method="int4"), "quantize.method", "static"),
         (lambda r: r["quantize"].update(engine="tensorrt"), "quantize.engine", "pt2e"),
+        (lambda r: r["benchmark"].update(cpp_wrapper=True), "benchmark.cpp_wrapper", "auto"),
         (lambda r: r["train"].update(epochs="ten"), "train.epochs", "integer"),
         (lambda r: r["data"].update(colour=True), "data.colour", "unknown key"),
         (lambda r: r.update(extra_section={}), "extra_section", "unknown key"),

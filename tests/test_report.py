@@ -34,3 +34,15 @@ def test_int8_slower_than_compiled_fp32_is_said_plainly():
     line = _quant_line(_summary(pruned_best=0.5, quant_best=0.8))
     assert "0.62x SLOWER than its fastest fp32 runtime" in line
     assert "too small for int8" in line
+
+
+def test_compile_reading_names_the_wrapper_and_flags_slower_runs():
+    def row(model, runtime, ms, **extra):
+        return {"model": model, "runtime": runtime, "batch_size": 64, "latency_ms_p50": ms, "graphs": 1,
+                "graph_breaks": 0, "compile_time_s": 9.0, **extra}
+
+    rows = [row("pruned", "eager", 4.0), row("pruned", "compile-default", 8.0, wrapper="python"),
+            row("quantized", "eager", 2.0), row("quantized", "compile-default", 0.8, wrapper="cpp")]
+    line = next(r for r in readings({}, {}, rows, fast_params()) if r.startswith("**torch.compile**"))
+    assert "pruned 0.50x (slower: keep eager)" in line
+    assert "quantized 2.50x (compile-default, 0 graph breaks, compiled in 9.0 s, C++ wrapper)" in line
