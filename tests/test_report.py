@@ -18,15 +18,15 @@ def _summary(pruned_best: float, quant_best: float) -> dict:
     }
 
 
-def _quant_line(summary: dict) -> str:
-    lines = readings(summary, {}, [], fast_params(quantize={"method": "static"}))
+def _quant_line(summary: dict, engine: str = "eager") -> str:
+    lines = readings(summary, {}, [], fast_params(quantize={"method": "static", "engine": engine}))
     return next(line for line in lines if line.startswith("**Quantization**"))
 
 
 def test_int8_reading_compares_with_the_fastest_fp32_runtime():
     line = _quant_line(_summary(pruned_best=2.0, quant_best=0.8))
-    assert "5.00x faster than the same model in fp32 eager" in line
-    assert "2.50x faster than its fastest fp32 runtime (compile-default, int8 on eager)" in line
+    assert "int8 on eager runs 5.00x faster than the same model in fp32 eager" in line
+    assert "2.50x faster than its fastest fp32 runtime (compile-default)" in line
     assert "size 0.26x of fp32" in line
 
 
@@ -34,6 +34,15 @@ def test_int8_slower_than_compiled_fp32_is_said_plainly():
     line = _quant_line(_summary(pruned_best=0.5, quant_best=0.8))
     assert "0.62x SLOWER than its fastest fp32 runtime" in line
     assert "too small for int8" in line
+
+
+def test_pt2e_int8_is_judged_compiled_not_as_its_reference_graph():
+    summary = _summary(pruned_best=2.0, quant_best=1.0)
+    summary["quantized"].update(latency_ms_p50=7.0, best_runtime="compile-default")
+    line = _quant_line(summary, "pt2e")
+    assert "int8 on compile-default runs 4.00x faster than the same model in fp32 eager" in line
+    assert "2.00x faster than its fastest fp32 runtime" in line
+    assert "reference form" in line and "7.000 ms" in line
 
 
 def test_compile_reading_names_the_wrapper_and_flags_slower_runs():
