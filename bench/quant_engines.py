@@ -36,7 +36,7 @@ import pipelines  # noqa: E402,F401  (central warning filters)
 from pipelines import quantize as qz  # noqa: E402
 from pipelines import quantize_pt2e as qp  # noqa: E402
 from pipelines.benchmark import (  # noqa: E402
-    CPP_WRAPPER_POLICIES, compile_for, set_threads, time_interleaved, warm_compiler)
+    CPP_WRAPPER_POLICIES, CompileSettings, compile_for, set_threads, time_interleaved, warm_compiler)
 from pipelines.config import QuantizeConfig  # noqa: E402
 from pipelines.models import CNN, _torchvision_model  # noqa: E402
 
@@ -54,8 +54,9 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
     eager_int8 = qz.quantize_static(model, batches, cfg)
     pt2e_int8 = qp.quantize_static(model, batches, cfg, x[:2])
     prep_s = time.perf_counter() - started
-    fp32_c = compile_for(model, "compile-default", x, cpp_wrapper=cpp_wrapper)
-    pt2e_c = compile_for(pt2e_int8, "compile-default", x, cpp_wrapper=cpp_wrapper)
+    settings = CompileSettings(cpp_wrapper)
+    fp32_c = compile_for(model, "compile-default", x, settings=settings)
+    pt2e_c = compile_for(pt2e_int8, "compile-default", x, settings=settings)
     for what, c in (("fp32", fp32_c), ("pt2e int8", pt2e_c)):
         if c.error:
             raise SystemExit(f"[{name}] {what} did not compile: {c.error}")

@@ -23,6 +23,8 @@ together by wrapper code, Python by default. A PT2E int8 graph on CPU calls oneD
 Python dispatch (argument parsing, runtime asserts) costs ~20-40 us each, which on a small model
 is most of what separates it from eager int8; ``auto`` compiles those graphs with the C++ wrapper
 (~6 s more compile time per graph) and float graphs with the Python one. Rows say which.
+``benchmark.inductor`` sets any other ``torch._inductor.config`` settings, process-wide
+(:func:`apply_inductor_settings`).
 
 Every compiled variant is checked: it must have compiled graphs of its own (dynamo silently
 reuses or skips code otherwise, see :func:`benchmark_models`) and agree with the eager output.
@@ -311,6 +313,38 @@ def _cold_cache() -> Iterator[None]:
 CPP_WRAPPER_POLICIES = ("auto", "always", "never")
 
 
+@dataclass(frozen=True)
+class CompileSettings:
+    """How compiled variants are built beyond their runtime's mode: the ``benchmark.cpp_wrapper``
+    policy and extra ``torch._inductor.config`` settings (``benchmark.inductor``)."""
+
+    cpp_wrapper: str = "auto"
+    inductor: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, cfg: Any) -> "CompileSettings":
+        """From a ``BenchmarkConfig``."""
+        return cls(cfg.cpp_wrapper, tuple(sorted(cfg.inductor.items())))
+
+
+def apply_inductor_settings(settings: CompileSettings) -> None:
+    """Set ``settings.inductor`` on ``torch._inductor.config`` for the whole process.
+
+    Process-wide on purpose: Inductor reads some settings only once, when the process's first
+    compile registers its freezing patterns (``cpp.weight_prepack`` decides there whether convs
+    become prepacked channels-last oneDNN kernels), so a per-compile patch would silently not
+    apply. :func:`compile_for` and :func:`warm_compiler` call this before compiling; a process
+    should keep one setting throughout, as every stage does."""
+    import torch._inductor.config as inductor_config
+
+    for key, value in settings.inductor:
+        *path, leaf = key.split(".")
+        owner: Any = inductor_config
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, leaf, value)
+
+
 def use_cpp_wrapper(model: nn.Module, rt: Runtime, policy: str = "auto") -> bool:
     """Whether ``model`` compiles with Inductor's C++ wrapper under ``policy`` (see the module
     docstring): ``auto`` means PT2E int8 graphs on CPU."""
@@ -345,16 +379,17 @@ def _compile_context(rt: Runtime, cold: bool = True, cpp_wrapper: bool = False) 
 
 
 def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
-                breaks: GraphReport | None = None, cpp_wrapper: str = "auto") -> Compiled:
+                breaks: GraphReport | None = None, settings: CompileSettings = CompileSettings()) -> Compiled:
     """Build ``runtime`` for ``model``. The compile is forced (and timed, ``compile_time_s``) by
     two calls on ``example`` under Inductor freezing and inference mode, so later timed calls hit
     the cached code. ``fn`` takes an input on ``device`` (autocast rows: the GPU copy of the model).
-    ``cpp_wrapper`` is the ``benchmark.cpp_wrapper`` policy. A model the compiler refuses comes
+    ``settings``: wrapper policy and extra Inductor settings. A model the compiler refuses comes
     back with ``error`` set, never as an exception."""
     rt = parse_runtime(runtime)
     if rt.mode is None:
         return Compiled(model, 0.0, 0, [])
-    cpp = use_cpp_wrapper(model, rt, cpp_wrapper)
+    cpp = use_cpp_wrapper(model, rt, settings.cpp_wrapper)
+    apply_inductor_settings(settings)
     from torch._dynamo.utils import counters
 
     try:
@@ -390,14 +425,17 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
 _WARMED: set[str] = set()
 
 
-def warm_compiler(device: str = "cpu") -> None:
+def warm_compiler(device: str = "cpu", settings: CompileSettings = CompileSettings()) -> None:
     """Pay Inductor's one-time process costs (imports, C++ toolchain probe, worker pool) on a
     throwaway model, so the first real variant's compile_time_s is not inflated by them.
 
     This one compile uses the user's normal Inductor cache, not a cold one: the toolchain probe
     (a dozen test builds, one per vector ISA, ~13 s on a 2-core machine) leaves its results there
     and is remembered for the rest of the process, so on a machine that has compiled before it
-    costs nothing. The variants that are timed still compile into cold caches."""
+    costs nothing. The variants that are timed still compile into cold caches.
+    ``settings.inductor`` is applied first, so this first compile registers Inductor's passes
+    under it."""
+    apply_inductor_settings(settings)
     if device in _WARMED:
         return
     _WARMED.add(device)
@@ -409,10 +447,10 @@ def warm_compiler(device: str = "cpu") -> None:
     torch._dynamo.reset()
 
 
-def warm_compilers(runtimes: Iterable[str]) -> None:
+def warm_compilers(runtimes: Iterable[str], settings: CompileSettings = CompileSettings()) -> None:
     """:func:`warm_compiler` for every device that one of ``runtimes`` compiles on."""
     for device in {rt.device for rt in map(parse_runtime, runtimes) if rt.mode}:
-        warm_compiler(device)
+        warm_compiler(device, settings)
 
 
 def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
@@ -443,7 +481,8 @@ def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: t
 
 def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor], runtimes: list[str],
                      warmup: int, iters: int, reference: str | None = None,
-                     amp: list[str] | None = None, cpp_wrapper: str = "auto") -> list[dict[str, Any]]:
+                     amp: list[str] | None = None,
+                     settings: CompileSettings = CompileSettings()) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
@@ -470,16 +509,16 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     with tempfile.TemporaryDirectory(prefix="compile_benchmark_") as cache_root:
         _CACHE_ROOT.append(cache_root)
         try:
-            warm_compilers(r for rs in per_model.values() for r in rs)
+            warm_compilers((r for rs in per_model.values() for r in rs), settings)
             return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
-                            cpp_wrapper)
+                            settings)
         finally:
             _CACHE_ROOT.remove(cache_root)
             torch._dynamo.reset()
 
 
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference, cpp_wrapper) -> list[dict[str, Any]]:
+             reference, settings) -> list[dict[str, Any]]:
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
@@ -497,7 +536,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 continue
             for runtime in per_model[name]:
                 rt = parse_runtime(runtime)
-                comp = compile_for(model, runtime, example, reports.get(name), cpp_wrapper)
+                comp = compile_for(model, runtime, example, reports.get(name), settings)
                 if rt.mode is not None and comp.error is None:
                     device_example = example.to(comp.device)
                     diffs[(name, runtime)] = _check(comp, rt, reports.get(name), eager_out, device_example,

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.benchmark import benchmark_models, set_threads
+from pipelines.benchmark import CompileSettings, benchmark_models, set_threads
 from pipelines.config import BenchmarkConfig
 from pipelines.metrics import size_metrics
 
@@ -19,7 +19,7 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
-                            cpp_wrapper=cfg.cpp_wrapper)
+                            settings=CompileSettings.of(cfg))
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     for row in rows:
         name = row["model"]

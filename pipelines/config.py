@@ -115,6 +115,34 @@ class BenchmarkConfig(Section):
     # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated
     # them from eager int8 on small models; it costs ~6 s more compile time per graph.
     cpp_wrapper: Literal["auto", "always", "never"] = "auto"
+    # Extra torch._inductor.config settings for every compiled variant, e.g.
+    # {layout_optimization: false, cpp.weight_prepack: false} keeps wide fp32 CNNs on tiny feature
+    # maps in NCHW, where oneDNN's channels-last kernels are slower (see README).
+    inductor: dict[str, bool | int | float | str] = {}
+
+    @field_validator("inductor")
+    @classmethod
+    def _inductor_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return value
+        import torch._inductor.config as inductor_config
+
+        known = inductor_config.get_config_copy()
+        for key, setting in value.items():
+            if key in OWN_INDUCTOR_SETTINGS:
+                raise ValueError(f"{key!r} is the benchmark's own setting ({OWN_INDUCTOR_SETTINGS[key]})")
+            if key not in known:
+                raise ValueError(f"{key!r} is not a torch._inductor.config setting")
+            if isinstance(known[key], bool) != isinstance(setting, bool):
+                raise ValueError(f"{key!r} takes a {type(known[key]).__name__}, got {setting!r}")
+        return value
+
+
+OWN_INDUCTOR_SETTINGS = {
+    "freezing": "always on: it is what turns PT2E graphs into int8 kernels",
+    "cpp_wrapper": "use benchmark.cpp_wrapper",
+    "fx_graph_cache": "off: compile_time_s is the cold cost",
+}
 
 
 class SearchDimension(Section):

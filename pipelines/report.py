@@ -111,9 +111,14 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                             + (", C++ wrapper" if best.get("wrapper") == "cpp" else ""))
                 gain = _ratio(float(eager["latency_ms_p50"]), float(best["latency_ms_p50"]))
                 parts.append(f"{name} {gain:.2f}x{' (slower: keep eager)' if gain < 0.95 else ''} ({how})")
+        slower = any("keep eager" in part for part in parts)
+        inductor = params.benchmark.inductor
         failed = sorted({f"{r['model']} {r['runtime']}" for r in rows if r.get("error")})
         out.append("**torch.compile** (Inductor, freezing on, inference mode) vs eager at batch "
                    f"{params.benchmark.batch_size}: " + "; ".join(parts) + "."
+                   + (f" Inductor settings: {', '.join(f'{k}={v}' for k, v in inductor.items())}." if inductor else "")
+                   + (" Slower compiled than eager: see README, 'When torch.compile is slower than eager'."
+                      if slower else "")
                    + (f" Not compiled: {', '.join(failed)} (see `error` in benchmark.csv)." if failed else ""))
     return out
 

@@ -57,7 +57,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from pipelines import tracking
-from pipelines.benchmark import compile_for, set_threads, time_interleaved, warm_compilers
+from pipelines.benchmark import CompileSettings, compile_for, set_threads, time_interleaved, warm_compilers
 from pipelines.config import Params, ParamsError, SearchConfig, SearchDimension
 from pipelines.distill import with_teacher_logits
 from pipelines.io import atomic_write, project_root, write_json, write_text
@@ -303,10 +303,11 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     set_threads(cfg.num_threads)
     torch._dynamo.reset()  # one process compiles many models: never hit dynamo's recompile limit
     example = ctx.example(cfg.batch_size)
-    warm_compilers(cfg.runtimes)  # once per process, as in compile_benchmark
+    settings = CompileSettings.of(cfg)
+    warm_compilers(cfg.runtimes, settings)  # once per process, as in compile_benchmark
     variants = {("teacher", "eager"): compile_for(teacher, "eager", example)}
     for runtime in cfg.runtimes:
-        variants[("trial", runtime)] = compile_for(model, runtime, example, cpp_wrapper=cfg.cpp_wrapper)
+        variants[("trial", runtime)] = compile_for(model, runtime, example, settings=settings)
     errors = {rt: c.error for (who, rt), c in variants.items() if c.error}
     runnable = {key: (lambda c=c: c.fn(example)) for key, c in variants.items() if c.error is None}
     if not any(who == "trial" for who, _ in runnable):

@@ -197,7 +197,7 @@ def test_pt2e_graph_lowers_to_int8_kernels_with_either_wrapper(pt2e_model):
     outs = {}
     for policy in ("never", "auto"):
         torch._dynamo.reset()  # one GraphModule, two compiles: each must build its own code
-        comp = bm.compile_for(pt2e_model, "compile-default", x, cpp_wrapper=policy)
+        comp = bm.compile_for(pt2e_model, "compile-default", x, settings=bm.CompileSettings(policy))
         assert comp.error is None and comp.graphs >= 1
         assert comp.wrapper == ("python" if policy == "never" else "cpp")
         with torch.inference_mode(), profile() as prof:
@@ -209,3 +209,50 @@ def test_pt2e_graph_lowers_to_int8_kernels_with_either_wrapper(pt2e_model):
     for out in outs.values():
         assert (out - reference).abs().max() < 0.05 * (1 + reference.abs().max())
     assert torch.equal(outs["never"].argmax(1), outs["auto"].argmax(1))
+
+
+_NCHW_PROBE = """
+import json, sys, torch
+from torch.profiler import profile
+from pipelines import benchmark as bm
+from pipelines.models import CNN
+torch.manual_seed(0)
+model, x = CNN(1, 10, [4, 8], 1).eval(), torch.randn(2, 1, 8, 8)
+settings = bm.CompileSettings(inductor=(("cpp.weight_prepack", False), ("layout_optimization", False)))
+bm.warm_compiler("cpu", settings)
+comp = bm.compile_for(model, "compile-default", x, settings=settings)
+with torch.inference_mode(), profile() as prof:
+    out = comp.fn(x)
+    diff = float((out - model(x)).abs().max())
+print(json.dumps({"error": comp.error, "ops": sorted({e.key for e in prof.key_averages()}), "diff": diff}))
+"""
+
+
+def test_inductor_settings_reach_the_compiled_graph():
+    """benchmark.inductor is applied: without weight prepacking and layout optimization Inductor
+    calls aten's (NCHW) convolution instead of its prepacked channels-last mkldnn kernel. Run in a
+    fresh process: Inductor reads cpp.weight_prepack at the process's first compile."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch._dynamo
+    from torch.profiler import profile
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", _NCHW_PROBE], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    nchw = json.loads(done.stdout.strip().splitlines()[-1])
+    assert nchw["error"] is None and nchw["diff"] < 1e-3
+    assert "aten::convolution" in nchw["ops"] and "mkldnn::_convolution_pointwise" not in nchw["ops"]
+
+    torch._dynamo.reset()  # and here, with Inductor's defaults: the prepacked kernel
+    model, x = _cnn([4, 8], 0), torch.randn(2, 1, 8, 8)
+    comp = bm.compile_for(model, "compile-default", x)
+    with torch.inference_mode(), profile() as prof:
+        comp.fn(x)
+    torch._dynamo.reset()
+    assert "mkldnn::_convolution_pointwise" in {e.key for e in prof.key_averages()}

@@ -54,4 +54,8 @@ def test_compile_reading_names_the_wrapper_and_flags_slower_runs():
             row("quantized", "eager", 2.0), row("quantized", "compile-default", 0.8, wrapper="cpp")]
     line = next(r for r in readings({}, {}, rows, fast_params()) if r.startswith("**torch.compile**"))
     assert "pruned 0.50x (slower: keep eager)" in line
+    assert "README, 'When torch.compile is slower than eager'" in line and "Inductor settings" not in line
+    tuned = fast_params(benchmark={"inductor": {"layout_optimization": False}})
+    line = next(r for r in readings({}, {}, rows, tuned) if r.startswith("**torch.compile**"))
+    assert "Inductor settings: layout_optimization=False." in line
     assert "quantized 2.50x (compile-default, 0 graph breaks, compiled in 9.0 s, C++ wrapper)" in line
