@@ -118,7 +118,21 @@ class BenchmarkConfig(Section):
     # Extra torch._inductor.config settings for every compiled variant, e.g.
     # {layout_optimization: false, cpp.weight_prepack: false} keeps wide fp32 CNNs on tiny feature
     # maps in NCHW, where oneDNN's channels-last kernels are slower (see README).
+    # Nested and dotted forms are the same setting: {cpp: {weight_prepack: false}} reads as
+    # {cpp.weight_prepack: false} (what `dvc exp run -S '+benchmark.inductor.cpp.weight_prepack=false'` writes).
     inductor: dict[str, bool | int | float | str] = {}
+
+    @field_validator("inductor", mode="before")
+    @classmethod
+    def _flatten_inductor(cls, value: Any) -> Any:
+        def flat(tree: dict, prefix: str = "") -> dict:
+            out: dict = {}
+            for key, setting in tree.items():
+                name = f"{prefix}{key}"
+                out.update(flat(setting, f"{name}.") if isinstance(setting, dict) else {name: setting})
+            return out
+
+        return flat(value) if isinstance(value, dict) else value
 
     @field_validator("inductor")
     @classmethod

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipelines.config import ParamsError, load_params, validate
-from tests.conftest import ROOT, venv_env
+from tests.conftest import ROOT, fast_params, venv_env
 
 
 def default_raw() -> dict:
@@ -86,3 +86,10 @@ def test_stage_exits_nonzero_with_one_line_and_writes_nothing(tmp_path):
     assert sentinel.read_bytes() == b"previous output"
     assert not (tmp_path / "mlflow.db").exists()
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["models", "params.yaml"]
+
+
+def test_inductor_settings_nested_or_dotted_are_one_setting():
+    nested = fast_params(benchmark={"inductor": {"cpp": {"weight_prepack": False}, "layout_optimization": False}})
+    dotted = fast_params(benchmark={"inductor": {"cpp.weight_prepack": False, "layout_optimization": False}})
+    assert nested.benchmark.inductor == dotted.benchmark.inductor == {"cpp.weight_prepack": False,
+                                                                       "layout_optimization": False}

@@ -36,7 +36,7 @@ class Leaf:
     """One field of the schema, flattened: its base type, bounds, choices."""
 
     path: tuple[str, ...]
-    kind: str  # bool | int | float | str | literal | list
+    kind: str  # bool | int | float | str | literal | list | dict
     optional: bool
     lower: tuple[float, bool] | None = None  # (bound, inclusive)
     upper: tuple[float, bool] | None = None
@@ -77,6 +77,8 @@ def _leaf(path: tuple[str, ...], annotation: Any, metadata: list[Any]) -> Leaf:
             bounds["max_len"] = m.max_length
     if get_origin(annotation) is Literal:
         return Leaf(path, "literal", optional, choices=get_args(annotation))
+    if get_origin(annotation) is dict:  # benchmark.inductor: settings by name, checked by the schema
+        return Leaf(path, "dict", optional)
     if get_origin(annotation) is list:
         return Leaf(path, "list", optional, item=_leaf(path + ("0",), get_args(annotation)[0], []), **bounds)
     kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(annotation)
@@ -114,6 +116,8 @@ def wrong_type(leaf: Leaf) -> st.SearchStrategy[Any]:
         return st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), containers)
     if leaf.kind == "literal":
         return st.one_of(st.integers(), st.booleans(), containers)
+    if leaf.kind == "dict":
+        return st.one_of(words, st.integers(), st.booleans(), st.lists(st.integers(), max_size=3))
     return st.one_of(words, st.integers(), st.dictionaries(words, st.integers(), max_size=2))  # list
 
 
@@ -270,7 +274,7 @@ def check_refused(case: Case) -> str:
 
 def test_committed_params_are_the_valid_starting_point():
     validate(copy.deepcopy(BASE))
-    assert {leaf.kind for leaf in LEAVES} == {"bool", "int", "float", "str", "literal", "list"}
+    assert {leaf.kind for leaf in LEAVES} == {"bool", "int", "float", "str", "literal", "list", "dict"}
 
 
 def test_every_mutation_is_refused_with_one_line_naming_the_key():
