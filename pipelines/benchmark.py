@@ -57,6 +57,8 @@ EAGER_INT8_NOTE = ("dynamo captured no graph: torch.ao eager int8 kernels have n
                    "the eager int8 kernels behind dynamo's frame check")
 NO_GRAPH_NOTE = "dynamo captured no graph, so torch.compile runs this model in eager"
 REDUCE_OVERHEAD_CPU_NOTE = "reduce-overhead means CUDA graphs; on CPU it compiles like compile-default"
+PT2E_REFERENCE_NOTE = ("PT2E reference graph (quantize/dequantize around fp32 ops): its int8 kernels only exist "
+                       "once compiled, see the compile-* rows")
 
 # A frame may hold many compiled entries at once (every model of one class x every mode);
 # dynamo's default limit (8) would silently send the rest to eager.
@@ -173,6 +175,11 @@ def is_quantized(model: nn.Module) -> bool:
     if isinstance(model, torch.fx.GraphModule):
         return any(n.op == "call_function" and "quantize" in str(n.target) for n in model.graph.nodes)
     return False
+
+
+def is_pt2e_int8(model: nn.Module) -> bool:
+    """A converted PT2E graph: runs as reference ops in eager, as int8 kernels once compiled."""
+    return isinstance(model, torch.fx.GraphModule) and is_quantized(model)
 
 
 def runtimes_for(model: nn.Module, runtimes: list[str]) -> list[str]:
@@ -354,7 +361,7 @@ def use_cpp_wrapper(model: nn.Module, rt: Runtime, policy: str = "auto") -> bool
         return False
     if policy == "always":
         return True
-    return rt.device == "cpu" and isinstance(model, torch.fx.GraphModule) and is_quantized(model)
+    return rt.device == "cpu" and is_pt2e_int8(model)
 
 
 def _compile_context(rt: Runtime, cold: bool = True, cpp_wrapper: bool = False) -> contextlib.ExitStack:
@@ -387,7 +394,7 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
     back with ``error`` set, never as an exception."""
     rt = parse_runtime(runtime)
     if rt.mode is None:
-        return Compiled(model, 0.0, 0, [])
+        return Compiled(model, 0.0, 0, [], note=PT2E_REFERENCE_NOTE if is_pt2e_int8(model) else "")
     cpp = use_cpp_wrapper(model, rt, settings.cpp_wrapper)
     apply_inductor_settings(settings)
     from torch._dynamo.utils import counters

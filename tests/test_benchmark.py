@@ -181,6 +181,8 @@ def test_cpp_wrapper_policy_picks_pt2e_int8_graphs(pt2e_model, int8_model):
     assert bm.use_cpp_wrapper(fp32, cpu, "always") and not bm.use_cpp_wrapper(pt2e_model, cpu, "never")
     assert not bm.use_cpp_wrapper(pt2e_model, eager, "always")  # nothing to wrap in eager
     assert not bm.use_cpp_wrapper(pt2e_model, bm.parse_runtime("compile-default-bf16"), "auto")
+    assert bm.compile_for(pt2e_model, "eager", torch.randn(2, 1, 8, 8)).note == bm.PT2E_REFERENCE_NOTE
+    assert bm.compile_for(fp32, "eager", torch.randn(2, 1, 8, 8)).note == ""
     with pytest.raises(ValueError, match="cpp_wrapper"):
         bm.use_cpp_wrapper(fp32, cpu, "sometimes")
 
