@@ -55,31 +55,29 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
     pt2e_int8 = qp.quantize_static(model, batches, cfg, x[:2])
     prep_s = time.perf_counter() - started
     settings = CompileSettings(cpp_wrapper)
-    fp32_c = compile_for(model, "compile-default", x, settings=settings)
-    pt2e_c = compile_for(pt2e_int8, "compile-default", x, settings=settings)
-    for what, c in (("fp32", fp32_c), ("pt2e int8", pt2e_c)):
+    compiled = {"fp32 compiled": compile_for(model, "compile-default", x, settings=settings),
+                "int8 pt2e compiled": compile_for(pt2e_int8, "compile-default", x, settings=settings)}
+    for key, c in compiled.items():
         if c.error:
-            raise SystemExit(f"[{name}] {what} did not compile: {c.error}")
+            raise SystemExit(f"[{name}] {key}: did not compile: {c.error}")
     fns = {
         "fp32 eager": lambda: model(x),
-        "fp32 compiled": lambda: fp32_c.fn(x),
+        "fp32 compiled": lambda: compiled["fp32 compiled"].fn(x),
         "int8 eager (torch.ao)": lambda: eager_int8(x),
-        "int8 pt2e compiled": lambda: pt2e_c.fn(x),
+        "int8 pt2e compiled": lambda: compiled["int8 pt2e compiled"].fn(x),
     }
     with torch.inference_mode():
         ref = model(x)
         err = {k: (fn() - ref).abs().max().item() for k, fn in fns.items()}
         agree = {k: (fn().argmax(1) == ref.argmax(1)).float().mean().item() for k, fn in fns.items()}
     timings = time_interleaved(fns, warmup=warmup, iters=iters)
-    compile_s = {"fp32 compiled": fp32_c.compile_time_s, "int8 pt2e compiled": pt2e_c.compile_time_s}
-    wrapper = {"fp32 compiled": fp32_c.wrapper, "int8 pt2e compiled": pt2e_c.wrapper}
     fp32 = timings["fp32 eager"].p50_ms
     rows = []
     for key in VARIANTS:
-        lat = timings[key]
+        lat, c = timings[key], compiled.get(key)
         rows.append({"model": name, "variant": key, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
-                     "speedup_vs_fp32_eager": fp32 / lat.p50_ms, "compile_s": compile_s.get(key, 0.0),
-                     "wrapper": wrapper.get(key, ""),
+                     "speedup_vs_fp32_eager": fp32 / lat.p50_ms, "compile_s": c.compile_time_s if c else 0.0,
+                     "wrapper": c.wrapper if c else "",
                      "max_abs_err": err[key], "top1_agree": agree[key]})
     print(f"[{name}] quantized both engines in {prep_s:.1f}s; pt2e fp32 layers: {qp.fp32_layers(pt2e_int8) or 'none'}",
           flush=True)

@@ -40,10 +40,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
+
+from pipelines.config import CppWrapper
 
 RUNTIME_MODES = {
     "compile-default": "default",
@@ -317,7 +319,18 @@ def _cold_cache() -> Iterator[None]:
         clear_caches()
 
 
-CPP_WRAPPER_POLICIES = ("auto", "always", "never")
+CPP_WRAPPER_POLICIES = get_args(CppWrapper)
+
+# What every compiled variant is built with (benchmark.inductor may not change these; cpp_wrapper
+# comes from benchmark.cpp_wrapper).
+FIXED_INDUCTOR_SETTINGS = {
+    # weights become constants: conv/linear weights prepacked, PT2E dq -> conv -> q fused into int8 kernels
+    "freezing": True,
+    # compile_time_s is the cold cost a user pays: no on-disk graph/autotune cache hits
+    "fx_graph_cache": False, "autotune_local_cache": False,
+    # max-autotune's per-kernel tables go to stderr; the rows keep what matters
+    "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False,
+}
 
 
 @dataclass(frozen=True)
@@ -371,13 +384,7 @@ def _compile_context(rt: Runtime, cold: bool = True, cpp_wrapper: bool = False) 
     stack = contextlib.ExitStack()
     if cold:
         stack.enter_context(_cold_cache())
-    stack.enter_context(inductor_config.patch(
-        freezing=True,
-        cpp_wrapper=cpp_wrapper,
-        # compile_time_s is the cold cost a user pays: no on-disk graph/autotune cache hits
-        fx_graph_cache=False, autotune_local_cache=False,
-        # max-autotune's per-kernel tables go to stderr; the rows keep what matters
-        autotune_num_choices_displayed=0, max_autotune_report_choices_stats=False))
+    stack.enter_context(inductor_config.patch({**FIXED_INDUCTOR_SETTINGS, "cpp_wrapper": cpp_wrapper}))
     stack.enter_context(torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT,
                                                    accumulated_recompile_limit=4 * _RECOMPILE_LIMIT))
     stack.enter_context(torch.inference_mode())

@@ -44,6 +44,7 @@ def _numeric(annotation: Any) -> bool:
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+CppWrapper = Literal["auto", "always", "never"]  # benchmark.cpp_wrapper, see pipelines.benchmark
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -114,7 +115,7 @@ class BenchmarkConfig(Section):
     # Inductor's C++ wrapper (the compiled graph's glue code in C++ instead of Python). auto: on
     # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated
     # them from eager int8 on small models; it costs ~6 s more compile time per graph.
-    cpp_wrapper: Literal["auto", "always", "never"] = "auto"
+    cpp_wrapper: CppWrapper = "auto"
     # Extra torch._inductor.config settings for every compiled variant, e.g.
     # {layout_optimization: false, cpp.weight_prepack: false} keeps wide fp32 CNNs on tiny feature
     # maps in NCHW, where oneDNN's channels-last kernels are slower (see README).
@@ -141,22 +142,21 @@ class BenchmarkConfig(Section):
             return value
         import torch._inductor.config as inductor_config
 
+        from pipelines.benchmark import FIXED_INDUCTOR_SETTINGS
+
         known = inductor_config.get_config_copy()
         for key, setting in value.items():
-            if key in OWN_INDUCTOR_SETTINGS:
-                raise ValueError(f"{key!r} is the benchmark's own setting ({OWN_INDUCTOR_SETTINGS[key]})")
+            if key == "cpp_wrapper":
+                raise ValueError("'cpp_wrapper' is the benchmark's own setting (use benchmark.cpp_wrapper)")
+            if key in FIXED_INDUCTOR_SETTINGS:
+                raise ValueError(f"{key!r} is the benchmark's own setting (every compiled variant runs with "
+                                 f"{key}={FIXED_INDUCTOR_SETTINGS[key]})")
             if key not in known:
                 raise ValueError(f"{key!r} is not a torch._inductor.config setting")
             if isinstance(known[key], bool) != isinstance(setting, bool):
                 raise ValueError(f"{key!r} takes a {type(known[key]).__name__}, got {setting!r}")
         return value
 
-
-OWN_INDUCTOR_SETTINGS = {
-    "freezing": "always on: it is what turns PT2E graphs into int8 kernels",
-    "cpp_wrapper": "use benchmark.cpp_wrapper",
-    "fx_graph_cache": "off: compile_time_s is the cold cost",
-}
 
 
 class SearchDimension(Section):

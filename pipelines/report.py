@@ -40,6 +40,11 @@ def table(summary: dict[str, dict[str, Any]], batch_size: int) -> str:
     return "\n".join(lines)
 
 
+def _fastest(m: dict[str, Any]) -> tuple[str, float]:
+    """A model's fastest measured runtime and its p50 (a PT2E int8 graph is only int8 once compiled)."""
+    return m.get("best_runtime") or "eager", float(m.get("best_latency_ms_p50") or m["latency_ms_p50"])
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -74,8 +79,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
     if q and params.quantize.method != "none":
         # int8 is judged on its fastest runtime: a PT2E model's "eager" is its reference graph
         # (quantize/dequantize around fp32 ops); its int8 kernels only exist once compiled.
-        q_rt = q.get("best_runtime") or "eager"
-        q_ms = float(q.get("best_latency_ms_p50") or q["latency_ms_p50"])
+        q_rt, q_ms = _fastest(q)
         vs_best = ""
         if p.get("best_latency_ms_p50") not in (None, ""):
             ratio = _ratio(float(p["best_latency_ms_p50"]), q_ms)
@@ -135,11 +139,11 @@ def pareto_plot(summary: dict[str, dict[str, Any]], path: Path, batch_size: int)
     sizes = [float(m["size_mb"]) for m in summary.values()]
     scale = 1500 / max(sizes)
     for i, (name, m) in enumerate(summary.items()):
-        # each model at its fastest runtime (a PT2E int8 graph is only int8 once compiled)
-        x, y = float(m.get("best_latency_ms_p50") or m["latency_ms_p50"]), 100 * float(m["accuracy"])
+        runtime, x = _fastest(m)
+        y = 100 * float(m["accuracy"])
         ax.scatter(x, y, s=max(20.0, float(m["size_mb"]) * scale), alpha=0.6)
         # labels alternate above and below their marker: neighbours in the chain sit close together
-        ax.annotate(f"{LABELS.get(name, name)}\n{float(m['size_mb']):.3f} MB\n{m.get('best_runtime', 'eager')}", (x, y),
+        ax.annotate(f"{LABELS.get(name, name)}\n{float(m['size_mb']):.3f} MB\n{runtime}", (x, y),
                     textcoords="offset points", xytext=(8, 8 if i % 2 == 0 else -36), fontsize=8)
     ax.margins(x=0.3, y=0.25)
     ax.set_xscale("log")

@@ -13,6 +13,7 @@ from pipelines import benchmark as bm
 from pipelines.config import QuantizeConfig
 from pipelines.models import CNN
 from pipelines.quantize import quantize_static
+from tests.conftest import ROOT, venv_env
 
 # --- time_interleaved ---------------------------------------------------------------------------
 
@@ -235,18 +236,14 @@ def test_inductor_settings_reach_the_compiled_graph():
     calls aten's (NCHW) convolution instead of its prepacked channels-last mkldnn kernel. Run in a
     fresh process: Inductor reads cpp.weight_prepack at the process's first compile."""
     import json
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
     import torch._dynamo
     from torch.profiler import profile
 
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", _NCHW_PROBE], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300, check=True)
+    done = subprocess.run([sys.executable, "-c", _NCHW_PROBE], cwd=ROOT, env=venv_env(), capture_output=True,
+                          text=True, timeout=300, check=True)
     nchw = json.loads(done.stdout.strip().splitlines()[-1])
     assert nchw["error"] is None and nchw["diff"] < 1e-3
     assert "aten::convolution" in nchw["ops"] and "mkldnn::_convolution_pointwise" not in nchw["ops"]
