@@ -7,9 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.benchmark import CompileSettings, benchmark_models, set_threads
-from pipelines.config import BenchmarkConfig
-from pipelines.metrics import size_metrics
+from pipelines.core.config import BenchmarkConfig
+from pipelines.measurement.benchmark import benchmark_models
+from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.size import size_metrics
+from pipelines.measurement.timing import set_threads
 
 CHAIN = ["teacher", "student", "pruned", "quantized"]
 
