@@ -21,7 +21,7 @@ from pipelines.core.config import Params
 from pipelines.core.errors import ParamsError
 from pipelines.core.errors import error_line
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compilers
-from pipelines.measurement.timing import set_threads, time_interleaved
+from pipelines.measurement.timing import NoiseLimits, measure, set_threads
 from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.space import EPOCH_KEYS, suggest, trial_overrides
 from pipelines.training.context import Context
@@ -95,7 +95,8 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     runnable = {key: (lambda c=c: c.fn(example)) for key, c in variants.items() if c.error is None}
     if not any(who == "trial" for who, _ in runnable):
         raise RuntimeError(f"no runtime could run the model: {errors}")
-    timings = time_interleaved(runnable, cfg.warmup, cfg.iters)
+    measured = measure(runnable, cfg.warmup, cfg.iters, NoiseLimits.of(cfg))
+    timings = measured.timings
     ref = timings[("teacher", "eager")].p50_ms
     mine = {rt: lat for (who, rt), lat in timings.items() if who == "trial"}
     best_rt = min(mine, key=lambda rt: mine[rt].p50_ms)
@@ -105,6 +106,8 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
         "speedup_vs_teacher": ref / mine[best_rt].p50_ms,
         "teacher_latency_ms_p50": ref,
         "best_runtime": best_rt,
+        "noisy": measured.noisy,
+        "other_cpu": measured.disturbance.other_cpu,
         "compile_time_s": max((c.compile_time_s for (who, _), c in variants.items()
                                if who == "trial" and c.error is None), default=0.0),
     }
@@ -199,7 +202,8 @@ class Objective:
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
                                "feasible": float(feasible), "duration_s": time.perf_counter() - started})
-            child.set_tags({"state": "COMPLETE", "feasible": feasible, "best_runtime": metrics["best_runtime"]})
+            child.set_tags({"state": "COMPLETE", "feasible": feasible, "best_runtime": metrics["best_runtime"],
+                            "noisy": metrics["noisy"]})
             print(f"[search] trial {trial.number}: accuracy {metrics['accuracy']:.4f} "
                   f"latency {metrics['latency_ms_p50']:.3f} ms ({metrics['best_runtime']}) "
                   f"speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
