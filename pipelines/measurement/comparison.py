@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from pipelines.core.config import BenchmarkConfig
+from pipelines.core.cpu import isa_summary
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.compile import CompileSettings
 from pipelines.measurement.size import size_metrics
@@ -23,8 +24,10 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
                             settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
+    isa = isa_summary()
     for row in rows:
         name = row["model"]
+        row["cpu_isa"] = isa
         row.update(accuracy=accuracy[name], **sizes[name])
         row["size_ratio_vs_teacher"] = sizes[name]["size_mb"] / teacher_size
         row["accuracy_drop_vs_teacher"] = 100 * (teacher_acc - accuracy[name])
