@@ -61,6 +61,8 @@ from pipelines.benchmark import CompileSettings, compile_for, set_threads, time_
 from pipelines.config import Params, ParamsError, SearchConfig, SearchDimension
 from pipelines.distill import with_teacher_logits
 from pipelines.io import atomic_write, project_root, write_json, write_text
+from pipelines.study_attrs import (describe_study, metrics_of, named_constraints, overrides_of, record_overrides,
+                                   record_result)
 from pipelines.workflow import Context, distill_student, prune_student, quantize_model
 
 DIRECTIONS = {"accuracy": "maximize", "latency_ms_p50": "minimize", "size_mb": "minimize"}
@@ -390,7 +392,7 @@ class Objective:
             try:
                 sampled = suggest(trial, cfg.space)
                 overrides = trial_overrides(self.params, sampled)
-                trial.set_user_attr("overrides", overrides)
+                record_overrides(trial, overrides)
                 child.log_params(overrides)
                 try:
                     trial_params = self.params.with_overrides(overrides)
@@ -412,12 +414,8 @@ class Objective:
                 child.log_metrics({"duration_s": time.perf_counter() - started})
                 print(f"[search] trial {trial.number} failed: {reason}", flush=True)
                 raise
-            for name, value in constraints.items():
-                trial.set_constraint(name, value)
             feasible = is_feasible(constraints)
-            trial.set_user_attr("metrics", _plain(metrics))
-            trial.set_user_attr("feasible", feasible)
-            trial.set_user_attr("mlflow_run_id", child.run_id or "")
+            record_result(trial, metrics, constraints, feasible, child.url)
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
                                "feasible": float(feasible), "duration_s": time.perf_counter() - started})
@@ -427,16 +425,6 @@ class Objective:
                   f"speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
                   f"[{time.perf_counter() - started:.1f}s]", flush=True)
             return values
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 # --- reading a study --------------------------------------------------------------------------
@@ -459,14 +447,13 @@ def pick_best(trials: list[FrozenTrial]) -> FrozenTrial | None:
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
     if not feasible:
         return None
-    return min(feasible, key=lambda t: (-t.user_attrs["metrics"]["accuracy"],
-                                        t.user_attrs["metrics"]["latency_ms_p50"], t.number))
+    return min(feasible, key=lambda t: (-metrics_of(t)["accuracy"], metrics_of(t)["latency_ms_p50"], t.number))
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "params": dict(t.params), "overrides": t.user_attrs.get("overrides", {}),
-            "values": list(t.values), "constraints": dict(t.constraints),
-            "metrics": t.user_attrs.get("metrics", {}), "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")}
+    return {"number": t.number, "params": dict(t.params), "overrides": overrides_of(t),
+            "values": list(t.values), "constraints": named_constraints(t),
+            "metrics": metrics_of(t), "mlflow_run": t.user_attrs.get("mlflow_run", "")}
 
 
 def first_feasible(trials: list[FrozenTrial]) -> int | None:
@@ -495,7 +482,7 @@ def hypervolume(front: list[FrozenTrial], dirs: list[str], reference: list[float
 # --- outputs ------------------------------------------------------------------------------------
 
 def best_params_yaml(best: FrozenTrial, study_name: str) -> str:
-    metrics = best.user_attrs.get("metrics", {})
+    metrics = metrics_of(best)
     lines = [
         f"# Chosen by the search (study {study_name!r}, trial {best.number}).",
         f"# Rule: {SELECTION_RULE}.",
@@ -507,7 +494,7 @@ def best_params_yaml(best: FrozenTrial, study_name: str) -> str:
     ]
     import yaml
 
-    body = yaml.safe_dump(dict(sorted(best.user_attrs["overrides"].items())), sort_keys=False,
+    body = yaml.safe_dump(dict(sorted(overrides_of(best).items())), sort_keys=False,
                           default_flow_style=False)
     return "\n".join(lines) + "\n" + body
 
@@ -539,9 +526,9 @@ def summarize(study: optuna.Study, context: str | None) -> SearchOutcome:
 
 
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
-                  meta: dict[str, Any] | None = None) -> list[Path]:
+                  meta: dict[str, Any] | None = None, plots_dir: Path | None = None) -> list[Path]:
     """``pareto.json``, ``best_params.yaml`` (when any trial is feasible), Pareto-front and
-    parameter-importance plots (HTML + PNG)."""
+    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     study = outcome.study
@@ -559,7 +546,7 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
         files.append(write_text(best_path, best_params_yaml(outcome.best, study.study_name)))
     else:
         best_path.unlink(missing_ok=True)
-    files += write_plots(outcome, out_dir, objectives)
+    files += write_plots(outcome, Path(plots_dir or out_dir), objectives)
     return files
 
 
@@ -630,7 +617,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
                n_trials: int | None = None, timeout_s: float | None = None,
                storage: str | optuna.storages.BaseStorage | None = None,
                chain: Callable[[Baseline, Params], dict[str, Any]] = run_chain,
-               worker: bool = False) -> SearchOutcome:
+               worker: bool = False, plots_dir: Path | None = None) -> SearchOutcome:
     """Run (or resume) the study for ``n_trials`` more trials (0: none, only the outputs), then
     write the outputs. On Ctrl-C the finished trials stay in storage, the outputs are written from
     them, and the interrupt propagates.
@@ -654,6 +641,10 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
           f"trials so far; running {n_trials} more (teacher accuracy {baseline.teacher_accuracy:.4f})", flush=True)
     run.set_tags({"optuna.study": study.study_name, "optuna.storage": url, "search.context": objective.context,
                   "optuna.worker": worker})
+    limits = {"max_accuracy_drop_pp": cfg.max_accuracy_drop, "max_latency_ms": cfg.max_latency_ms,
+              "min_speedup": cfg.min_speedup}
+    describe_study(study, {name: DIRECTIONS[name] for name in cfg.objectives}, limits, baseline.teacher_accuracy,
+                   objective.context, run.url)
     interrupted: BaseException | None = None
     started = time.perf_counter()
     try:
@@ -665,17 +656,16 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
         print("[search] interrupted: finished trials are kept; re-run to resume", flush=True)
     outcome = summarize(study, objective.context)
     meta = {"context": objective.context, "teacher_accuracy": baseline.teacher_accuracy,
-            "constraints": {"max_accuracy_drop_pp": cfg.max_accuracy_drop, "max_latency_ms": cfg.max_latency_ms,
-                            "min_speedup": cfg.min_speedup},
+            "constraints": limits,
             "benchmark": {"batch_size": params.benchmark.batch_size, "runtimes": list(params.benchmark.runtimes),
                           "num_threads": params.benchmark.num_threads}}
     if not worker:
-        outcome.files = write_outputs(outcome, out_dir, list(cfg.objectives), meta)
+        outcome.files = write_outputs(outcome, out_dir, list(cfg.objectives), meta, plots_dir)
     summary = {f"search.{k}": v for k, v in outcome.counts.items()}
     summary["search.wall_s"] = time.perf_counter() - started
     summary["search.teacher_accuracy"] = baseline.teacher_accuracy
     if outcome.best is not None:
-        summary.update({f"best.{k}": v for k, v in outcome.best.user_attrs["metrics"].items()
+        summary.update({f"best.{k}": v for k, v in metrics_of(outcome.best).items()
                         if isinstance(v, (int, float))})
         run.set_tags({"best_trial": outcome.best.number})
     run.log_metrics(summary)

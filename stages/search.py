@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def body(ctx, run):
         run_search(ctx.params, stage.load("teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
-                   timeout_s=args.timeout, storage=args.storage, worker=args.worker)
+                   timeout_s=args.timeout, storage=args.storage, worker=args.worker,
+                   plots_dir=stage.REPORTS / "search_plots")
 
     try:
         # A worker never closes the pipeline run: the others may still be logging under it.

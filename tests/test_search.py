@@ -21,6 +21,7 @@ from pipelines import search
 from pipelines.checkpoint import save_model
 from pipelines.config import ParamsError, load_params, validate
 from pipelines.promote import promote
+from pipelines.study_attrs import metrics_of, named_constraints, overrides_of
 from pipelines.workflow import Context, train_teacher
 from tests.conftest import ROOT, fast_params, venv_env
 
@@ -190,8 +191,8 @@ def test_search_runs_records_failures_resumes_and_promotes(teacher, tmp_path, ml
 
     # every completed trial has its constraints and metrics; pareto.json holds feasible ones only
     for t in second.trials:
-        assert set(t.constraints) == {"accuracy", "latency_ms"}
-        assert t.user_attrs["metrics"]["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
+        assert set(named_constraints(t)) == {"accuracy", "latency_ms"}
+        assert metrics_of(t)["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto["trials"] and all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
     for name in ("pareto_front", "param_importances"):
@@ -213,7 +214,7 @@ def test_search_runs_records_failures_resumes_and_promotes(teacher, tmp_path, ml
     # best_params.yaml: valid params keys; promote writes them into a params.yaml (comments kept)
     best = yaml.safe_load((out / "best_params.yaml").read_text())
     chosen = next(t for t in second.trials if t.number == pareto["best_trial"])
-    assert best == chosen.user_attrs["overrides"]
+    assert best == overrides_of(chosen)
     assert max(t.values[0] for t in second.trials if search.is_feasible(t.constraints)) == chosen.values[0]
     params.with_overrides(best)
     target = in_tmp / "params.yaml"
@@ -246,7 +247,7 @@ def test_search_runs_records_failures_resumes_and_promotes(teacher, tmp_path, ml
         module.body(Context(ctx.params), Run(None))
     final = read_json(in_tmp / "metrics" / "compile_benchmark.json")["quantized"]
     one_sample = 1.0 / len(ctx.data.test)
-    assert abs(final["accuracy"] - chosen.user_attrs["metrics"]["accuracy"]) <= one_sample + 1e-9
+    assert abs(final["accuracy"] - metrics_of(chosen)["accuracy"]) <= one_sample + 1e-9
 
 
 def test_promote_refuses_invalid_keys_and_leaves_params_untouched(in_tmp):
