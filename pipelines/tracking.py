@@ -34,9 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Params
-from pipelines.dominance import dominates
-from pipelines.io import file_digest, project_root
+from pipelines.core.config import Params
+from pipelines.core.cpu import cpu_model, isa_summary
+from pipelines.core.dominance import dominates
+from pipelines.core.errors import TrackingError, first_line
+from pipelines.core.io import file_digest, project_root
+from pipelines.core.kinds import is_eager_int8
 
 PIPELINE_ROLE = "pipeline"
 CHECKPOINT_TAG = "checkpoint_sha256"
@@ -48,10 +51,6 @@ MAX_DESCRIPTION = 8000  # MLflow's limit on a tag value (the run description is 
 # A remote server gets this many seconds to answer the start-up probe (env var overrides).
 PROBE_TIMEOUT_ENV = "COMPRESSION_LAB_TRACKING_PROBE_TIMEOUT_S"
 _reachable: set[str] = set()
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be reached or used; one line, names the URI."""
 
 
 def tracking_uri() -> str:
@@ -135,23 +134,13 @@ def runs_url(experiment_id: str) -> str:
     return f"{ui_base()}/#/experiments/{experiment_id}/runs"
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment_tags() -> dict[str, str]:
     import torch
 
     tags = {
         "host.platform": platform.platform(),
         "host.processor": cpu_model(),
+        "host.cpu_isa": isa_summary(),
         "host.cpu_count": str(os.cpu_count()),
         "torch.version": torch.__version__,
         "torch.num_threads": str(torch.get_num_threads()),
@@ -261,8 +250,6 @@ class Run:
         import mlflow
         import torch
 
-        from pipelines.models import is_eager_int8
-
         tags = {"stage_model": name}
         if checkpoint is not None:
             tags[CHECKPOINT_TAG] = file_digest(checkpoint)
@@ -289,7 +276,7 @@ def _quiet_mlflow() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _experiment_id(name: str) -> str:
+def experiment_id(name: str) -> str:
     import mlflow
 
     for noisy in ("alembic", "mlflow.store.db.utils"):  # "Creating initial MLflow database tables..."
@@ -303,7 +290,7 @@ def _experiment_id(name: str) -> str:
         exp_id = exp.experiment_id if exp else client.create_experiment(name)
         client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
     except Exception as exc:  # noqa: BLE001 - any store failure becomes one clear line
-        raise TrackingError(f"MLflow store {uri} is not usable: {str(exc).splitlines()[0][:200]}") from None
+        raise TrackingError(f"MLflow store {uri} is not usable: {first_line(exc)}") from None
     return exp_id
 
 
@@ -357,7 +344,7 @@ def close_pipeline(params: Params) -> None:
         return
     import mlflow
 
-    parent = pipeline_parent(_experiment_id(params.tracking.experiment), create=False)
+    parent = pipeline_parent(experiment_id(params.tracking.experiment), create=False)
     if parent:
         mlflow.MlflowClient(tracking_uri()).set_terminated(parent, "FINISHED")
 
@@ -371,7 +358,7 @@ def find_logged_model(params: Params, checkpoint: str | Path) -> Any | None:
         return None
     import mlflow
 
-    exp_id = _experiment_id(params.tracking.experiment)
+    exp_id = experiment_id(params.tracking.experiment)
     found = mlflow.search_logged_models(
         experiment_ids=[exp_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{file_digest(checkpoint)}'",
         order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1, output_format="list")
@@ -488,7 +475,7 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
         return
     import mlflow
 
-    exp_id = _experiment_id(params.tracking.experiment)
+    exp_id = experiment_id(params.tracking.experiment)
     parent = pipeline_parent(exp_id, params=params)
     mark_killed(exp_id, parent, stage)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
@@ -498,9 +485,10 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent,
                                            tags=tags) as active:
         run = Run(active.info.run_id, exp_id, parent)
-        logged = {"seed": params.seed}
+        raw = params.model_dump()
+        logged: dict[str, Any] = {}
         for section in sections:
-            logged.update(flatten(section, params.section(section)))
+            logged.update(flatten(section, raw[section]))
         run.log_params(logged)
         yield run
 

@@ -3,7 +3,7 @@ the Pareto plot data plots/pareto.json; registers the final model and fills the 
 run (headline metrics, summary as description). Printed at the end of dvc repro."""
 
 from pipelines import report, stage
-from pipelines.io import read_csv, read_json, write_json, write_text
+from pipelines.core.io import read_csv, read_json, write_json, write_text
 from pipelines.tracking import register_final
 
 STAGES = ["train_baseline", "distill", "prune", "quantize"]
@@ -33,4 +33,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("report", ["benchmark"], body, closes_pipeline=True)
+    stage.main("report", body, closes_pipeline=True)
