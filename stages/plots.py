@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.io import write_text
+from pipelines.core.io import write_text
 
 TEMPLATE = Path(".dvc/tmp/plots-offline.html")  # generated once; .dvc/tmp is DVC's own ignored scratch
 PAGE = """<!DOCTYPE html>

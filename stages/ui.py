@@ -11,8 +11,9 @@ import argparse
 import os
 import sys
 
-from pipelines.config import ParamsError, TrackingConfig, load_params
-from pipelines.tracking import TrackingError, runs_url, tracking_uri
+from pipelines.core.config import TrackingConfig, load_params
+from pipelines.core.errors import ParamsError, TrackingError
+from pipelines.tracking import runs_url, tracking_uri
 
 
 def experiment_name() -> str:
