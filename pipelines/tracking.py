@@ -401,8 +401,13 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
     numbers = numeric_leaves(headline)
     tags = {**{k: repr(v) for k, v in numbers.items()}, "params_hash": params_hash(params),
             "dvc_exp": os.environ.get("DVC_EXP_NAME", ""), "pipeline_run": pipeline_run or ""}
-    with _quiet_mlflow():
-        version = mlflow.register_model(f"models:/{model.model_id}", name, tags=tags).version
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = str(client.create_model_version(name, f"models:/{model.model_id}", run_id=model.source_run_id,
+                                              tags=tags, model_id=model.model_id).version)
     try:
         holder = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
