@@ -31,14 +31,13 @@ def read_best(path: str | Path) -> dict[str, Any]:
 
 
 def _round_trip():
+    """ruamel configured as DVC's own `dvc exp run -S` writer (``dvc.utils.serialize._yaml``), so
+    promote and -S leave the same text: block lists at the key's indent, ``key:`` for null."""
     from ruamel.yaml import YAML
 
     rt = YAML()
+    rt.default_flow_style = False
     rt.preserve_quotes = True
-    rt.width = 4096
-    rt.indent(mapping=2, sequence=4, offset=2)
-    rt.representer.add_representer(
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))  # keep `null`
     return rt
 
 

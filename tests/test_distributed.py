@@ -25,6 +25,7 @@ from pipelines import search
 from pipelines.core.errors import ParamsError
 from pipelines.search import storage as search_storage
 from pipelines.compression.checkpoint import save_model
+from pipelines.search.attrs import overrides_of
 from pipelines.training.context import Context
 from tests.conftest import missing_system_dependency, venv_env
 from tests.test_search import SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
@@ -149,7 +150,7 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(project, pg_url)
     while time.monotonic() < deadline and victim.poll() is None:
         try:
             # sampled and into the chain (the overrides are recorded right before training starts)
-            running = [t for t in _trials(pg_url) if t.state == TrialState.RUNNING and "overrides" in t.user_attrs]
+            running = [t for t in _trials(pg_url) if t.state == TrialState.RUNNING and overrides_of(t)]
         except KeyError:  # the study does not exist yet
             running = []
         if running:

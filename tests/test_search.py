@@ -22,6 +22,7 @@ from pipelines.compression.checkpoint import save_model
 from pipelines.core.errors import ParamsError
 from pipelines.core.config import load_params, validate
 from pipelines.promote import promote
+from pipelines.search.attrs import metrics_of, named_constraints, overrides_of
 from pipelines.training.context import Context
 from pipelines.workflow import train_teacher
 from tests.conftest import ROOT, fast_params, venv_env
@@ -211,8 +212,8 @@ def test_resume_keeps_finished_trials_and_offers_only_this_context(searched):
 
 def test_completed_trials_carry_constraints_and_pareto_holds_feasible_only(searched):
     for t in searched.second.trials:
-        assert set(t.constraints) == {"accuracy", "latency_ms"}
-        assert t.user_attrs["metrics"]["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
+        assert set(named_constraints(t)) == {"accuracy", "latency_ms"}
+        assert metrics_of(t)["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
     pareto = json.loads((searched.out / "pareto.json").read_text())
     assert pareto["trials"] and all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
 
@@ -245,7 +246,7 @@ def _chosen(searched):
 def test_best_params_are_the_chosen_trials_overrides(searched):
     best = yaml.safe_load((searched.out / "best_params.yaml").read_text())
     chosen = _chosen(searched)
-    assert best == chosen.user_attrs["overrides"]
+    assert best == overrides_of(chosen)
     assert max(t.values[0] for t in searched.second.trials if search.is_feasible(t.constraints)) == chosen.values[0]
     searched.params.with_overrides(best)  # valid params keys and values
 
@@ -286,7 +287,7 @@ def test_promoted_params_rebuild_the_chosen_trial(searched, teacher, in_tmp):
         module.body(Context(ctx.params), Run(None))
     final = read_json(in_tmp / "metrics" / "compile_benchmark.json")["quantized"]
     one_sample = 1.0 / len(ctx.data.test)
-    assert abs(final["accuracy"] - _chosen(searched).user_attrs["metrics"]["accuracy"]) <= one_sample + 1e-9
+    assert abs(final["accuracy"] - metrics_of(_chosen(searched))["accuracy"]) <= one_sample + 1e-9
 
 
 def test_promote_refuses_invalid_keys_and_leaves_params_untouched(in_tmp):

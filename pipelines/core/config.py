@@ -205,6 +205,9 @@ class TrackingConfig(Section):
     enabled: bool = True
     experiment: str = "compression-lab"
     log_models: bool = True
+    # Model Registry name of the final (quantized) model: one version per pipeline run, alias
+    # `champion` on the best non-dominated one. None: not registered.
+    registered_model: str | None = Field(default="compression-lab", min_length=1)
 
 
 class Params(Section):

@@ -15,6 +15,13 @@ from pipelines.measurement.size import size_metrics
 from pipelines.measurement.timing import NoiseLimits, set_threads
 
 CHAIN = ["teacher", "student", "pruned", "quantized"]
+# What each model's measurement adds to its MLflow logged model (names as in compile_benchmark.json),
+# and the few of them the compile_benchmark run keeps as flat ``<model>.<name>`` metrics; the
+# full table is the run's ``benchmark_table.json`` artifact.
+MODEL_METRICS = ("latency_ms_p50", "latency_ms_p90", "throughput_sps", "speedup_vs_teacher", "best_latency_ms_p50",
+                 "best_speedup_vs_teacher", "size_ratio_vs_teacher", "noisy")
+RUN_METRICS = ("latency_ms_p50", "throughput_sps", "speedup_vs_teacher", "best_latency_ms_p50",
+               "best_speedup_vs_teacher", "size_ratio_vs_teacher", "noisy")
 
 
 def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: dict[int, Any],
@@ -59,3 +66,8 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int) -> dict[str, di
             entry["compiled_graphs"] = min(r["graphs"] for r in compiled)  # 0: dynamo ran it eager
         out[name] = entry
     return out
+
+
+def pick(summary: dict[str, dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``summary`` with only ``keys`` per model."""
+    return {name: {k: m[k] for k in keys if k in m} for name, m in summary.items()}

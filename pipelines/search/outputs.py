@@ -13,13 +13,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipelines.core.errors import error_line
 from pipelines.core.io import atomic_write, write_json, write_text
+from pipelines.search.attrs import metrics_of, overrides_of
 from pipelines.search.constraints import is_feasible
 from pipelines.search.pareto import SELECTION_RULE, feasible_front, pick_best, trial_record
 from pipelines.search.storage import DIRECTIONS
 
 
 def best_params_yaml(best: FrozenTrial, study_name: str) -> str:
-    metrics = best.user_attrs.get("metrics", {})
+    metrics = metrics_of(best)
     lines = [
         f"# Chosen by the search (study {study_name!r}, trial {best.number}).",
         f"# Rule: {SELECTION_RULE}.",
@@ -31,7 +32,7 @@ def best_params_yaml(best: FrozenTrial, study_name: str) -> str:
     ]
     import yaml
 
-    body = yaml.safe_dump(dict(sorted(best.user_attrs["overrides"].items())), sort_keys=False,
+    body = yaml.safe_dump(dict(sorted(overrides_of(best).items())), sort_keys=False,
                           default_flow_style=False)
     return "\n".join(lines) + "\n" + body
 
@@ -63,9 +64,9 @@ def summarize(study: optuna.Study, context: str | None) -> SearchOutcome:
 
 
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
-                  meta: dict[str, Any] | None = None) -> list[Path]:
+                  meta: dict[str, Any] | None = None, plots_dir: Path | None = None) -> list[Path]:
     """``pareto.json``, ``best_params.yaml`` (when any trial is feasible), Pareto-front and
-    parameter-importance plots (HTML + PNG)."""
+    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     study = outcome.study
@@ -83,7 +84,7 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
         files.append(write_text(best_path, best_params_yaml(outcome.best, study.study_name)))
     else:
         best_path.unlink(missing_ok=True)
-    files += write_plots(outcome, out_dir, objectives)
+    files += write_plots(outcome, Path(plots_dir or out_dir), objectives)
     return files
 
 

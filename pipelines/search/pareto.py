@@ -6,6 +6,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from pipelines.search.attrs import metrics_of, named_constraints, overrides_of
 from pipelines.search.constraints import is_feasible
 
 SELECTION_RULE = ("highest accuracy among feasible trials (every constraint <= 0); ties go to the "
@@ -30,14 +31,13 @@ def pick_best(trials: list[FrozenTrial]) -> FrozenTrial | None:
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
     if not feasible:
         return None
-    return min(feasible, key=lambda t: (-t.user_attrs["metrics"]["accuracy"],
-                                        t.user_attrs["metrics"]["latency_ms_p50"], t.number))
+    return min(feasible, key=lambda t: (-metrics_of(t)["accuracy"], metrics_of(t)["latency_ms_p50"], t.number))
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "params": dict(t.params), "overrides": t.user_attrs.get("overrides", {}),
-            "values": list(t.values), "constraints": dict(t.constraints),
-            "metrics": t.user_attrs.get("metrics", {}), "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")}
+    return {"number": t.number, "params": dict(t.params), "overrides": overrides_of(t),
+            "values": list(t.values), "constraints": named_constraints(t),
+            "metrics": metrics_of(t), "mlflow_run": t.user_attrs.get("mlflow_run", "")}
 
 
 def first_feasible(trials: list[FrozenTrial]) -> int | None:

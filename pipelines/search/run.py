@@ -17,8 +17,9 @@ from torch import nn
 from pipelines import tracking
 from pipelines.core.config import Params
 from pipelines.core.errors import ParamsError
+from pipelines.search.attrs import describe_study, metrics_of
 from pipelines.search.outputs import SearchOutcome, summarize, write_outputs
-from pipelines.search.storage import display_url, open_study, storage_url
+from pipelines.search.storage import DIRECTIONS, display_url, open_study, storage_url
 from pipelines.search.trial import Baseline, Objective, run_chain
 from pipelines.training.context import Context
 
@@ -27,7 +28,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
                n_trials: int | None = None, timeout_s: float | None = None,
                storage: str | optuna.storages.BaseStorage | None = None,
                chain: Callable[[Baseline, Params], dict[str, Any]] = run_chain,
-               worker: bool = False) -> SearchOutcome:
+               worker: bool = False, plots_dir: Path | None = None) -> SearchOutcome:
     """Run (or resume) the study for ``n_trials`` more trials (0: none, only the outputs), then
     write the outputs. On Ctrl-C the finished trials stay in storage, the outputs are written from
     them, and the interrupt propagates.
@@ -51,6 +52,10 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
           f"trials so far; running {n_trials} more (teacher accuracy {baseline.teacher_accuracy:.4f})", flush=True)
     run.set_tags({"optuna.study": study.study_name, "optuna.storage": url, "search.context": objective.context,
                   "optuna.worker": worker})
+    limits = {"max_accuracy_drop_pp": cfg.max_accuracy_drop, "max_latency_ms": cfg.max_latency_ms,
+              "min_speedup": cfg.min_speedup}
+    describe_study(study, {name: DIRECTIONS[name] for name in cfg.objectives}, limits, baseline.teacher_accuracy,
+                   objective.context, run.url)
     interrupted: BaseException | None = None
     started = time.perf_counter()
     try:
@@ -62,17 +67,16 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
         print("[search] interrupted: finished trials are kept; re-run to resume", flush=True)
     outcome = summarize(study, objective.context)
     meta = {"context": objective.context, "teacher_accuracy": baseline.teacher_accuracy,
-            "constraints": {"max_accuracy_drop_pp": cfg.max_accuracy_drop, "max_latency_ms": cfg.max_latency_ms,
-                            "min_speedup": cfg.min_speedup},
+            "constraints": limits,
             "benchmark": {"batch_size": params.benchmark.batch_size, "runtimes": list(params.benchmark.runtimes),
                           "num_threads": params.benchmark.num_threads}}
     if not worker:
-        outcome.files = write_outputs(outcome, out_dir, list(cfg.objectives), meta)
+        outcome.files = write_outputs(outcome, out_dir, list(cfg.objectives), meta, plots_dir)
     summary = {f"search.{k}": v for k, v in outcome.counts.items()}
     summary["search.wall_s"] = time.perf_counter() - started
     summary["search.teacher_accuracy"] = baseline.teacher_accuracy
     if outcome.best is not None:
-        summary.update({f"best.{k}": v for k, v in outcome.best.user_attrs["metrics"].items()
+        summary.update({f"best.{k}": v for k, v in metrics_of(outcome.best).items()
                         if isinstance(v, (int, float))})
         run.set_tags({"best_trial": outcome.best.number})
     run.log_metrics(summary)

@@ -22,6 +22,7 @@ from pipelines.core.errors import ParamsError
 from pipelines.core.errors import error_line
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compilers
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads
+from pipelines.search.attrs import record_overrides, record_result
 from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.space import EPOCH_KEYS, suggest, trial_overrides
 from pipelines.training.context import Context
@@ -171,7 +172,7 @@ class Objective:
             try:
                 sampled = suggest(trial, cfg.space)
                 overrides = trial_overrides(self.params, sampled)
-                trial.set_user_attr("overrides", overrides)
+                record_overrides(trial, overrides)
                 child.log_params(overrides)
                 try:
                     trial_params = self.params.with_overrides(overrides)
@@ -193,12 +194,8 @@ class Objective:
                 child.log_metrics({"duration_s": time.perf_counter() - started})
                 print(f"[search] trial {trial.number} failed: {reason}", flush=True)
                 raise
-            for name, value in constraints.items():
-                trial.set_constraint(name, value)
             feasible = is_feasible(constraints)
-            trial.set_user_attr("metrics", _plain(metrics))
-            trial.set_user_attr("feasible", feasible)
-            trial.set_user_attr("mlflow_run_id", child.run_id or "")
+            record_result(trial, metrics, constraints, feasible, child.url)
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
                                "feasible": float(feasible), "duration_s": time.perf_counter() - started})
@@ -209,13 +206,3 @@ class Objective:
                   f"speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
                   f"[{time.perf_counter() - started:.1f}s]", flush=True)
             return values
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
