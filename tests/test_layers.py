@@ -24,7 +24,7 @@ def test_import_linter_layer_contract_is_kept():
 
 
 def test_no_import_cycle_in_pipelines():
-    graph = grimp.build_graph("pipelines", include_external_packages=False)
+    graph = grimp.build_graph("pipelines", include_external_packages=False, cache_dir=None)
     cycles = []
     for module in sorted(graph.modules):
         for imported in sorted(graph.find_modules_directly_imported_by(module)):
