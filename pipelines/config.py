@@ -209,8 +209,17 @@ class SearchConfig(Section):
     # fine-tuning epoch; the pruner stops trials that are hopeless by then (none: every trial
     # trains its full budget, the pipeline's own epochs).
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
-    objectives: list[Literal["accuracy", "latency_ms_p50", "size_mb"]] = ["accuracy", "latency_ms_p50"]
+    # val_accuracy: the validation split's; the test split is evaluated only for the report
+    objectives: list[Literal["val_accuracy", "latency_ms_p50", "size_mb"]] = ["val_accuracy", "latency_ms_p50"]
     space: dict[str, SearchDimension] = {}
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _not_the_test_split(cls, value: Any) -> Any:
+        if isinstance(value, list) and "accuracy" in value:
+            raise ValueError("'accuracy' is the test split's, which is only reported, never optimized; "
+                             "use 'val_accuracy'")
+        return value
 
 
 class TrackingConfig(Section):

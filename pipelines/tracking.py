@@ -315,8 +315,10 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
 
 
 @contextmanager
-def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None) -> Iterator[Run]:
-    """A nested run under ``parent`` (used for Optuna trials); FAILED if the body raises."""
+def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None,
+              stopped: tuple[type[BaseException], ...] = ()) -> Iterator[Run]:
+    """A nested run under ``parent`` (used for Optuna trials); FAILED if the body raises, KILLED
+    if it raises one of ``stopped`` (a trial stopped on purpose, e.g. pruned)."""
     if not parent.enabled:
         yield Run(None)
         return
@@ -329,7 +331,7 @@ def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None) -> Ite
     run = Run(created.info.run_id)
     try:
         yield run
-    except BaseException:
-        client.set_terminated(run.run_id, "FAILED")
+    except BaseException as exc:
+        client.set_terminated(run.run_id, "KILLED" if isinstance(exc, stopped) else "FAILED")
         raise
     client.set_terminated(run.run_id, "FINISHED")

@@ -16,7 +16,7 @@ def body(ctx, run):
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg)
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
-    stage.write_outputs(ctx, run, "compile_benchmark", summary_metrics(rows, cfg.batch_size), artifacts=[csv_path])
+    stage.write_outputs(ctx, run, "compile_benchmark", summary_metrics(rows, cfg.batch_size, cfg.deploy_runtime), artifacts=[csv_path])
     for row in rows:  # flat copies so the MLflow charts can compare runs
         if "latency_ms_p50" in row:
             key = f"{row['model']}.{row['runtime']}.bs{row['batch_size']}"
