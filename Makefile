@@ -43,7 +43,7 @@ worker: setup
 	@$(PY) -m stages.search --worker $(if $(STORAGE),--storage "$(STORAGE)",) $(if $(N),--n-trials $(N),)
 
 promote: setup
-	$(PY) -m stages.promote
+	$(PY) -m stages.promote $(if $(FORCE),--force,)
 
 ui: setup
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
