@@ -66,11 +66,8 @@ class History:
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
         lr: float, weight_decay: float = 0.0, optimizer: str = "adamw", device: torch.device | str = "cpu",
         loss_fn: LossFn = cross_entropy, desc: str = "train", keep_best: bool = True,
-        before_epoch: Callable[[int], None] | None = None,
-        after_epoch: Callable[[dict[str, float]], None] | None = None) -> History:
-    """Train ``model`` in place; with ``keep_best`` restore the weights of the best val epoch.
-    ``after_epoch`` sees each epoch's history row (epoch, train_loss, val_accuracy, epoch_time_s)
-    once it is measured; whatever it raises (e.g. ``optuna.TrialPruned``) stops the training."""
+        before_epoch: Callable[[int], None] | None = None) -> History:
+    """Train ``model`` in place; with ``keep_best`` restore the weights of the best val epoch."""
     device = torch.device(device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -108,8 +105,6 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
             history.best_val_accuracy, history.best_epoch = val_acc, epoch
             if keep_best:
                 best_state = copy.deepcopy(model.state_dict())
-        if after_epoch is not None:
-            after_epoch(dict(history.rows[-1]))
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     return history

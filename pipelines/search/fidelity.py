@@ -17,8 +17,6 @@ every fine-tuning epoch of the pruning steps and of QAT, counted on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
 import optuna
 from optuna.trial import TrialState
 
@@ -80,8 +78,9 @@ class Curve:
     def step(self) -> int:
         return len(self.values)
 
-    def __call__(self, row: dict[str, Any]) -> None:
-        value = float(row["val_accuracy"])
+    def __call__(self, epoch: int, val_accuracy: float) -> None:
+        """The training loop's ``after_epoch``: report, and stop the trial if the pruner says so."""
+        value = float(val_accuracy)
         self.values.append(value)
         self.twin.report(value, self.step)
         if self.log is not None:
