@@ -13,12 +13,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from collections.abc import Callable
 
-from pipelines.config import ParamsError, read_yaml, validate
-from pipelines.io import write_text
+import yaml
+
+from pipelines.core.config import read_yaml, validate
+from pipelines.core.errors import ParamsError, UserError
+from pipelines.core.io import write_text
 
 BEST_PARAMS = Path("reports/search/best_params.yaml")
 
@@ -45,7 +46,7 @@ def _round_trip():
     return rt
 
 
-class DominatedError(ParamsError):
+class DominatedError(UserError):
     """The trial to promote is worse than the current configuration on every objective."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.comparison import CHAIN
+from pipelines.measurement.comparison import CHAIN
 
 LABELS = {"teacher": "teacher (fp32)", "student": "distilled student", "pruned": "pruned student",
           "quantized": "quantized (final)"}
@@ -133,7 +133,7 @@ def pareto_plot(summary: dict[str, dict[str, Any]], path: Path, batch_size: int)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipelines.io import atomic_write
+    from pipelines.core.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(8, 5))
     sizes = [float(m["size_mb"]) for m in summary.values()]

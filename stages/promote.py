@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from pipelines.config import ParamsError
+from pipelines.core.errors import UserError
 from pipelines.promote import BEST_PARAMS, promote
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         changes = promote(args.best, args.params, dry_run=args.dry_run, force=args.force,
                           say=lambda line: print(f"promote: {line}"))
-    except ParamsError as exc:
+    except UserError as exc:
         print(f"promote: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if not changes:

@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from pipelines.core.errors import ParamsError
+from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CppWrapper
+
+__all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "read_yaml", "validate"]
+
 PARAMS_FILE = "params.yaml"
-
-
-class ParamsError(ValueError):
-    """A user error in params.yaml, already phrased as one line."""
 
 
 class Section(BaseModel):
@@ -44,7 +45,6 @@ def _numeric(annotation: Any) -> bool:
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
-CppWrapper = Literal["auto", "always", "never"]  # benchmark.cpp_wrapper, see pipelines.benchmark
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -155,8 +155,6 @@ class BenchmarkConfig(Section):
         if not value:
             return value
         import torch._inductor.config as inductor_config
-
-        from pipelines.benchmark import FIXED_INDUCTOR_SETTINGS
 
         known = inductor_config.get_config_copy()
         for key, setting in value.items():

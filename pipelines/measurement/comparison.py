@@ -8,9 +8,11 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.benchmark import CompileSettings, benchmark_models, set_threads
-from pipelines.config import FASTEST, BenchmarkConfig
-from pipelines.metrics import size_metrics
+from pipelines.core.config import FASTEST, BenchmarkConfig
+from pipelines.measurement.benchmark import benchmark_models
+from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.size import size_metrics
+from pipelines.measurement.timing import set_threads
 
 CHAIN = ["teacher", "student", "pruned", "quantized"]
 
