@@ -5,6 +5,8 @@ dir); the chain itself runs in tests/test_search.py."""
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 import yaml
@@ -167,7 +169,9 @@ def project(in_tmp):
     cfg = raw["search"]
     study = optuna.create_study(study_name=cfg["study_name"], storage=f"sqlite:///{in_tmp / 'optuna.db'}",
                                 directions=["maximize", "minimize"])
-    study.set_metric_names(cfg["objectives"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(cfg["objectives"])
     current = {key: raw[key.partition(".")[0]][key.partition(".")[2]] for key in cfg["space"]}
 
     def trial(number, values, **changes):

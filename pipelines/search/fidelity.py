@@ -85,7 +85,9 @@ class Curve:
         self.twin.report(value, self.step)
         if self.log is not None:
             self.log({"val_accuracy_epoch": value}, self.step)
-        if self.may_prune and self.twin.should_prune():
+        # Asked even when this trial may not be pruned: the pruner records its rungs, so the trial
+        # still counts as a reference for the others.
+        if self.twin.should_prune() and self.may_prune:
             raise optuna.TrialPruned(f"pruned at step {self.step} (val accuracy {value:.4f})")
 
     def finish(self, state: TrialState, value: float | None = None) -> None:
