@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline = search.Baseline.build(ctx, load_model(args.teacher).model)
     variants = [(s, p) for s in args.samplers for p in args.pruners]
     trials = args.trials if args.trials > 0 else None
-    print(f"teacher val accuracy {baseline.teacher_accuracy:.4f}; {len(variants)} variants x {len(args.seeds)} "
+    print(f"teacher val accuracy {baseline.teacher_val_accuracy:.4f}; {len(variants)} variants x {len(args.seeds)} "
           f"seeds, {trials or 'unlimited'} trials, budget {args.budget or 'none'} s each; overrides {overrides}",
           flush=True)
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{states.count(TrialState.PRUNED)} pruned, {res['wall_s']:.0f}s", flush=True)
 
     dirs = search.directions(params.search)
-    ref = reference_point(params, baseline.teacher_accuracy, [r["study"] for r in results.values()])
+    ref = reference_point(params, baseline.teacher_val_accuracy, [r["study"] for r in results.values()])
     at_s = args.budget or min(r["wall_s"] for r in results.values())
     runs = []
     for (sampler, pruner, seed), res in results.items():
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             "trials_to_first_feasible": spread([r["trials_to_first_feasible"] for r in mine]),
         }
     result = {"objectives": list(params.search.objectives), "directions": dirs, "reference_point": ref,
-              "teacher_val_accuracy": baseline.teacher_accuracy, "trials_per_study": trials,
+              "teacher_val_accuracy": baseline.teacher_val_accuracy, "trials_per_study": trials,
               "budget_s": args.budget, "T_s": at_s, "seeds": args.seeds, "overrides": overrides,
               "runtimes": list(params.benchmark.runtimes), "runs": runs, "summary": summary}
     write_json(args.out, result)

@@ -287,7 +287,7 @@ def mark_killed(exp_id: str, parent: str | None, stage: str) -> None:
 @contextmanager
 def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     """One MLflow run for one stage execution, under the pipeline parent, with the stage's
-    sections logged as dotted params. Marked FAILED if the body raises."""
+    sections (or dotted keys) logged as dotted params. Marked FAILED if the body raises."""
     if not params.tracking.enabled:
         yield Run(None)
         return
@@ -305,8 +305,9 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
         run = Run(active.info.run_id)
         raw = params.model_dump()
         logged: dict[str, Any] = {}
-        for section in sections:
-            logged.update(flatten(section, raw[section]))
+        for key in sections:  # a section, or one dotted key of it
+            section, _, field = key.partition(".")
+            logged.update(flatten(key, raw[section][field] if field else raw[section]))
         run.log_params(logged)
         yield run
 
