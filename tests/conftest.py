@@ -33,6 +33,20 @@ FAST = {
 }
 
 
+class Broken(torch.nn.Module):
+    """Runs in eager; torch.compile refuses it (a graph break where none is allowed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    @torch._dynamo.error_on_graph_break(True)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        torch._dynamo.graph_break()
+        return y
+
+
 def fast_params(**sections) -> Params:
     raw: dict = {k: dict(v) for k, v in FAST.items()}
     for key, value in sections.items():

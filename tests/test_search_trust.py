@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from pipelines import search
 from pipelines.core.errors import ParamsError
 from pipelines.promote import DominatedError, promote
-from tests.conftest import ROOT, fast_params
+from tests.conftest import ROOT, Broken, fast_params
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -223,3 +223,25 @@ def test_promote_stage_refusal_is_one_line_exit_2(project, capsys):
         stages.promote.main(["--best", str(best), "--params", str(root / "params.yaml")])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "--force" in err
+
+
+# --- one latency routine ------------------------------------------------------------------------
+
+def test_a_trial_is_timed_by_the_benchmark_with_its_output_check():
+    """A compiled variant that fails the benchmark's check never wins a trial; judged on the
+    deploy runtime when one is set."""
+    import torch
+
+    from pipelines.models import CNN
+    from pipelines.training.context import Context
+
+    params = fast_params(benchmark={"runtimes": ["eager", "compile-default"], "warmup": 1, "iters": 3})
+    ctx = Context(params)
+    torch.manual_seed(0)
+    teacher = CNN(1, 10, [4, 8], 1).eval()
+    out = search.measure_latency(ctx, teacher, Broken().eval())
+    assert out["best_runtime"] == "eager" and "compile-default" in out["runtime_errors"]
+    assert out["speedup_vs_teacher"] == pytest.approx(out["teacher_latency_ms_p50"] / out["latency_ms_p50"])
+    deployed = Context(params.with_overrides({"benchmark.deploy_runtime": "compile-default"}))
+    with pytest.raises(RuntimeError, match="no runtime could run the model"):
+        search.measure_latency(deployed, teacher, Broken().eval())
