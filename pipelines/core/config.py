@@ -117,6 +117,12 @@ class BenchmarkConfig(Section):
     # objective): `fastest` of the measured ones, or one entry of `runtimes`.
     deploy_runtime: DeployRuntime = FASTEST
     include_batch_one: bool = True
+    # A timed loop is disturbed when other processes took more than max_other_cpu of our CPUs' time
+    # during it, or some variant's p90/p50 exceeds max_spread; it is then measured again (up to
+    # retries times) and, if still disturbed, its rows are flagged noisy (see pipelines/measurement/timing.py).
+    max_other_cpu: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    max_spread: Annotated[float, Field(gt=1.0)] = 3.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
     # Inductor's C++ wrapper (the compiled graph's glue code in C++ instead of Python). auto: on
     # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated
     # them from eager int8 on small models; it costs ~6 s more compile time per graph.

@@ -18,7 +18,7 @@ from pipelines.core.kinds import is_quantized
 from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_root, compile_for, warm_compilers
 from pipelines.measurement.graphs import GraphReport, explain_graphs
 from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for
-from pipelines.measurement.timing import time_interleaved
+from pipelines.measurement.timing import NoiseLimits, measure
 
 def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
     rel = 5e-2 if (rt.amp is not None or quantized) else 1e-3
@@ -50,12 +50,15 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
                      runtimes: list[str] | dict[str, list[str]],
                      warmup: int, iters: int, reference: str | None = None,
                      amp: list[str] | None = None,
-                     settings: CompileSettings = CompileSettings()) -> list[dict[str, Any]]:
+                     settings: CompileSettings = CompileSettings(),
+                     noise: NoiseLimits = NoiseLimits()) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
     ``runtimes`` is one list for every model or ``{model: its runtimes}`` (the search times the
     teacher on eager only, the reference of the speedup).
+    Each batch size's loop is watched for disturbance (:func:`~pipelines.measurement.timing.measure`):
+    re-measured while disturbed, and its rows say ``noisy`` when even the quietest attempt was.
 
     Dynamo keeps one code cache per Python function, shared by every instance of a class and by
     every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
@@ -80,13 +83,13 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
         try:
             warm_compilers((r for rs in per_model.values() for r in rs), settings)
             return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
-                            settings)
+                            settings, noise)
         finally:
             torch._dynamo.reset()
 
 
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference, settings) -> list[dict[str, Any]]:
+             reference, settings, noise) -> list[dict[str, Any]]:
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
@@ -112,7 +115,8 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 variants[(name, runtime)] = comp
         inputs = {dev: example.to(dev) for dev in {c.device for c in variants.values()}}
         runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items() if c.error is None}
-        timings = time_interleaved(runnable, warmup, iters) if runnable else {}
+        measured = measure(runnable, warmup, iters, noise) if runnable else None
+        timings = measured.timings if measured else {}
         ref = timings.get((reference, "eager")) if reference else None
         for (name, runtime), comp in variants.items():
             rt = parse_runtime(runtime)
@@ -130,7 +134,9 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
             lat = timings.get((name, runtime))
             if lat is not None:
                 row.update(latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,
-                           throughput_sps=lat.throughput(batch_size))
+                           throughput_sps=lat.throughput(batch_size), noisy=measured.noisy,
+                           other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
+                           timing_attempts=measured.attempts)
                 if ref is not None:
                     row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
             rows.append(row)

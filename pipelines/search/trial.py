@@ -23,7 +23,7 @@ from pipelines.core.errors import ParamsError, error_line
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
 from pipelines.measurement.compile import CompileSettings
-from pipelines.measurement.timing import set_threads
+from pipelines.measurement.timing import NoiseLimits, set_threads
 from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.current import ORIGIN
 from pipelines.search.fidelity import Curve, Fidelity
@@ -97,7 +97,7 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     runtimes = list(cfg.runtimes) if cfg.deploy_runtime == FASTEST else [cfg.deploy_runtime]
     rows = benchmark_models({"teacher": teacher, "trial": model}, {cfg.batch_size: ctx.example(cfg.batch_size)},
                             {"teacher": ["eager"], "trial": runtimes}, cfg.warmup, cfg.iters, reference="teacher",
-                            settings=CompileSettings.of(cfg))
+                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
     reference = next(r for r in rows if r["model"] == "teacher")
     if "latency_ms_p50" not in reference:
         raise RuntimeError(f"the teacher could not be timed: {reference['error']}")
@@ -114,6 +114,8 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
         "speedup_vs_teacher": best["speedup_vs_teacher"],
         "teacher_latency_ms_p50": reference["latency_ms_p50"],
         "best_runtime": judged,
+        "noisy": bool(best.get("noisy")),
+        "other_cpu": best.get("other_cpu", 0.0),
         "compile_time_s": max((r["compile_time_s"] for rt, r in mine.items() if rt != "eager" and not r["error"]),
                               default=0.0),
     }
@@ -241,7 +243,8 @@ class Objective:
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
                                "feasible": float(feasible), "duration_s": time.perf_counter() - started})
-            child.set_tags({"state": "COMPLETE", "feasible": feasible, "best_runtime": metrics["best_runtime"]})
+            child.set_tags({"state": "COMPLETE", "feasible": feasible, "best_runtime": metrics["best_runtime"],
+                            "noisy": metrics["noisy"]})
             print(f"[search] trial {trial.number}: val accuracy {metrics['val_accuracy']:.4f} "
                   f"(test {metrics['accuracy']:.4f}) latency {metrics['latency_ms_p50']:.3f} ms "
                   f"({metrics['best_runtime']}) speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
