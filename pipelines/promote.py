@@ -10,10 +10,9 @@ is refused unless ``force``, which says what is lost.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from collections.abc import Callable
 
 import yaml
 
@@ -66,9 +65,8 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
         raise ParamsError(f"{params_path}: file not found")
     text = params_path.read_text()
     current = validate(yaml.safe_load(text))
-    current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
-    changed = {key for key, value in best.items() if current.with_overrides({key: value}) != current}
-    if changed:
+    promoted = current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
+    if promoted != current:
         comparison = compare_to_current(current, best)
         if comparison.dominated and not force:
             raise DominatedError(f"{best_path}: {comparison.refusal()}")
