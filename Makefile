@@ -47,7 +47,7 @@ worker: setup
 	@$(PY) -m stages.search --worker $(if $(STORAGE),--storage "$(STORAGE)",) $(if $(N),--n-trials $(N),)
 
 promote: setup
-	$(PY) -m stages.promote
+	$(PY) -m stages.promote $(if $(FORCE),--force,)
 
 # Prints the URL of the experiment's training-runs view, then serves the UI on 127.0.0.1:$(MLFLOW_PORT).
 ui: setup

@@ -73,7 +73,9 @@ def table(summary: dict[str, dict[str, Any]], batch_size: int, noisy: bool = Fal
 
 
 def _fastest(m: dict[str, Any]) -> tuple[str, float]:
-    """A model's fastest measured runtime and its p50 (a PT2E int8 graph is only int8 once compiled)."""
+    """The runtime a model is judged on and its p50, as the benchmark summary chose it
+    (:func:`~pipelines.measurement.comparison.judged_runtime`: ``benchmark.deploy_runtime``, by
+    default the fastest measured; a PT2E int8 graph is only int8 once compiled)."""
     return m.get("best_runtime") or "eager", float(m.get("best_latency_ms_p50") or m["latency_ms_p50"])
 
 
@@ -288,21 +290,29 @@ def search_section(front: dict[str, Any] | None) -> list[str]:
         limits.append(f"p50 <= {cons['max_latency_ms']} ms")
     if cons.get("min_speedup") is not None:
         limits.append(f"speedup vs teacher >= {cons['min_speedup']}x")
+    current = front.get("current_trial") or {}
     lines = ["## Search", "",
-             f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('failed', 0)} failed, "
-             f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}; feasible Pareto front "
-             f"({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), chosen one first "
-             f"({front.get('selection_rule', '')}). "
-             "`make promote` writes the chosen trial into params.yaml.", ""]
+             f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('pruned', 0)} pruned "
+             f"(pruner {front.get('pruner', 'none')}), {counts.get('failed', 0)} failed, "
+             f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}, judged on validation accuracy; "
+             f"feasible Pareto front ({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), "
+             f"chosen one first ({front.get('selection_rule', '')}). "
+             + (f"Trial {current['number']} is the current configuration. " if current else "")
+             + "`make promote` writes the chosen trial into params.yaml.", ""]
     trials = sorted(front.get("trials", []), key=lambda t: t["number"] != front.get("best_trial"))
+    if current and current["number"] not in {t["number"] for t in trials}:
+        trials.append(current)  # the starting point, even when off the feasible front
     if not trials:
         return lines + ["No feasible trial yet: loosen the constraints or add trials (`make search N=...`).", ""]
-    lines += ["| trial | accuracy | p50 ms | speedup | size MB | settings |", "|---|---|---|---|---|---|"]
+    lines += ["| trial | val accuracy | test accuracy | p50 ms | speedup | size MB | settings |",
+              "|---|---|---|---|---|---|---|"]
     for t in trials:
         m = t["metrics"]
-        settings = ", ".join(f"{k}={_f(v, '.3g') if isinstance(v, float) else v}" for k, v in t["params"].items())
-        lines.append(f"| {t['number']} | {_f(m.get('accuracy'), '.4f')} | {_f(m.get('latency_ms_p50'), '.3f')} "
-                     f"| {_f(m.get('speedup_vs_teacher'), '.2f')}x | {_f(m.get('size_mb'), '.3f')} | {settings} |")
+        settings = ", ".join(f"{k}={_f(v, '.3g') if isinstance(v, float) else v}" for k, v in t["overrides"].items())
+        mark = " (current)" if current and t["number"] == current["number"] else ""
+        lines.append(f"| {t['number']}{mark} | {_f(m.get('val_accuracy'), '.4f')} | {_f(m.get('accuracy'), '.4f')} "
+                     f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_f(m.get('speedup_vs_teacher'), '.2f')}x "
+                     f"| {_f(m.get('size_mb'), '.3f')} | {settings} |")
     return lines + [""]
 
 

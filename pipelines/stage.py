@@ -29,16 +29,24 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
-# The params sections each stage reads (seed is logged with every stage).
+def _all_but(section: str, *fields: str) -> list[str]:
+    """A section's keys except ``fields``, dotted (as dvc.yaml's params and MLflow take them)."""
+    model = Params.model_fields[section].annotation
+    return [f"{section}.{name}" for name in model.model_fields if name not in fields]
+
+
+# The params sections (or dotted keys) each stage reads (seed is logged with every stage).
 SECTIONS: dict[str, list[str]] = {
     "train_baseline": ["seed", "data", "teacher", "train"],
     "distill": ["seed", "data", "student", "train", "distill"],
     "prune": ["seed", "data", "train", "prune"],
     "quantize": ["seed", "data", "train", "quantize"],
     "compile_benchmark": ["data", "benchmark"],
-    # The teacher comes from models/teacher.pt; the space overrides distill/prune/quantize per trial,
-    # so promoting a trial into those sections must not re-run (and change) the search.
-    "search": ["seed", "data", "student", "train", "benchmark", "search"],
+    # The teacher comes from models/teacher.pt; the default space sets distill/prune/quantize, the
+    # student's width and depth and the deploy runtime per trial, so promoting a trial into those
+    # keys must not re-run (and change) the search.
+    "search": ["seed", "data", *_all_but("student", "channels", "depth"), "train",
+               *_all_but("benchmark", "deploy_runtime"), "search"],
     "report": ["data", "distill", "prune", "quantize", "benchmark"],
 }
 
@@ -116,7 +124,7 @@ def main(stage: str, body: Callable[[Context, Run], None], closes_pipeline: bool
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         if params.tracking.enabled:
             check_reachable()
-        if "benchmark" in SECTIONS[stage]:
+        if any(key.partition(".")[0] == "benchmark" for key in SECTIONS[stage]):
             import torch
 
             torch.set_num_threads(params.benchmark.num_threads)

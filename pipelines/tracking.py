@@ -36,7 +36,7 @@ from typing import Any
 
 from pipelines.core.config import Params
 from pipelines.core.cpu import cpu_model, isa_summary
-from pipelines.core.dominance import dominates
+from pipelines.core.dominance import dominates_named
 from pipelines.core.errors import TrackingError, first_line
 from pipelines.core.io import file_digest, project_root
 from pipelines.core.kinds import is_eager_int8
@@ -420,7 +420,7 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
         move, reason = True, "first version"
     elif None in mine.values() or None in theirs.values():
         move, reason = True, f"version {holder.version} has no comparable numbers"
-    elif dominates(theirs, mine, CHAMPION_DIRECTIONS):
+    elif dominates_named(theirs, mine, CHAMPION_DIRECTIONS):
         move, reason = False, f"dominated by version {holder.version} ({_compare(theirs)})"
     else:
         move, reason = True, f"not dominated by version {holder.version} ({_compare(theirs)})"
@@ -474,7 +474,7 @@ def mark_killed(exp_id: str, parent: str | None, stage: str) -> None:
 @contextmanager
 def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     """One MLflow run for one stage execution, under the pipeline parent, with the stage's
-    sections logged as dotted params. Marked FAILED if the body raises."""
+    sections (or dotted keys) logged as dotted params. Marked FAILED if the body raises."""
     if not params.tracking.enabled:
         yield Run(None)
         return
@@ -492,15 +492,18 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
         run = Run(active.info.run_id, exp_id, parent)
         raw = params.model_dump()
         logged: dict[str, Any] = {}
-        for section in sections:
-            logged.update(flatten(section, raw[section]))
+        for key in sections:  # a section, or one dotted key of it
+            section, _, field = key.partition(".")
+            logged.update(flatten(key, raw[section][field] if field else raw[section]))
         run.log_params(logged)
         yield run
 
 
 @contextmanager
-def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None) -> Iterator[Run]:
-    """A nested run under ``parent`` (used for Optuna trials); FAILED if the body raises."""
+def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None,
+              stopped: tuple[type[BaseException], ...] = ()) -> Iterator[Run]:
+    """A nested run under ``parent`` (used for Optuna trials); FAILED if the body raises, KILLED
+    if it raises one of ``stopped`` (a trial stopped on purpose, e.g. pruned)."""
     if not parent.enabled:
         yield Run(None)
         return
@@ -513,7 +516,7 @@ def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None) -> Ite
     run = Run(created.info.run_id, info.experiment_id, parent.run_id)
     try:
         yield run
-    except BaseException:
-        client.set_terminated(run.run_id, "FAILED")
+    except BaseException as exc:
+        client.set_terminated(run.run_id, "KILLED" if isinstance(exc, stopped) else "FAILED")
         raise
     client.set_terminated(run.run_id, "FINISHED")

@@ -17,7 +17,7 @@ def body(ctx, run):
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg)
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
-    summary = summary_metrics(rows, cfg.batch_size)
+    summary = summary_metrics(rows, cfg.batch_size, cfg.deploy_runtime)
     stage.write_outputs(ctx, run, "compile_benchmark", summary, artifacts=[csv_path],
                         logged_metrics=pick(summary, RUN_METRICS))
     run.log_table(rows, "benchmark_table.json")

@@ -138,11 +138,11 @@ def test_three_workers_on_postgres_run_exactly_their_trials(project, pg_url):
 
 
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(project, pg_url):
-    # the victim's trials train for many epochs (a different epoch budget, the same study and
+    # the victim's trials train for many epochs (a different epoch budget: the same study, its own
     # context), so that the kill lands mid-trial
     root, _ = project
     slow = yaml.safe_load((root / "params.yaml").read_text())
-    slow["search"]["distill_epochs"] = 60
+    slow["distill"]["epochs"] = 60
     (root / "slow.yaml").write_text(yaml.safe_dump(slow, sort_keys=False))
     victim, log = _worker(project, pg_url, 50, "victim", "--worker", PARAMS_FILE=str(root / "slow.yaml"))
     deadline = time.monotonic() + 90

@@ -11,29 +11,38 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from pipelines.core.config import Params
 from pipelines.core.errors import error_line
 from pipelines.core.io import atomic_write, write_json, write_text
 from pipelines.search.attrs import metrics_of, overrides_of
 from pipelines.search.constraints import is_feasible
+from pipelines.search.current import current_trial
 from pipelines.search.pareto import SELECTION_RULE, feasible_front, pick_best, trial_record
 from pipelines.search.storage import DIRECTIONS
 
 
-def best_params_yaml(best: FrozenTrial, study_name: str) -> str:
+def best_params_yaml(best: FrozenTrial, study_name: str, current: FrozenTrial | None = None) -> str:
     metrics = metrics_of(best)
+    nan = float("nan")
     lines = [
         f"# Chosen by the search (study {study_name!r}, trial {best.number}).",
         f"# Rule: {SELECTION_RULE}.",
-        f"# Trial metrics: accuracy {metrics.get('accuracy', float('nan')):.4f}, "
-        f"latency_ms_p50 {metrics.get('latency_ms_p50', float('nan')):.3f} ({metrics.get('best_runtime', '?')}), "
-        f"speedup_vs_teacher {metrics.get('speedup_vs_teacher', float('nan')):.2f}, "
-        f"size_mb {metrics.get('size_mb', float('nan')):.4f}.",
-        "# Every key is a dotted params.yaml key; `make promote` writes them into params.yaml.",
+        f"# Trial metrics: val_accuracy {metrics.get('val_accuracy', nan):.4f} (test accuracy "
+        f"{metrics.get('accuracy', nan):.4f}, reported only), "
+        f"latency_ms_p50 {metrics.get('latency_ms_p50', nan):.3f} ({metrics.get('best_runtime', '?')}), "
+        f"speedup_vs_teacher {metrics.get('speedup_vs_teacher', nan):.2f}, "
+        f"size_mb {metrics.get('size_mb', nan):.4f}.",
     ]
+    if current is not None and current.number == best.number:
+        lines.append("# This is the current configuration: nothing measured improves on it.")
+    elif current is not None:
+        lines.append(f"# The current configuration is trial {current.number} "
+                     f"(val_accuracy {metrics_of(current).get('val_accuracy', nan):.4f}, "
+                     f"latency_ms_p50 {metrics_of(current).get('latency_ms_p50', nan):.3f}).")
+    lines.append("# Every key is a dotted params.yaml key; `make promote` writes them into params.yaml.")
     import yaml
 
-    body = yaml.safe_dump(dict(sorted(overrides_of(best).items())), sort_keys=False,
-                          default_flow_style=False)
+    body = yaml.safe_dump(dict(sorted(overrides_of(best).items())), sort_keys=False, default_flow_style=None)
     return "\n".join(lines) + "\n" + body
 
 
@@ -45,22 +54,30 @@ class SearchOutcome:
     best: FrozenTrial | None
     counts: dict[str, int] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    current: FrozenTrial | None = None  # the trial of the configuration params.yaml holds now
+    pruned: list[FrozenTrial] = field(default_factory=list)
 
 
-def summarize(study: optuna.Study, context: str | None) -> SearchOutcome:
+def summarize(study: optuna.Study, context: str | None, params: Params | None = None) -> SearchOutcome:
+    """This context's trials, feasible front and chosen trial; ``params`` (the configuration
+    params.yaml holds now) finds the current configuration's trial for the selection rule."""
     all_trials = [t for t in study.get_trials(deepcopy=False)
                   if context is None or t.user_attrs.get("context") == context]
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in all_trials if t.state == TrialState.PRUNED]
     dirs = [d.name.lower() for d in study.directions]
     front = feasible_front(complete, dirs)
+    current = current_trial(complete, params, context) if params is not None and context is not None else None
     counts = {
         "trials": len(all_trials),
         "complete": len(complete),
+        "pruned": len(pruned),
         "failed": sum(t.state == TrialState.FAIL for t in all_trials),
         "feasible": sum(is_feasible(t.constraints) for t in complete),
         "front": len(front),
     }
-    return SearchOutcome(study, complete, front, pick_best(complete), counts)
+    return SearchOutcome(study, complete, front, pick_best(complete, dirs, current), counts, current=current,
+                         pruned=pruned)
 
 
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
@@ -76,12 +93,16 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
         "objectives": {name: DIRECTIONS[name] for name in objectives},
         "selection_rule": SELECTION_RULE,
         "best_trial": outcome.best.number if outcome.best else None,
+        "current_trial": trial_record(outcome.current) if outcome.current else None,
         "counts": outcome.counts,
         "trials": [trial_record(t) for t in outcome.front],
+        "pruned": [{"number": t.number, "pruned_at_step": t.user_attrs.get("pruned_at_step"),
+                    "overrides": overrides_of(t),
+                    "val_accuracy_curve": t.user_attrs.get("val_accuracy_curve", [])} for t in outcome.pruned],
     })]
     best_path = out_dir / "best_params.yaml"
     if outcome.best is not None:
-        files.append(write_text(best_path, best_params_yaml(outcome.best, study.study_name)))
+        files.append(write_text(best_path, best_params_yaml(outcome.best, study.study_name, outcome.current)))
     else:
         best_path.unlink(missing_ok=True)
     files += write_plots(outcome, Path(plots_dir or out_dir), objectives)
