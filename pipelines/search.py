@@ -59,8 +59,9 @@ from torch import nn
 from pipelines import tracking
 from pipelines.benchmark import CompileSettings, compile_for, set_threads, time_interleaved, warm_compilers
 from pipelines.config import Params, ParamsError, SearchConfig, SearchDimension
+from pipelines.core.urls import mask_url, redact
 from pipelines.distill import with_teacher_logits
-from pipelines.io import atomic_write, project_root, write_json, write_text
+from pipelines.io import atomic_write, project_root, write_dir, write_json, write_text
 from pipelines.workflow import Context, distill_student, prune_student, quantize_model
 
 DIRECTIONS = {"accuracy": "maximize", "latency_ms_p50": "minimize", "size_mb": "minimize"}
@@ -84,13 +85,8 @@ def storage_url(cfg: SearchConfig) -> str:
     return os.environ.get(STORAGE_ENV) or cfg.storage or f"sqlite:///{project_root() / 'optuna.db'}"
 
 
-def display_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs, MLflow tags and error lines)."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+class SearchError(RuntimeError):
+    """The search itself failed (every trial raised); one line."""
 
 
 def _positive_int_env(name: str, default: int) -> int:
@@ -144,18 +140,23 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
         path = Path(url.removeprefix("journal:"))
         path = path if path.is_absolute() else project_root() / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ParamsError(f"search.storage: cannot use the journal file {str(path)!r} "
+                              f"({type(exc).__name__}: {exc.strerror or exc})") from None
     if "://" not in url:
         raise ParamsError(f"search.storage: {url!r} is not an Optuna storage URL "
                           "(use sqlite:///path.db, postgresql://..., or journal:path)")
     interval, grace = heartbeat_settings()
+    reason = tracking.database_unreachable(url, float(os.environ.get(tracking.PROBE_TIMEOUT_ENV) or 5))
+    if reason:  # in seconds, with the driver's own reason, instead of a hang on a silent host
+        raise ParamsError(f"search.storage: cannot open {mask_url(url)!r} ({reason})")
     try:
         return _rdb_storage(url, interval, grace)
     except Exception as exc:  # noqa: BLE001 - any driver/connection problem becomes one line
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise ParamsError(f"search.storage: cannot open {display_url(url)!r} ({type(exc).__name__}: "
-                          f"{detail})") from None
+        raise ParamsError(f"search.storage: cannot open {mask_url(url)!r} ({redact(error_line(exc), url)})") from None
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -185,7 +186,7 @@ def open_study(params: Params, sampler: str | None = None, storage: str | optuna
         existing = None
     if existing is not None and [d.name.lower() for d in existing.directions] != wanted:
         got = [d.name.lower() for d in existing.directions]
-        raise ParamsError(f"search.study_name: study {name!r} in {display_url(url) if isinstance(url, str) else 'storage'} "
+        raise ParamsError(f"search.study_name: study {name!r} in {mask_url(url) if isinstance(url, str) else 'storage'} "
                           f"optimizes {got}, but search.objectives {list(cfg.objectives)} needs {wanted}; "
                           "pick another search.study_name")
     # A resumed study must not replay the first run's random draws: offset the seed by the
@@ -380,6 +381,8 @@ class Objective:
         self.chain = chain
         self.set_keys = list(dict.fromkeys([*EPOCH_KEYS, *params.search.space]))
         self.context = context_fingerprint(params, baseline.teacher_hash, self.set_keys)
+        self.completed = 0  # trials this process finished, and the reasons of those that failed
+        self.failures: list[str] = []
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         cfg = self.params.search
@@ -408,6 +411,7 @@ class Objective:
             except Exception as exc:
                 reason = error_line(exc)
                 trial.set_user_attr("fail_reason", reason)
+                self.failures.append(reason)
                 child.set_tags({"state": "FAIL", "fail_reason": reason})
                 child.log_metrics({"duration_s": time.perf_counter() - started})
                 print(f"[search] trial {trial.number} failed: {reason}", flush=True)
@@ -415,6 +419,7 @@ class Objective:
             for name, value in constraints.items():
                 trial.set_constraint(name, value)
             feasible = is_feasible(constraints)
+            self.completed += 1
             trial.set_user_attr("metrics", _plain(metrics))
             trial.set_user_attr("feasible", feasible)
             trial.set_user_attr("mlflow_run_id", child.run_id or "")
@@ -541,9 +546,13 @@ def summarize(study: optuna.Study, context: str | None) -> SearchOutcome:
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
                   meta: dict[str, Any] | None = None) -> list[Path]:
     """``pareto.json``, ``best_params.yaml`` (when any trial is feasible), Pareto-front and
-    parameter-importance plots (HTML + PNG)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    parameter-importance plots (HTML + PNG), replacing ``out_dir`` as a whole: nothing of an
+    earlier search (a plot this one cannot draw) stays beside them."""
+    return write_dir(out_dir, lambda staging: _write_outputs(outcome, staging, objectives, meta))
+
+
+def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
+                   meta: dict[str, Any] | None) -> list[Path]:
     study = outcome.study
     files = [write_json(out_dir / "pareto.json", {
         "study": study.study_name,
@@ -554,11 +563,8 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
         "counts": outcome.counts,
         "trials": [trial_record(t) for t in outcome.front],
     })]
-    best_path = out_dir / "best_params.yaml"
     if outcome.best is not None:
-        files.append(write_text(best_path, best_params_yaml(outcome.best, study.study_name)))
-    else:
-        best_path.unlink(missing_ok=True)
+        files.append(write_text(out_dir / "best_params.yaml", best_params_yaml(outcome.best, study.study_name)))
     files += write_plots(outcome, out_dir, objectives)
     return files
 
@@ -648,7 +654,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     baseline = Baseline.build(ctx, teacher)
     objective = Objective(params, baseline, run, chain)
     url = storage_url(cfg) if storage is None else (storage if isinstance(storage, str) else "<storage>")
-    url = display_url(url)
+    url = mask_url(url)
     done_before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
     print(f"[search] {'worker on ' if worker else ''}study {study.study_name!r} in {url}: {done_before} finished "
           f"trials so far; running {n_trials} more (teacher accuracy {baseline.teacher_accuracy:.4f})", flush=True)
@@ -663,6 +669,9 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     except KeyboardInterrupt as exc:
         interrupted = exc
         print("[search] interrupted: finished trials are kept; re-run to resume", flush=True)
+    if interrupted is None and objective.failures and not objective.completed:
+        raise SearchError(f"all {len(objective.failures)} trials failed (first: {objective.failures[0]}); "
+                          f"{out_dir} is left as it was")
     outcome = summarize(study, objective.context)
     meta = {"context": objective.context, "teacher_accuracy": baseline.teacher_accuracy,
             "constraints": {"max_accuracy_drop_pp": cfg.max_accuracy_drop, "max_latency_ms": cfg.max_latency_ms,

@@ -1,13 +1,13 @@
 """Stage quantize: int8 of the pruned model (dynamic / static PTQ / QAT) -> models/quantized.pt."""
 
 from pipelines import stage
-from pipelines.checkpoint import layer_shapes, load_model
+from pipelines.checkpoint import layer_shapes
 from pipelines.quantize import recipe
 from pipelines.workflow import quantize_model
 
 
 def body(ctx, run):
-    pruned = load_model(stage.model_path("pruned"))
+    pruned = stage.checkpoint(ctx, "pruned")
     model, metrics = quantize_model(ctx, pruned.model)
     quant = None if ctx.params.quantize.method == "none" else recipe(ctx.params.quantize)
     metrics = {**metrics, "method": ctx.params.quantize.method, "engine": ctx.params.quantize.engine}

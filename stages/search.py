@@ -21,7 +21,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from pipelines import stage  # noqa: E402
 from pipelines.config import load_params  # noqa: E402
-from pipelines.search import run_search  # noqa: E402
+from pipelines.search import SearchError, run_search  # noqa: E402
 from pipelines.tracking import _experiment_id, pipeline_parent  # noqa: E402
 
 SECTIONS = ["data", "student", "train", "distill", "prune", "quantize", "benchmark", "search"]
@@ -56,15 +56,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--worker with --n-trials 0 would do nothing; drop --worker to write the outputs")
 
     def body(ctx, run):
-        run_search(ctx.params, stage.load("teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
+        run_search(ctx.params, stage.load(ctx, "teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
                    timeout_s=args.timeout, storage=args.storage, worker=args.worker)
 
+    interrupted = "finished trials are kept in the study, re-run to resume"
     try:
         # A worker never closes the pipeline run: the others may still be logging under it.
-        stage.main("search", SECTIONS, body, closes_pipeline=not args.worker and _opens_pipeline())
-    except KeyboardInterrupt:
-        print("search: interrupted; finished trials are kept in the study, re-run to resume", file=sys.stderr)
+        stage.main("search", SECTIONS, body, closes_pipeline=not args.worker and _opens_pipeline(),
+                   interrupted=interrupted)
+    except KeyboardInterrupt:  # before stage.main took over
+        print(f"search: interrupted; {interrupted}", file=sys.stderr)
         raise SystemExit(130) from None
+    except SearchError as exc:
+        print(f"search: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
