@@ -98,6 +98,8 @@ def load_model(path: str | Path) -> Loaded:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found (run the stage that writes it first)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a readable checkpoint (empty file; re-run the stage that writes it)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupted, or not a torch file at all

@@ -329,7 +329,7 @@ def _format_error(err: ValidationError) -> str:
         msg = f"unknown value; allowed: {first['ctx']['expected']}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if not first["loc"]:  # model-level check: the message already names its dotted key
+    if not first["loc"] and first["type"] == "value_error":  # model-level check: it names its dotted key
         return msg
     why = _bound_reason(first)
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
@@ -409,6 +409,15 @@ class _BoundedLoader(yaml.SafeLoader):
         node = super().compose_document()
         _check_graph(node)
         return node
+
+    def construct_scalar(self, node: yaml.ScalarNode) -> Any:
+        value = super().construct_scalar(node)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # "\ud83d": half of a character, which no file or name can hold
+            raise yaml.constructor.ConstructorError(None, None, "a \\uD800-\\uDFFF escape is half of a "
+                                                    "character (a lone surrogate)", node.start_mark) from None
+        return value
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -503,6 +512,6 @@ def read_yaml(path: str | Path, missing: str = "file not found") -> Any:
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     raw = read_yaml(path)
     if raw is None or raw == {}:  # an empty file would otherwise train with every default
-        raise ParamsError(f"{path}: no sections (empty file); write the sections to use, e.g. `seed: 0`, "
-                          "or copy the committed params.yaml")
+        raise ParamsError(f"{path}: no sections; an empty file would run everything on defaults: write the "
+                          "sections to use (the committed params.yaml has them all)")
     return validate(raw)

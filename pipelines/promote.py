@@ -11,9 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipelines.config import ParamsError, read_yaml, validate
+from pipelines.config import ParamsError, load_params, parse_yaml, read_yaml, validate
 from pipelines.io import write_text
 
 BEST_PARAMS = Path("reports/search/best_params.yaml")
@@ -50,8 +48,8 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
     params_path = Path(params_path)
     if not params_path.exists():
         raise ParamsError(f"{params_path}: file not found")
+    current = load_params(params_path)  # refuses what a stage would refuse (not UTF-8, empty, ...)
     text = params_path.read_text()
-    current = validate(yaml.safe_load(text))
     current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
 
     rt = _round_trip()
@@ -73,6 +71,6 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     new_text = buffer.getvalue()
-    validate(yaml.safe_load(new_text))  # what we write is what the stages will read
+    validate(parse_yaml(new_text, str(params_path)))  # what we write is what the stages will read
     write_text(params_path, new_text)
     return changes

@@ -8,6 +8,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,84 @@ def missing_system_dependency(reason: str) -> None:
     if under_ci():
         pytest.fail(f"{reason} (under CI `make test` must provide it)", pytrace=False)
     pytest.skip(reason)
+
+
+# --- stage processes: how a user meets bad input ------------------------------------------------
+
+TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False}}
+STAGE_TIMEOUT_S = 60  # no stage that refuses its input may take longer (issue 14's bar)
+STAGE_MAX_RSS_MIB = 2048  # ... or hold more memory
+
+
+def tiny_project(root: Path, **sections) -> Path:
+    """``root`` with the committed params.yaml, shortened by :data:`TINY` and ``sections``."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, values in {**TINY, **sections}.items():
+        raw[name].update(values)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return root
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    """:func:`venv_env` for a stage run by hand: no DVC experiment, the tracking store only if given."""
+    env = venv_env(**extra)
+    env.pop("DVC_ROOT", None)
+    env.pop("DVC_EXP_NAME", None)
+    if "MLFLOW_TRACKING_URI" not in extra:
+        env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+@dataclass
+class Finished:
+    """A finished stage process, with its wall time and its own peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+    peak_rss_mib: float
+
+
+def run_stage(name: str, root: Path, env: dict[str, str], *args: str, timeout: float = 300) -> Finished:
+    """``python -m stages.<name> [args]`` in ``root``; killed after ``timeout`` seconds."""
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{name}", *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    chunks: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda key, pipe: chunks.__setitem__(key, pipe.read()), args=(key, pipe))
+               for key, pipe in (("out", proc.stdout), ("err", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    started = time.perf_counter()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4: this process's own peak RSS (Linux: KiB)
+    wall = time.perf_counter() - started
+    killer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    return Finished(proc.returncode, chunks["out"].decode(errors="replace"), chunks["err"].decode(errors="replace"),
+                    wall, usage.ru_maxrss / 1024)
+
+
+def one_error_line(proc: Finished | subprocess.CompletedProcess, code: int = 2) -> str:
+    """The single stderr line of a stage that refused its input: exit ``code``, no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
+def within_bounds(proc: Finished) -> None:
+    """The bar for a stage facing hostile input: done in seconds, in bounded memory."""
+    assert proc.wall_s < STAGE_TIMEOUT_S, f"took {proc.wall_s:.0f}s"
+    assert proc.peak_rss_mib < STAGE_MAX_RSS_MIB, f"peak RSS {proc.peak_rss_mib:.0f} MiB"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (to prove nothing was written)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
