@@ -11,8 +11,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ParamsError, load_params, parse_yaml, read_yaml, validate
-from pipelines.io import write_text
+from pipelines.core.config import load_params, parse_yaml, read_yaml, validate
+from pipelines.core.errors import ParamsError
+from pipelines.core.io import write_text
 
 BEST_PARAMS = Path("reports/search/best_params.yaml")
 

@@ -14,17 +14,14 @@ outputs from every worker's trials.
 
 import argparse
 import os
-import sys
 
 # One line per trial instead of hundreds of progress bars (tqdm reads this when it is imported).
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from pipelines import stage  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
-from pipelines.search import SearchError, run_search  # noqa: E402
-from pipelines.tracking import _experiment_id, pipeline_parent  # noqa: E402
-
-SECTIONS = ["data", "student", "train", "distill", "prune", "quantize", "benchmark", "search"]
+from pipelines.core.config import load_params  # noqa: E402
+from pipelines.search import run_search  # noqa: E402
+from pipelines.tracking import experiment_id, pipeline_parent  # noqa: E402
 
 
 def _opens_pipeline() -> bool:
@@ -35,7 +32,7 @@ def _opens_pipeline() -> bool:
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         if not params.tracking.enabled:
             return False
-        return pipeline_parent(_experiment_id(params.tracking.experiment), create=False) is None
+        return pipeline_parent(experiment_id(params.tracking.experiment), create=False) is None
     except Exception:  # noqa: BLE001 - stage.main reports params/store errors properly
         return False
 
@@ -59,17 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         run_search(ctx.params, stage.load(ctx, "teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
                    timeout_s=args.timeout, storage=args.storage, worker=args.worker)
 
-    interrupted = "finished trials are kept in the study, re-run to resume"
-    try:
-        # A worker never closes the pipeline run: the others may still be logging under it.
-        stage.main("search", SECTIONS, body, closes_pipeline=not args.worker and _opens_pipeline(),
-                   interrupted=interrupted)
-    except KeyboardInterrupt:  # before stage.main took over
-        print(f"search: interrupted; {interrupted}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except SearchError as exc:
-        print(f"search: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    # A worker never closes the pipeline run: the others may still be logging under it.
+    stage.main("search", body, closes_pipeline=not args.worker and _opens_pipeline())
 
 
 if __name__ == "__main__":

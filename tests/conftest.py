@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pipelines  # noqa: E402,F401  (installs the central warning filters)
-from pipelines.config import Params, validate  # noqa: E402
+from pipelines.core.config import Params, validate  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -76,10 +76,29 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def stage_env(**extra: str) -> dict[str, str]:
+    """:func:`venv_env` for a stage run outside DVC: no DVC variables, and no tracking URI unless given."""
+    env = venv_env(**extra)
+    env.pop("DVC_ROOT", None)
+    env.pop("DVC_EXP_NAME", None)
+    if "MLFLOW_TRACKING_URI" not in extra:
+        env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def one_error_line(proc: Finished | subprocess.CompletedProcess, code: int = 2) -> str:
+    """Assert the process ended with ``code`` and printed exactly one line (no traceback) on
+    stderr; return that line."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
 def pytest_runtest_setup(item):
     """pytest resets warning filters for every test; re-apply the project's one central list
     before the test's fixtures are set up (module-scoped ones quantize models too)."""
-    from pipelines import _quiet
+    from pipelines.core import quiet as _quiet
 
     _quiet.install()
 
@@ -157,16 +176,6 @@ def tiny_project(root: Path, **sections) -> Path:
     return root
 
 
-def stage_env(**extra: str) -> dict[str, str]:
-    """:func:`venv_env` for a stage run by hand: no DVC experiment, the tracking store only if given."""
-    env = venv_env(**extra)
-    env.pop("DVC_ROOT", None)
-    env.pop("DVC_EXP_NAME", None)
-    if "MLFLOW_TRACKING_URI" not in extra:
-        env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
 @dataclass
 class Finished:
     """A finished stage process, with its wall time and its own peak resident memory."""
@@ -178,10 +187,11 @@ class Finished:
     peak_rss_mib: float
 
 
-def run_stage(name: str, root: Path, env: dict[str, str], *args: str, timeout: float = 300) -> Finished:
-    """``python -m stages.<name> [args]`` in ``root``; killed after ``timeout`` seconds."""
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{name}", *args], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout: float = 300,
+              args: list[str] | None = None) -> Finished:
+    """``python -m stages.<name>`` in ``root``, as DVC would run it; killed after ``timeout`` seconds."""
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{name}", *(args or [])], cwd=root,
+                            env=env if env is not None else stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     chunks: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda key, pipe: chunks.__setitem__(key, pipe.read()), args=(key, pipe))
                for key, pipe in (("out", proc.stdout), ("err", proc.stderr))]
@@ -200,14 +210,6 @@ def run_stage(name: str, root: Path, env: dict[str, str], *args: str, timeout: f
     proc.stderr.close()
     return Finished(proc.returncode, chunks["out"].decode(errors="replace"), chunks["err"].decode(errors="replace"),
                     wall, usage.ru_maxrss / 1024)
-
-
-def one_error_line(proc: Finished | subprocess.CompletedProcess, code: int = 2) -> str:
-    """The single stderr line of a stage that refused its input: exit ``code``, no traceback."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == code, proc.stderr[-3000:]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return lines[0]
 
 
 def within_bounds(proc: Finished) -> None:

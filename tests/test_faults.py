@@ -22,8 +22,9 @@ import mlflow
 import pytest
 import torch
 
-from pipelines.checkpoint import load_model
-from pipelines.tracking import PROBE_TIMEOUT_ENV, TrackingError, check_reachable
+from pipelines.compression.checkpoint import load_model
+from pipelines.tracking import PROBE_TIMEOUT_ENV, check_reachable
+from pipelines.core.errors import TrackingError
 from tests.conftest import one_error_line, run_stage, snapshot, stage_env, tiny_project
 
 def _closed_port() -> int:
@@ -165,7 +166,7 @@ def test_sigkill_while_writing_the_checkpoint_leaves_the_previous_one(tmp_path):
 def test_truncated_teacher_stops_distill_with_one_line_naming_the_file(tmp_path):
     root = tiny_project(tmp_path / "p")
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from pipelines.checkpoint import save_model
+    from pipelines.compression.checkpoint import save_model
     from pipelines.models import CNN
 
     spec = {"model": {"arch": "cnn", "channels": [16, 32], "depth": 1, "dropout": 0.0}, "in_channels": 1,

@@ -42,12 +42,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.checkpoint import save_model
-from pipelines.config import ModelConfig, ParamsError, load_params, parse_yaml
+from pipelines.compression.checkpoint import save_model
+from pipelines.core.config import ModelConfig, load_params, parse_yaml
+from pipelines.core.errors import ParamsError, TrackingError
 from pipelines.core.urls import mask_url, redact, secrets
 from pipelines.models import CNN, model_spec
 from pipelines.search import SearchOutcome, make_storage, summarize, write_outputs
-from pipelines.tracking import Run, TrackingError, check_reachable
+from pipelines.tracking import Run, check_reachable
 from tests.conftest import (ROOT, TINY, missing_system_dependency, one_error_line, run_stage, snapshot, stage_env,
                             tiny_project, within_bounds)
 from tests.test_data import write_cifar10, write_mnist
@@ -106,7 +107,7 @@ def test_cifar_batch_whose_pickle_runs_code_is_refused_and_never_runs(tmp_path):
 
 
 def test_honest_cifar_batches_still_load_through_the_restricted_reader(tmp_path):
-    from pipelines.config import DataConfig
+    from pipelines.core.config import DataConfig
     from pipelines.data import load_data
 
     arrays = write_cifar10(tmp_path)
@@ -199,7 +200,7 @@ def test_search_on_postgresql_with_a_query_password_prints_and_tags_it_masked(tm
                                                  "study_name": f"hostile-{os.getpid()}-{time.time_ns()}"})
     _teacher(root)
     store = _store(tmp_path)
-    proc = run_stage("search", root, stage_env(MLFLOW_TRACKING_URI=store), "--n-trials", "0", "--storage", url)
+    proc = run_stage("search", root, stage_env(MLFLOW_TRACKING_URI=store), args=["--n-trials", "0", "--storage", url])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"password={password}" not in proc.stdout + proc.stderr and "password=***" in proc.stdout
     client = mlflow.MlflowClient(store)
@@ -491,7 +492,7 @@ def test_journal_storage_whose_folder_cannot_be_made_is_one_line(tmp_path):
     _teacher(root)
     (root / "blocker").write_text("a file where the journal's folder should be")
     before = snapshot(root)
-    reason = _refused(run_stage("search", root, stage_env(), "--storage", "journal:blocker/studies/x.journal"),
+    reason = _refused(run_stage("search", root, stage_env(), args=["--storage", "journal:blocker/studies/x.journal"]),
                       "search")
     assert reason.startswith("search.storage: cannot use the journal file") and "blocker/studies" in reason, reason
     assert snapshot(root) == before
@@ -527,7 +528,7 @@ def test_ctrl_c_during_a_stage_is_one_line_exit_130_and_the_run_killed(tmp_path)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), code=130)
-    assert line.startswith("train_baseline: interrupted; every file it wrote is complete"), line
+    assert line.startswith("train_baseline: interrupted; outputs already written are complete"), line
     assert [r.info.status for r in _runs(store, stage="train_baseline")] == ["KILLED"]
     assert not (root / "models").exists()
 
@@ -547,7 +548,7 @@ def test_sigkilled_search_has_its_trial_runs_closed_on_the_next_start(tmp_path):
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert [r.info.status for r in _runs(store, **{"optuna.trial": "0"})] == ["RUNNING"]
 
-    again = run_stage("search", root, env, "--n-trials", "0")
+    again = run_stage("search", root, env, args=["--n-trials", "0"])
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r.info.status for r in _runs(store, **{"optuna.trial": "0"})] == ["KILLED"]
     assert sorted(r.info.status for r in _runs(store, stage="search")) == ["FINISHED", "KILLED"]
