@@ -48,8 +48,11 @@ promote: setup
 ui: setup
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
 
+# @ and a masked echo: the command line would show the store's password.
 server: setup
-	mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" --serve-artifacts \
+	@echo "mlflow server --backend-store-uri $$($(PY) -c 'import sys; from pipelines.core.urls import mask_url; \
+		print(mask_url(sys.argv[1]))' "$(MLFLOW_BACKEND_STORE_URI)") on http://$(MLFLOW_HOST):$(MLFLOW_PORT)"
+	@mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" --serve-artifacts \
 		--artifacts-destination "$(MLFLOW_ARTIFACTS_DESTINATION)" \
 		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(MLFLOW_SERVER_ARGS)
 
