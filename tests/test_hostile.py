@@ -67,8 +67,10 @@ def _teacher(root: Path, in_channels: int = 1, num_classes: int = 10, name: str 
     return save_model(root / "models" / f"{name}.pt", model, model_spec(cfg, in_channels, num_classes))
 
 
-def _refused(proc, stage: str) -> str:
-    """One line ``<stage>: error: ...`` within the bounds; returns what follows the prefix."""
+def _refuses(stage: str, root: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> str:
+    """Run ``stage`` in ``root``: one line ``<stage>: error: ...`` within the bounds, nothing under
+    ``root`` changed. Returns what follows the prefix."""
+    proc = run_stage(stage, root, env if env is not None else stage_env(), args=args)
     line = one_error_line(proc)
     within_bounds(proc)
     assert line.startswith(f"{stage}: error: "), line
@@ -99,11 +101,9 @@ def test_cifar_batch_whose_pickle_runs_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "PWNED"
     batch = root / "data" / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(pickle.dumps({"data": _Evil(marker), "labels": [0]}, protocol=2))
-    before = snapshot(root)
-    reason = _refused(run_stage("train_baseline", root, stage_env()), "train_baseline")
+    reason = _refuses("train_baseline", root)
     assert not marker.exists(), "the batch file's pickle ran code"
     assert "data/cifar-10-batches-py/data_batch_1" in reason and "system" in reason, reason
-    assert snapshot(root) == before
 
 
 def test_honest_cifar_batches_still_load_through_the_restricted_reader(tmp_path):
@@ -137,15 +137,11 @@ def test_every_url_form_is_masked(url, masked):
 
 def test_database_store_that_refuses_stops_the_stage_fast_with_the_password_masked(tmp_path):
     root = tiny_project(tmp_path / "p")
-    before = snapshot(root)
     for uri in (f"postgresql://u:{SECRET}@127.0.0.1:{_closed_port()}/mlflow",
                 f"postgresql://u@127.0.0.1:{_closed_port()}/mlflow?password={SECRET}"):
-        proc = run_stage("train_baseline", root, stage_env(MLFLOW_TRACKING_URI=uri))
-        reason = _refused(proc, "train_baseline")
-        assert SECRET not in proc.stdout + proc.stderr
-        assert mask_url(uri) in reason and "Connection refused" in reason, reason
-        assert proc.wall_s < 30, f"{proc.wall_s:.0f}s: MLflow's ten connection attempts were not cut short"
-    assert snapshot(root) == before
+        # within 60 s (MLflow's own ten connection attempts take ~100 s), nothing else on stderr
+        reason = _refuses("train_baseline", root, stage_env(MLFLOW_TRACKING_URI=uri))
+        assert SECRET not in reason and mask_url(uri) in reason and "Connection refused" in reason, reason
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -248,10 +244,8 @@ def test_alias_bomb_in_params_is_refused_in_seconds(tmp_path, where):
     (root / "params.yaml").write_text(_bomb_params(where))
     (root / "models").mkdir()
     (root / "models" / "pruned.pt").write_bytes(b"previous input")
-    before = snapshot(root)
-    reason = _refused(run_stage("quantize", root, stage_env()), "quantize")
+    reason = _refuses("quantize", root)
     assert reason.startswith("params.yaml: refused: its aliases expand to more than"), reason
-    assert snapshot(root) == before
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -365,10 +359,8 @@ def test_random_yaml_with_anchors_gives_one_line_in_time(tmp_path_factory, text)
 def test_random_params_file_through_a_stage_process(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("stage")
     (root / "params.yaml").write_bytes(data)
-    before = snapshot(root)
     store = _store(tmp_path_factory.mktemp("store"))  # outside root: were the file valid, distill stops at
-    _refused(run_stage("distill", root, stage_env(MLFLOW_TRACKING_URI=store)), "distill")  # the missing teacher
-    assert snapshot(root) == before
+    _refuses("distill", root, stage_env(MLFLOW_TRACKING_URI=store))  # the missing teacher
 
 
 # --- 4. no silent wrong results -----------------------------------------------------------------
@@ -380,10 +372,8 @@ def test_empty_params_file_is_refused_and_the_model_kept(tmp_path):
     (root / "models" / "student.pt").write_bytes(b"previous student")
     for text in ("", "# all commented out\n", "{}\n"):
         (root / "params.yaml").write_text(text)
-        before = snapshot(root)
-        reason = _refused(run_stage("distill", root, stage_env()), "distill")
+        reason = _refuses("distill", root)
         assert reason.startswith("params.yaml: no sections; "), reason
-        assert snapshot(root) == before
 
 
 def _drop_labels(path: Path, keep: int) -> None:
@@ -397,21 +387,17 @@ def test_mnist_with_fewer_labels_than_images_is_refused(tmp_path):
     arrays = write_mnist(root / "data", "MNIST")
     n = len(arrays["train_y"])
     _drop_labels(root / "data" / "MNIST" / "raw" / "train-labels-idx1-ubyte", n - 5)
-    before = snapshot(root)
-    reason = _refused(run_stage("train_baseline", root, stage_env()), "train_baseline")
+    reason = _refuses("train_baseline", root)
     assert f"{n} images but {n - 5} labels in the train split" in reason, reason
     assert "MNIST/raw/train-labels-idx1-ubyte" in reason
-    assert snapshot(root) == before
 
 
 def test_search_space_type_that_does_not_fit_its_key_is_refused_before_any_trial(tmp_path):
     root = tiny_project(tmp_path / "p", search={"space": {"prune.steps": {"type": "float", "low": 1, "high": 3}}})
     _teacher(root)
-    before = snapshot(root)
-    reason = _refused(run_stage("search", root, stage_env(MLFLOW_TRACKING_URI=_store(tmp_path))), "search")
+    reason = _refuses("search", root, stage_env(MLFLOW_TRACKING_URI=_store(tmp_path)))
     assert reason == ("search.space.prune.steps: type float does not fit prune.steps, which takes a whole number; "
                       "use type: int or categorical"), reason
-    assert snapshot(root) == before
 
 
 def test_search_whose_every_trial_fails_exits_2_and_keeps_the_previous_outputs(tmp_path):
@@ -437,10 +423,8 @@ def test_zero_byte_checkpoint_is_one_line(tmp_path):
     root = tiny_project(tmp_path / "p", tracking={"enabled": False})
     (root / "models").mkdir()
     (root / "models" / "teacher.pt").write_bytes(b"")
-    before = snapshot(root)
-    reason = _refused(run_stage("distill", root, stage_env()), "distill")
+    reason = _refuses("distill", root)
     assert reason.startswith("models/teacher.pt: not a readable checkpoint"), reason
-    assert snapshot(root) == before
 
 
 @pytest.mark.parametrize(("stage", "model"), [("distill", "teacher"), ("search", "teacher"),
@@ -450,18 +434,16 @@ def test_checkpoint_built_for_other_data_is_one_line(tmp_path, stage, model):
     root = tiny_project(tmp_path / "p", tracking={"enabled": False})
     for name in ("teacher", "student", "pruned", "quantized"):
         _teacher(root, *((3, 7) if name == model else (1, 10)), name=name)
-    before = snapshot(root)
-    reason = _refused(run_stage(stage, root, stage_env()), stage)
+    reason = _refuses(stage, root)
     assert reason.startswith(f"models/{model}.pt: built for 3 input channels and 7 classes, but data.name=digits "
                              "has 1 and 10"), reason
-    assert snapshot(root) == before
 
 
 def test_non_utf8_params_is_one_line(tmp_path):
     root = tmp_path / "p"
     root.mkdir()
     (root / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes().replace(b"digits ", b"d\xefgits "))
-    reason = _refused(run_stage("train_baseline", root, stage_env()), "train_baseline")
+    reason = _refuses("train_baseline", root)
     assert reason.startswith("params.yaml: not UTF-8 text (byte 0xef at offset"), reason
 
 
@@ -479,11 +461,8 @@ def test_numbers_that_size_memory_threads_or_time_are_bounded_before_the_run_ope
     raw = yaml.safe_load((root / "params.yaml").read_text())
     (raw[section] if section else raw).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    before = snapshot(root)
-    reason = _refused(run_stage("train_baseline", root, stage_env(MLFLOW_TRACKING_URI=_store(tmp_path))),
-                      "train_baseline")
+    reason = _refuses("train_baseline", root, stage_env(MLFLOW_TRACKING_URI=_store(tmp_path)))
     assert reason.startswith(f"{key}: Input should be less than or equal to") and why in reason, reason
-    assert snapshot(root) == before
     assert not (tmp_path / "mlflow.db").exists()  # refused before the MLflow run (or its store) was opened
 
 
@@ -491,11 +470,8 @@ def test_journal_storage_whose_folder_cannot_be_made_is_one_line(tmp_path):
     root = tiny_project(tmp_path / "p", tracking={"enabled": False})
     _teacher(root)
     (root / "blocker").write_text("a file where the journal's folder should be")
-    before = snapshot(root)
-    reason = _refused(run_stage("search", root, stage_env(), args=["--storage", "journal:blocker/studies/x.journal"]),
-                      "search")
+    reason = _refuses("search", root, args=["--storage", "journal:blocker/studies/x.journal"])
     assert reason.startswith("search.storage: cannot use the journal file") and "blocker/studies" in reason, reason
-    assert snapshot(root) == before
 
 
 def _runs(store: str, experiment: str = "faults", **tags: str) -> list:
