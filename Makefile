@@ -53,8 +53,11 @@ promote: setup
 ui: setup
 	$(PY) -m stages.ui --port $(MLFLOW_PORT)
 
+# @ and a masked echo: the command line would show the store's password.
 server: setup
-	mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" --serve-artifacts \
+	@echo "mlflow server --backend-store-uri $$($(PY) -c 'import sys; from pipelines.core.urls import mask_url; \
+		print(mask_url(sys.argv[1]))' "$(MLFLOW_BACKEND_STORE_URI)") on http://$(MLFLOW_HOST):$(MLFLOW_PORT)"
+	@mlflow server --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" --serve-artifacts \
 		--artifacts-destination "$(MLFLOW_ARTIFACTS_DESTINATION)" \
 		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(MLFLOW_SERVER_ARGS)
 

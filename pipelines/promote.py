@@ -14,9 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipelines.core.config import read_yaml, validate
+from pipelines.core.config import load_params, parse_yaml, read_yaml, validate
 from pipelines.core.errors import ParamsError, UserError
 from pipelines.core.io import write_text
 
@@ -62,8 +60,8 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
     params_path = Path(params_path)
     if not params_path.exists():
         raise ParamsError(f"{params_path}: file not found")
+    current = load_params(params_path)  # refuses what a stage would refuse (not UTF-8, empty, ...)
     text = params_path.read_text()
-    current = validate(yaml.safe_load(text))
     promoted = current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
     if promoted != current:
         comparison = compare_to_current(current, best)
@@ -93,6 +91,6 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     new_text = buffer.getvalue()
-    validate(yaml.safe_load(new_text))  # what we write is what the stages will read
+    validate(parse_yaml(new_text, str(params_path)))  # what we write is what the stages will read
     write_text(params_path, new_text)
     return changes

@@ -59,16 +59,25 @@ def model_path(name: str) -> Path:
     return MODELS / f"{name}.pt"
 
 
-def load_checkpoint(name: str) -> Loaded:
+def load_checkpoint(ctx: Context, name: str) -> Loaded:
+    """``models/<name>.pt``, refused with one line when it is missing or was built for other data
+    than the params describe (input channels, classes), before it meets that data."""
     path = model_path(name)
     if not path.exists():
         raise CheckpointError(f"{path}: not found; run `dvc repro {WRITTEN_BY[name]}` (the stage that writes it) "
                               "first")
-    return load_model(path)
+    loaded = load_model(path)
+    got = (loaded.spec.get("in_channels"), loaded.spec.get("num_classes"))
+    want = (ctx.data.in_channels, ctx.data.num_classes)
+    if got != want:
+        raise CheckpointError(f"{path}: built for {got[0]} input channels and {got[1]} classes, but "
+                              f"data.name={ctx.params.data.name} has {want[0]} and {want[1]}; re-run "
+                              f"`dvc repro -f {WRITTEN_BY[name]}`")
+    return loaded
 
 
-def load(name: str) -> nn.Module:
-    return load_checkpoint(name).model
+def load(ctx: Context, name: str) -> nn.Module:
+    return load_checkpoint(ctx, name).model
 
 
 def data_source(params: Params) -> Path:

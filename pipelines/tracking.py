@@ -17,6 +17,7 @@ Layout in the store (DESIGN.md, Tracking):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.metadata
 import json
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,9 +39,10 @@ from typing import Any
 from pipelines.core.config import Params
 from pipelines.core.cpu import cpu_model, isa_summary
 from pipelines.core.dominance import dominates_named
-from pipelines.core.errors import TrackingError, first_line
+from pipelines.core.errors import TrackingError, error_line, first_line
 from pipelines.core.io import file_digest, project_root
 from pipelines.core.kinds import is_eager_int8
+from pipelines.core.urls import mask_url, redact, without_userinfo
 
 PIPELINE_ROLE = "pipeline"
 CHECKPOINT_TAG = "checkpoint_sha256"
@@ -58,16 +61,29 @@ def tracking_uri() -> str:
 
 
 def check_reachable(uri: str | None = None) -> None:
-    """Fail in seconds, before any compute, when a remote (``http(s)://``) tracking server does
-    not answer: MLflow's own client retries a refused connection for minutes
-    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` x backoff). An HTTP answer such as 200 or 401/403 from an
-    auth proxy counts as reachable; a refused/timed-out connection or a 5xx is a :class:`TrackingError`
-    naming the URI, and so is a 404 (something answers, but it is not an MLflow server). Local
-    stores (sqlite, file) are not probed."""
+    """Fail in seconds, before any compute, when a remote tracking store does not answer: MLflow's
+    own client retries a refused connection for minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` x
+    backoff for a server, ten attempts over ~100 s for a database). For an ``http(s)://`` server an
+    HTTP answer such as 200 or 401/403 from an auth proxy counts as reachable; a refused/timed-out
+    connection or a 5xx is a :class:`TrackingError` naming the URI (password masked), and so is a
+    404 (something answers, but it is not an MLflow server). A database URL (PostgreSQL, MySQL,
+    SQL Server) gets one connection attempt, which reports the real reason (refused, unknown host,
+    authentication failed). Local stores (sqlite, file) are not probed."""
     uri = uri or tracking_uri()
-    if not uri.lower().startswith(("http://", "https://")) or uri in _reachable:
+    if uri in _reachable:
         return
     timeout = float(os.environ.get(PROBE_TIMEOUT_ENV) or 5)
+    if uri.lower().startswith(("http://", "https://")):
+        _probe_http(uri, timeout)
+    else:
+        reason = database_unreachable(uri, timeout)
+        if reason:
+            raise TrackingError(f"MLflow tracking store {mask_url(uri)} is not reachable ({reason}); "
+                                "check the URL and the database server, or unset MLFLOW_TRACKING_URI")
+    _reachable.add(uri)
+
+
+def _probe_http(uri: str, timeout: float) -> None:
     context = None
     if uri.lower().startswith("https://"):  # honour MLflow's own TLS settings
         import ssl
@@ -76,18 +92,55 @@ def check_reachable(uri: str | None = None) -> None:
             context = ssl._create_unverified_context()  # noqa: S323 - the user asked for it
         else:
             context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+    bare, credentials = without_userinfo(uri)  # user:password@ goes in a header, as MLflow sends it
+    headers = {}
+    if credentials:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout, context=context):
+        request = urllib.request.Request(bare.rstrip("/") + "/health", headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
             pass
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 404:  # 404: whatever answers there has no MLflow /health
-            raise TrackingError(f"MLflow tracking server {uri} answers HTTP {exc.code} on /health "
+            raise TrackingError(f"MLflow tracking server {mask_url(uri)} answers HTTP {exc.code} on /health "
                                 "(is an MLflow server running there? see `make server`)") from None
     except (urllib.error.URLError, OSError, socket.timeout, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server {uri} is not reachable ({str(reason)[:120]}); "
+        reason = redact(str(getattr(exc, "reason", exc))[:120], uri)
+        raise TrackingError(f"MLflow tracking server {mask_url(uri)} is not reachable ({reason}); "
                             "start it with `make server` or unset MLFLOW_TRACKING_URI") from None
-    _reachable.add(uri)
+
+
+DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
+
+
+def database_unreachable(url: str, timeout: float) -> str | None:
+    """Why the database server of an SQLAlchemy URL (PostgreSQL, MySQL, SQL Server) cannot be
+    used, found with one connection attempt of at most ``timeout`` seconds (secrets masked), or
+    None when it can be. Other URLs (sqlite, journal files, http) are not probed: None."""
+    dialect = url.partition("://")[0].split("+")[0].lower()
+    if dialect not in DATABASE_PORTS or "://" not in url:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(without_userinfo(url)[0])
+        address = (parts.hostname, parts.port or DATABASE_PORTS[dialect])
+    except ValueError as exc:  # a port that is not a number
+        return redact(str(exc), url)
+    if address[0]:  # no host: a local socket, left to the driver
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+        except OSError as exc:
+            return redact(f"{address[0]}:{address[1]}: {exc.strerror or exc}", url)
+    import sqlalchemy
+
+    args = {"connect_timeout": max(1, round(timeout))} if dialect != "mssql" else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - driver missing, authentication, unknown database ...
+        return redact(error_line(exc), url)
+    return None
 
 
 def params_hash(params: Params) -> str:
@@ -184,7 +237,8 @@ class Run:
         if self.enabled and params:
             import mlflow
 
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()}, run_id=self.run_id)
+            # a URL (search.storage) is logged with its password masked
+            mlflow.log_params({k: mask_url(str(v))[:500] for k, v in params.items()}, run_id=self.run_id)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None, model_id: str | None = None) -> None:
         """Every number of ``metrics`` under its dotted path (nested dicts flattened, strings
@@ -204,7 +258,7 @@ class Run:
         if self.enabled and tags:
             from mlflow.entities import RunTag
 
-            self._client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self._client().log_batch(self.run_id, tags=[RunTag(k, mask_url(str(v))) for k, v in tags.items()])
 
     def set_description(self, markdown: str) -> None:
         """The run's description (rendered as Markdown on its overview page)."""
@@ -290,7 +344,7 @@ def experiment_id(name: str) -> str:
         exp_id = exp.experiment_id if exp else client.create_experiment(name)
         client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
     except Exception as exc:  # noqa: BLE001 - any store failure becomes one clear line
-        raise TrackingError(f"MLflow store {uri} is not usable: {first_line(exc)}") from None
+        raise TrackingError(f"MLflow store {mask_url(uri)} is not usable: {redact(first_line(exc), uri)}") from None
     return exp_id
 
 
@@ -463,12 +517,26 @@ def mark_killed(exp_id: str, parent: str | None, stage: str) -> None:
     stale = client.search_runs(
         [exp_id], filter_string=(f"tags.mlflow.parentRunId = '{parent}' and tags.stage = '{stage}' "
                                  "and attributes.status = 'RUNNING'"), max_results=50)
-    host = socket.gethostname()
     for run in stale:
-        tags = run.data.tags
-        pid = tags.get("host.pid", "")
-        if tags.get("host.name") == host and pid.isdigit() and not _alive(int(pid)):
+        if _dead_here(run):
             client.set_terminated(run.info.run_id, "KILLED")
+            # its nested runs (a search's trials) died with it
+            for child in client.search_runs([exp_id], filter_string=(
+                    f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'")):
+                if _dead_here(child):
+                    client.set_terminated(child.info.run_id, "KILLED")
+
+
+def _process_tags() -> dict[str, str]:
+    """Which process on which host a run belongs to (see :func:`mark_killed`)."""
+    return {"host.name": socket.gethostname(), "host.pid": str(os.getpid())}
+
+
+def _dead_here(run: Any) -> bool:
+    """Started on this host by a process that no longer exists."""
+    tags = run.data.tags
+    pid = tags.get("host.pid", "")
+    return tags.get("host.name") == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 @contextmanager
@@ -484,7 +552,7 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     parent = pipeline_parent(exp_id, params=params)
     mark_killed(exp_id, parent, stage)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
-            "host.name": socket.gethostname(), "host.pid": str(os.getpid()), **environment_tags()}
+            **_process_tags(), **environment_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
     with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent,
@@ -496,7 +564,11 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
             section, _, field = key.partition(".")
             logged.update(flatten(key, raw[section][field] if field else raw[section]))
         run.log_params(logged)
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:  # Ctrl-C: the user stopped it, it did not fail
+            mlflow.end_run("KILLED")
+            raise
 
 
 @contextmanager
@@ -512,11 +584,11 @@ def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None,
     client = mlflow.MlflowClient(tracking_uri())
     info = client.get_run(parent.run_id).info
     created = client.create_run(info.experiment_id, run_name=name,
-                                tags={"mlflow.parentRunId": parent.run_id, **(tags or {})})
+                                tags={"mlflow.parentRunId": parent.run_id, **_process_tags(), **(tags or {})})
     run = Run(created.info.run_id, info.experiment_id, parent.run_id)
     try:
         yield run
     except BaseException as exc:
-        client.set_terminated(run.run_id, "KILLED" if isinstance(exc, stopped) else "FAILED")
+        client.set_terminated(run.run_id, "KILLED" if isinstance(exc, (KeyboardInterrupt, *stopped)) else "FAILED")
         raise
     client.set_terminated(run.run_id, "FINISHED")

@@ -12,7 +12,7 @@ from pipelines.tracking import link_model_metrics
 
 def body(ctx, run):
     cfg = ctx.params.benchmark
-    models = {name: stage.load(name) for name in CHAIN}
+    models = {name: stage.load(ctx, name) for name in CHAIN}
     accuracy = {name: ctx.accuracy(model) for name, model in models.items()}
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg)

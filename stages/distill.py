@@ -5,7 +5,7 @@ from pipelines.workflow import distill_student
 
 
 def body(ctx, run):
-    outcome = distill_student(ctx, stage.load("teacher"))
+    outcome = distill_student(ctx, stage.load(ctx, "teacher"))
     stage.write_outputs(ctx, run, "distill", outcome.metrics, model=outcome.student, model_name="student",
                         spec=ctx.spec("student"), history=outcome.history.rows)
 

@@ -6,7 +6,7 @@ from pipelines.workflow import prune_student
 
 
 def body(ctx, run):
-    student = stage.load_checkpoint("student")
+    student = stage.load_checkpoint(ctx, "student")
     outcome = prune_student(ctx, student.model)
     table = write_json(stage.REPORTS / "prune_layers.json", outcome.table)
     steps = write_json(stage.PLOTS / "prune_steps.json", outcome.steps)

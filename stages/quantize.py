@@ -7,7 +7,7 @@ from pipelines.workflow import quantize_model
 
 
 def body(ctx, run):
-    pruned = stage.load_checkpoint("pruned")
+    pruned = stage.load_checkpoint(ctx, "pruned")
     model, metrics = quantize_model(ctx, pruned.model)
     quant = recipe(ctx.params.quantize)
     metrics = {**metrics, "method": ctx.params.quantize.method, "engine": ctx.params.quantize.engine}

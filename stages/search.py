@@ -32,7 +32,7 @@ def _opens_pipeline() -> bool:
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         if not params.tracking.enabled:
             return False
-        return pipeline_parent(_experiment_id(params.tracking.experiment), create=False) is None
+        return pipeline_parent(experiment_id(params.tracking.experiment), create=False) is None
     except Exception:  # noqa: BLE001 - stage.main reports params/store errors properly
         return False
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--worker with --n-trials 0 would do nothing; drop --worker to write the outputs")
 
     def body(ctx, run):
-        run_search(ctx.params, stage.load("teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
+        run_search(ctx.params, stage.load(ctx, "teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
                    timeout_s=args.timeout, storage=args.storage, worker=args.worker,
                    plots_dir=stage.REPORTS / "search_plots")
 

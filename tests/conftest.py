@@ -8,6 +8,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -97,15 +100,7 @@ def stage_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout: int = 300,
-              args: list[str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m stages.<name>`` in ``root``, as DVC would run it."""
-    return subprocess.run([sys.executable, "-m", f"stages.{name}", *(args or [])], cwd=root,
-                          env=env if env is not None else stage_env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+def one_error_line(proc: Finished | subprocess.CompletedProcess, code: int = 2) -> str:
     """Assert the process ended with ``code`` and printed exactly one line (no traceback) on
     stderr; return that line."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -177,3 +172,67 @@ def missing_system_dependency(reason: str) -> None:
     if under_ci():
         pytest.fail(f"{reason} (under CI `make test` must provide it)", pytrace=False)
     pytest.skip(reason)
+
+
+# --- stage processes: how a user meets bad input ------------------------------------------------
+
+TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False}}
+STAGE_TIMEOUT_S = 60  # no stage that refuses its input may take longer (issue 14's bar)
+STAGE_MAX_RSS_MIB = 2048  # ... or hold more memory
+
+
+def tiny_project(root: Path, **sections) -> Path:
+    """``root`` with the committed params.yaml, shortened by :data:`TINY` and ``sections``."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, values in {**TINY, **sections}.items():
+        raw[name].update(values)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return root
+
+
+@dataclass
+class Finished:
+    """A finished stage process, with its wall time and its own peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+    peak_rss_mib: float
+
+
+def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout: float = 300,
+              args: list[str] | None = None) -> Finished:
+    """``python -m stages.<name>`` in ``root``, as DVC would run it; killed after ``timeout`` seconds."""
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{name}", *(args or [])], cwd=root,
+                            env=env if env is not None else stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    chunks: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda key, pipe: chunks.__setitem__(key, pipe.read()), args=(key, pipe))
+               for key, pipe in (("out", proc.stdout), ("err", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    started = time.perf_counter()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4: this process's own peak RSS (Linux: KiB)
+    wall = time.perf_counter() - started
+    killer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    return Finished(proc.returncode, chunks["out"].decode(errors="replace"), chunks["err"].decode(errors="replace"),
+                    wall, usage.ru_maxrss / 1024)
+
+
+def within_bounds(proc: Finished) -> None:
+    """The bar for a stage facing hostile input: done in seconds, in bounded memory."""
+    assert proc.wall_s < STAGE_TIMEOUT_S, f"took {proc.wall_s:.0f}s"
+    assert proc.peak_rss_mib < STAGE_MAX_RSS_MIB, f"peak RSS {proc.peak_rss_mib:.0f} MiB"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (to prove nothing was written)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

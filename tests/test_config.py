@@ -32,6 +32,8 @@ def test_committed_params_validate_and_spell_out_every_section():
         (lambda r: r["benchmark"].update(inductor={"no_such_knob": True}), "benchmark.inductor",
          "not a torch._inductor.config setting"),
         (lambda r: r["benchmark"].update(inductor={"freezing": False}), "benchmark.inductor", "own setting"),
+        (lambda r: r["benchmark"].update(inductor={"cpp.threads": 10**12}), "benchmark.inductor",
+         "threads up to"),
         (lambda r: r["benchmark"].update(inductor={"autotune_local_cache": True}), "benchmark.inductor",
          "own setting"),
         (lambda r: r["benchmark"].update(inductor={"cpp_wrapper": True}), "benchmark.inductor",

@@ -280,7 +280,8 @@ def test_torchvision_deterministic_and_capped(tmp_path, name):
 
 
 def test_stock_cifar10_rejects_non_release_files(tmp_path):
-    """Why pipelines.data reads CIFAR-10 through an md5-free subclass when download is off."""
+    """Why pipelines.data reads CIFAR-10 itself (restricted unpickler, no md5 of the release) when
+    download is off; tests/test_hostile.py shows that a batch whose pickle runs code is refused."""
     write_cifar10(tmp_path)
     with pytest.raises(RuntimeError, match="not found or corrupted"):
         tvd.CIFAR10(root=str(tmp_path), train=True, download=False)

@@ -21,28 +21,11 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-import yaml
 
 from pipelines.compression.checkpoint import load_model
 from pipelines.tracking import PROBE_TIMEOUT_ENV, check_reachable
 from pipelines.core.errors import TrackingError
-from tests.conftest import FAST, ROOT, one_error_line, run_stage, stage_env, venv_env
-
-TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False}}
-
-
-def _project(root: Path, **sections) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in {**TINY, **sections}.items():
-        raw[name].update(values)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return root
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
+from tests.conftest import one_error_line, run_stage, snapshot, stage_env, tiny_project
 
 def _closed_port() -> int:
     with socket.socket() as sock:
@@ -75,17 +58,17 @@ def test_probe_silent_server_fails_after_its_timeout(monkeypatch):
 
 
 def test_unreachable_server_stops_the_stage_fast_with_one_line_and_writes_nothing(tmp_path):
-    root = _project(tmp_path / "p")
+    root = tiny_project(tmp_path / "p")
     (root / "models").mkdir()
     (root / "models" / "teacher.pt").write_bytes(b"previous output")
-    before = _files(root)
+    before = snapshot(root)
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.perf_counter()
     proc = run_stage("train_baseline", root, stage_env(MLFLOW_TRACKING_URI=uri))
     elapsed = time.perf_counter() - started
     line = one_error_line(proc)
     assert line.startswith("train_baseline: error: MLflow tracking server ") and uri in line, line
-    assert _files(root) == before  # no checkpoint, metrics, plots or local store
+    assert snapshot(root) == before  # no checkpoint, metrics, plots or local store
     print(f"\nunreachable tracking server: stage exited 2 after {elapsed:.1f}s (interpreter start "
           "and imports included)")
     assert elapsed < 60, f"took {elapsed:.0f}s: the probe did not cut MLflow's retries short"
@@ -121,7 +104,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def test_sigkill_mid_training_then_rerun_completes(tmp_path):
-    root = _project(tmp_path / "p", train={"epochs": 500})
+    root = tiny_project(tmp_path / "p", train={"epochs": 500})
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     # the first epoch's summary (val_acc=) is on the progress bar: training is under way
     proc = _start_until([sys.executable, "-m", "stages.train_baseline"], root, env, "val_acc=")
@@ -129,7 +112,7 @@ def test_sigkill_mid_training_then_rerun_completes(tmp_path):
     leftovers = {p.name for p in root.rglob("*") if p.is_file()}
     assert leftovers == {"params.yaml"}, leftovers  # no checkpoint, no metrics, not even a temp file
 
-    _project(root)  # the user shortens the run and starts again
+    tiny_project(root)  # the user shortens the run and starts again
     done = run_stage("train_baseline", root, env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_model(root / "models" / "teacher.pt").model is not None
@@ -159,18 +142,18 @@ runpy.run_module("stages.train_baseline", run_name="__main__")
 
 
 def test_sigkill_while_writing_the_checkpoint_leaves_the_previous_one(tmp_path):
-    root = _project(tmp_path / "p", tracking={"enabled": False})
+    root = tiny_project(tmp_path / "p", tracking={"enabled": False})
     env = stage_env()
     first = run_stage("train_baseline", root, env)
     assert first.returncode == 0, first.stderr[-3000:]
-    previous = _files(root)
+    previous = snapshot(root)
 
     proc = _start_until([sys.executable, "-c", SLOW_SAVE], root, env, "HALF-WRITTEN")
     _kill(proc)
     partial = [p for p in (root / "models").iterdir() if p.name != "teacher.pt"]
     assert len(partial) == 1 and partial[0].name.startswith(".teacher.pt.")  # the half-written temp
     assert partial[0].stat().st_size < len(previous["models/teacher.pt"])
-    assert _files(root) == {**previous, str(partial[0].relative_to(root)): partial[0].read_bytes()}
+    assert snapshot(root) == {**previous, str(partial[0].relative_to(root)): partial[0].read_bytes()}
     # readers only ever open models/teacher.pt: still the complete previous checkpoint
     assert load_model(root / "models" / "teacher.pt").model is not None
     x = torch.randn(2, 1, 8, 8)
@@ -181,7 +164,7 @@ def test_sigkill_while_writing_the_checkpoint_leaves_the_previous_one(tmp_path):
 # --- corrupted checkpoint at stage level ----------------------------------------------------
 
 def test_truncated_teacher_stops_distill_with_one_line_naming_the_file(tmp_path):
-    root = _project(tmp_path / "p")
+    root = tiny_project(tmp_path / "p")
     env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     from pipelines.compression.checkpoint import save_model
     from pipelines.models import CNN
@@ -190,7 +173,7 @@ def test_truncated_teacher_stops_distill_with_one_line_naming_the_file(tmp_path)
             "num_classes": 10}
     path = save_model(root / "models" / "teacher.pt", CNN(1, 10, [16, 32]), spec)
     path.write_bytes(path.read_bytes()[:200])
-    before = _files(root)
+    before = snapshot(root)
     line = one_error_line(run_stage("distill", root, env))
     assert line.startswith("distill: error: models/teacher.pt: not a readable checkpoint"), line
-    assert _files(root) == before  # no student, no metrics
+    assert snapshot(root) == before  # no student, no metrics

@@ -6,17 +6,18 @@ names the dotted key, the bad value and what is allowed (:class:`ParamsError`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipelines.core.errors import ParamsError
 from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CppWrapper
+from pipelines.core.yaml_files import parse_yaml, read_yaml
 
-__all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "read_yaml", "validate"]
+__all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "parse_yaml", "read_yaml", "validate"]
 
 PARAMS_FILE = "params.yaml"
 
@@ -45,9 +46,26 @@ def _numeric(annotation: Any) -> bool:
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# Upper bounds for every number that sizes memory, threads or time: a typo such as 10**9 stops at
+# validation with the reason (appended to the error line from the field's description), instead of
+# a MemoryError, a frozen machine or a run of years.
+try:
+    CORES = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups)
+except AttributeError:  # not Linux
+    CORES = os.cpu_count() or 1
+MAX_THREADS = max(2, CORES)  # 2: the committed default must validate on a 1-core machine too
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 1000
+SEED_WHY = "numpy's RandomState, which draws the data splits, takes 32-bit seeds"
+EPOCHS_WHY = f"{MAX_EPOCHS} full passes are days of CPU time already"
+BATCH_WHY = "one batch of images and its activations is held in memory at once"
+INDUCTOR_THREAD_SETTINGS = ("cpp.threads", "compile_threads")  # benchmark.inductor keys that size threads
+Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS, description=EPOCHS_WHY)]
+NonNegEpochs = Annotated[int, Field(ge=0, le=MAX_EPOCHS, description=EPOCHS_WHY)]
+Width = Annotated[int, Field(gt=0, le=2048)]
 
 
 class DataConfig(Section):
@@ -56,19 +74,20 @@ class DataConfig(Section):
     download: bool = False
     val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
-    batch_size: PositiveInt = 64
+    batch_size: Annotated[int, Field(gt=0, le=8192, description=BATCH_WHY)] = 64
     max_train_samples: PositiveInt | None = None
 
 
 class ModelConfig(Section):
     arch: Literal["cnn", "resnet18", "mobilenet_v2"] = "cnn"
-    channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=6)] = [32, 64, 128]
+    channels: Annotated[list[Width], Field(min_length=1, max_length=6, description=(
+        "a 3x3 convolution between two layers 2048 wide already holds 38M weights (150 MB)"))] = [32, 64, 128]
     depth: Annotated[int, Field(ge=1, le=4)] = 1
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 class TrainConfig(Section):
-    epochs: PositiveInt = 12
+    epochs: Epochs = 12
     lr: PositiveFloat = 3e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -78,7 +97,7 @@ class TrainConfig(Section):
 class DistillConfig(Section):
     temperature: PositiveFloat = 4.0
     alpha: Fraction = 0.3
-    epochs: PositiveInt = 20
+    epochs: Epochs = 20
     lr: PositiveFloat = 3e-3
     cache_teacher_logits: bool = True
     compare_without_kd: bool = True
@@ -88,7 +107,7 @@ class PruneConfig(Section):
     method: Literal["l1_unstructured", "ln_structured", "channel"] = "channel"
     amount: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     steps: Annotated[int, Field(ge=1, le=20)] = 2
-    finetune_epochs: NonNegInt = 3
+    finetune_epochs: NonNegEpochs = 3
     lr: PositiveFloat = 1e-3
 
 
@@ -97,8 +116,8 @@ class QuantizeConfig(Section):
     engine: Literal["eager", "pt2e"] = "eager"
     observer: Literal["minmax", "histogram"] = "histogram"
     per_channel: bool = True
-    calibration_batches: PositiveInt = 8
-    qat_epochs: PositiveInt = 2
+    calibration_batches: Annotated[int, Field(gt=0, le=10_000, description=BATCH_WHY)] = 8
+    qat_epochs: Epochs = 2
     qat_lr: PositiveFloat = 1e-4
 
 
@@ -108,10 +127,11 @@ DeployRuntime = Literal[(FASTEST, *get_args(Runtime))]  # type: ignore[valid-typ
 
 
 class BenchmarkConfig(Section):
-    batch_size: PositiveInt = 64
-    num_threads: PositiveInt = 2
-    warmup: NonNegInt = 10
-    iters: PositiveInt = 60
+    batch_size: Annotated[int, Field(gt=0, le=4096, description=BATCH_WHY)] = 64
+    num_threads: Annotated[int, Field(gt=0, le=MAX_THREADS, description=(
+        f"more threads than the {CORES} cores this process may use only oversubscribe them and distort every latency"))] = 2
+    warmup: Annotated[int, Field(ge=0, le=10_000, description="calls of each variant, one after another")] = 10
+    iters: Annotated[int, Field(gt=0, le=100_000, description="timed calls of each variant, one after another")] = 60
     runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default"]
     # The runtime the final model is judged on (headline latency, speedup, the search's latency
     # objective): `fastest` of the measured ones, or one entry of `runtimes`.
@@ -173,6 +193,9 @@ class BenchmarkConfig(Section):
                 raise ValueError(f"{key!r} is not a torch._inductor.config setting")
             if isinstance(known[key], bool) != isinstance(setting, bool):
                 raise ValueError(f"{key!r} takes a {type(known[key]).__name__}, got {setting!r}")
+            if key in INDUCTOR_THREAD_SETTINGS and (not isinstance(setting, int) or setting > MAX_THREADS):
+                raise ValueError(f"{key!r} takes a whole number of threads up to {MAX_THREADS} (got {setting!r}); "
+                                 f"more than the {CORES} cores this process may use only oversubscribe them")
         return value
 
 
@@ -204,7 +227,7 @@ class SearchConfig(Section):
     study_name: str = "compression"
     storage: str | None = None
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
-    n_trials: PositiveInt = 12
+    n_trials: Annotated[int, Field(gt=0, le=100_000, description="each trial trains a model")] = 12
     timeout_s: PositiveFloat | None = None
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     max_latency_ms: PositiveFloat | None = None
@@ -236,7 +259,7 @@ class TrackingConfig(Section):
 
 
 class Params(Section):
-    seed: NonNegInt = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED, description=SEED_WHY)] = 0
     data: DataConfig = DataConfig()
     teacher: ModelConfig = ModelConfig(channels=[64, 128, 256], depth=2)
     student: ModelConfig = ModelConfig(channels=[32, 64, 128], depth=1)
@@ -268,6 +291,17 @@ def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
     sub = getattr(params, section, None) if section in Params.model_fields else None
     if not isinstance(sub, BaseModel) or field not in type(sub).model_fields:
         raise ValueError(f"{where}: {key!r} is not a params key (use section.field, e.g. prune.amount)")
+    kind = _number_kind(type(sub).model_fields[field].annotation)
+    fits = {"int": ("int", "categorical"), "float": ("float", "int", "categorical")}.get(kind, ("categorical",))
+    if dim.type not in fits:
+        takes = {"int": "a whole number", "float": "a number"}.get(kind, "one of a set of values")
+        raise ValueError(f"{where}: type {dim.type} does not fit {key}, which takes {takes}; "
+                         f"use type: {' or '.join(fits)}")
+    if dim.type == "int":
+        for name in ("low", "high", "step"):
+            value = getattr(dim, name)
+            if value is not None and not float(value).is_integer():
+                raise ValueError(f"{where}: type int needs a whole {name} (got {value!r})")
     values = dim.choices if dim.type == "categorical" else [dim.low, dim.high]
     base = apply_overrides(params.model_dump(), {"search.space": {}})  # no recursion into the space
     for value in values:
@@ -275,6 +309,16 @@ def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
             validate(apply_overrides(base, {key: value}))
         except ParamsError as exc:
             raise ValueError(f"{where}: value {value!r} is invalid for {key} ({exc})") from None
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """``int`` or ``float`` for a (possibly Optional/Annotated) number field, else None."""
+    while get_origin(annotation) in (Annotated, Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) != 1 and get_origin(annotation) is not Annotated:
+            return None
+        annotation = args[0]
+    return {int: "int", float: "float"}.get(annotation)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -331,10 +375,31 @@ def _format_error(err: ValidationError) -> str:
         msg = f"unknown value; allowed: {first['ctx']['expected']}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if not first["loc"]:  # model-level check: the message already names its dotted key
+    if not first["loc"] and first["type"] == "value_error":  # model-level check: it names its dotted key
         return msg
+    why = _bound_reason(first)
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg} (got {_shown(value)}){more}"
+    return f"{loc}: {msg}{why} (got {_shown(value)}){more}"
+
+
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long"}
+
+
+def _bound_reason(error: dict[str, Any]) -> str:
+    """``; <why>`` from the description of the field an out-of-bounds error is about (list items
+    take their list's), or ''."""
+    if error["type"] not in _BOUND_ERRORS:
+        return ""
+    model: Any = Params
+    info = None
+    for part in error["loc"]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return ""
+        info = model.model_fields[part]
+        model = info.annotation
+    return f"; {info.description}" if info is not None and info.description else ""
 
 
 def _non_string_key(raw: dict[Any, Any], where: tuple[Any, ...] = ()) -> str | None:
@@ -367,18 +432,9 @@ def validate(raw: Any) -> Params:
         raise ParamsError(_one_line(_format_error(err))) from None
 
 
-def read_yaml(path: str | Path, missing: str = "file not found") -> Any:
-    """A YAML file's content, or a one-line :class:`ParamsError` naming the file (and line)."""
-    path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: {missing}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-
-
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    return validate(read_yaml(path))
+    raw = read_yaml(path)
+    if raw is None or raw == {}:  # an empty file would otherwise train with every default
+        raise ParamsError(f"{path}: no sections; an empty file would run everything on defaults: write the "
+                          "sections to use (the committed params.yaml has them all)")
+    return validate(raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,26 @@ def file_digest(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+def write_dir(path: str | Path, fill: Callable[[Path], list[Path]]) -> list[Path]:
+    """Call ``fill(tmp_dir)`` (it writes files there and returns them), then put that folder in
+    the place of ``path`` as a whole: a reader finds the old folder complete, none for an instant,
+    or the new one, never a mix. Returns the files at their final paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = staging.with_suffix(".old")
+    try:
+        files = fill(staging)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(staging, path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return [path / Path(f).relative_to(staging) for f in files]
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -49,6 +49,20 @@ class _DropKnown(logging.Filter):
         return not any(p.search(message) for p in self.patterns)
 
 
+class _UserErrorTrials(logging.Filter):
+    """Optuna logs every failed trial as a warning with the traceback and then once more ("failed
+    with value None"). A trial that failed on a user error (a diverging loss, an invalid
+    combination) is one line already, printed by the objective with its reason: drop Optuna's
+    two. A trial that failed on anything else (a bug) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipelines.core.errors import UserError
+
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            return False
+        return not re.fullmatch(r"Trial \d+ failed with value None\.", record.getMessage())
+
+
 _OFFLINE_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -66,6 +80,9 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnown) for f in logger.filters):
             logger.addFilter(_DropKnown(patterns))
+    optuna_trials = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _UserErrorTrials) for f in optuna_trials.filters):
+        optuna_trials.addFilter(_UserErrorTrials())
     # Inductor's int8 weight lowering copies a tensor with torch.tensor(); internal, harmless.
     warnings.filterwarnings("ignore", message=r"To copy construct from a tensor", category=UserWarning,
                             module=r"torch\._inductor\.mkldnn_lowerings")

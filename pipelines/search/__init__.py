@@ -47,15 +47,15 @@ from pipelines.search.current import Comparison, compare_to_current, current_tri
 from pipelines.search.fidelity import Fidelity, make_pruner
 from pipelines.search.pareto import (SELECTION_RULE, dominates, feasible_front, first_feasible, hypervolume,
                                      pick_best, trial_record)
-from pipelines.search.run import run_search
+from pipelines.search.run import SearchError, run_search
 from pipelines.search.space import in_space, suggest, to_optuna
-from pipelines.search.storage import (DIRECTIONS, STORAGE_ENV, directions, display_url, heartbeat_settings,
+from pipelines.search.storage import (DIRECTIONS, STORAGE_ENV, directions, heartbeat_settings,
                                       make_sampler, make_storage, open_study, storage_url)
 from pipelines.search.trial import Baseline, Objective, context_fingerprint, measure_latency, run_chain, state_hash
 
-__all__ = ["DIRECTIONS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Comparison", "Fidelity", "Objective",
+__all__ = ["DIRECTIONS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Comparison", "Fidelity", "Objective", "SearchError",
            "SearchOutcome", "best_params_yaml", "compare_to_current", "constraint_values", "context_fingerprint",
-           "current_trial", "directions", "display_url", "dominates", "enqueue_current", "feasible_front",
+           "current_trial", "directions", "dominates", "enqueue_current", "feasible_front",
            "first_feasible", "heartbeat_settings", "hypervolume", "in_space", "is_feasible", "make_pruner",
            "make_sampler", "make_storage", "measure_latency", "open_study", "pick_best", "run_chain", "run_search",
            "state_hash", "storage_url", "suggest", "summarize", "to_optuna", "trial_record", "write_outputs",

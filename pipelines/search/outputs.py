@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipelines.core.config import Params
 from pipelines.core.errors import error_line
-from pipelines.core.io import atomic_write, write_json, write_text
+from pipelines.core.io import atomic_write, write_dir, write_json, write_text
 from pipelines.search.attrs import metrics_of, overrides_of
 from pipelines.search.constraints import is_feasible
 from pipelines.search.current import current_trial
@@ -83,9 +83,19 @@ def summarize(study: optuna.Study, context: str | None, params: Params | None = 
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
                   meta: dict[str, Any] | None = None, plots_dir: Path | None = None) -> list[Path]:
     """``pareto.json``, ``best_params.yaml`` (when any trial is feasible), Pareto-front and
-    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``), replacing
+    ``out_dir`` as a whole: nothing of an earlier search (a plot this one cannot draw) stays
+    beside them."""
+    files = write_dir(out_dir, lambda staging: _write_outputs(outcome, staging, objectives, meta,
+                                                              with_plots=plots_dir is None))
+    if plots_dir is not None:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        files += write_plots(outcome, Path(plots_dir), objectives)
+    return files
+
+
+def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
+                   meta: dict[str, Any] | None, with_plots: bool) -> list[Path]:
     study = outcome.study
     files = [write_json(out_dir / "pareto.json", {
         "study": study.study_name,
@@ -100,12 +110,11 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
                     "overrides": overrides_of(t),
                     "val_accuracy_curve": t.user_attrs.get("val_accuracy_curve", [])} for t in outcome.pruned],
     })]
-    best_path = out_dir / "best_params.yaml"
     if outcome.best is not None:
-        files.append(write_text(best_path, best_params_yaml(outcome.best, study.study_name, outcome.current)))
-    else:
-        best_path.unlink(missing_ok=True)
-    files += write_plots(outcome, Path(plots_dir or out_dir), objectives)
+        files.append(write_text(out_dir / "best_params.yaml",
+                                best_params_yaml(outcome.best, study.study_name, outcome.current)))
+    if with_plots:
+        files += write_plots(outcome, out_dir, objectives)
     return files
 
 

@@ -16,14 +16,19 @@ from torch import nn
 
 from pipelines import tracking
 from pipelines.core.config import Params
-from pipelines.core.errors import ParamsError
+from pipelines.core.errors import ParamsError, UserError
+from pipelines.core.urls import mask_url
 from pipelines.search.attrs import describe_study, metrics_of
 from pipelines.search.outputs import SearchOutcome, summarize, write_outputs
 from pipelines.search.current import check_inside, current_trial, enqueue_current
 from pipelines.search.fidelity import Fidelity
-from pipelines.search.storage import DIRECTIONS, display_url, make_storage, open_study, storage_url
+from pipelines.search.storage import DIRECTIONS, make_storage, open_study, storage_url
 from pipelines.search.trial import Baseline, Objective, context_fingerprint, run_chain
 from pipelines.training.context import Context
+
+
+class SearchError(UserError, RuntimeError):
+    """The search itself failed: every trial it ran raised."""
 
 
 def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: Path, *,
@@ -35,7 +40,8 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     write the outputs. A context without a trial of the current configuration gets one enqueued
     first; ``search.pruner`` stops hopeless trials (see :mod:`pipelines.search.fidelity`). On
     Ctrl-C the finished trials stay in storage, the outputs are written from them, and the
-    interrupt propagates.
+    interrupt propagates. When every trial this call ran failed,
+    a :class:`SearchError` says why and the previous outputs stay as they were.
 
     ``worker=True`` is one of many processes sharing the study: its sampler seed also depends on
     the host and process (workers that start together must not draw the same trials), and it
@@ -56,7 +62,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     fidelity = Fidelity(study.study_name, context, cfg.pruner,
                         storage=make_storage(url, heartbeat=False) if isinstance(url, str) else store)
     objective = Objective(params, baseline, run, chain, fidelity)
-    shown = display_url(url) if isinstance(url, str) else "<storage>"
+    shown = mask_url(url) if isinstance(url, str) else "<storage>"
     done_before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                 TrialState.FAIL)))
     # Workers that start together would each enqueue it (Optuna has no atomic "enqueue once"):
@@ -84,6 +90,9 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     except KeyboardInterrupt as exc:
         interrupted = exc
         print("[search] interrupted: finished trials are kept; re-run to resume", flush=True)
+    if interrupted is None and objective.failures and not objective.completed:
+        raise SearchError(f"all {len(objective.failures)} trials failed (first: {objective.failures[0]}); "
+                          f"{out_dir} is left as it was")
     outcome = summarize(study, objective.context, params)
     meta = {"context": objective.context, "pruner": cfg.pruner,
             "teacher_val_accuracy": baseline.teacher_val_accuracy,

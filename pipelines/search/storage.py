@@ -13,6 +13,8 @@ import optuna
 from pipelines.core.config import Params, SearchConfig
 from pipelines.core.errors import ParamsError, error_line
 from pipelines.core.io import project_root
+from pipelines.core.urls import mask_url, redact
+from pipelines.tracking import PROBE_TIMEOUT_ENV, database_unreachable
 
 STORAGE_ENV = "OPTUNA_STORAGE"
 HEARTBEAT_ENV, GRACE_ENV = "OPTUNA_HEARTBEAT_INTERVAL", "OPTUNA_GRACE_PERIOD"
@@ -25,15 +27,6 @@ DIRECTIONS = {"val_accuracy": "maximize", "latency_ms_p50": "minimize", "size_mb
 def storage_url(cfg: SearchConfig) -> str:
     """``$OPTUNA_STORAGE``, else ``search.storage``, else ``sqlite:///<project root>/optuna.db``."""
     return os.environ.get(STORAGE_ENV) or cfg.storage or f"sqlite:///{project_root() / 'optuna.db'}"
-
-
-def display_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs, MLflow tags and error lines)."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
 
 
 def _positive_int_env(name: str, default: int) -> int:
@@ -90,16 +83,23 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
 
         path = Path(url.removeprefix("journal:"))
         path = path if path.is_absolute() else project_root() / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ParamsError(f"search.storage: cannot use the journal file {str(path)!r} "
+                              f"({type(exc).__name__}: {exc.strerror or exc})") from None
     if "://" not in url:
         raise ParamsError(f"search.storage: {url!r} is not an Optuna storage URL "
                           "(use sqlite:///path.db, postgresql://..., or journal:path)")
     beats = heartbeat_settings() if heartbeat else None
+    reason = database_unreachable(url, float(os.environ.get(PROBE_TIMEOUT_ENV) or 5))
+    if reason:  # in seconds, with the driver's own reason, instead of a hang on a silent host
+        raise ParamsError(f"search.storage: cannot open {mask_url(url)!r} ({reason})")
     try:
         return _rdb_storage(url, beats)
     except Exception as exc:  # noqa: BLE001 - any driver/connection problem becomes one line
-        raise ParamsError(f"search.storage: cannot open {display_url(url)!r} ({error_line(exc)})") from None
+        raise ParamsError(f"search.storage: cannot open {mask_url(url)!r} ({redact(error_line(exc), url)})") from None
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -129,7 +129,7 @@ def open_study(params: Params, sampler: str | None = None, storage: str | optuna
         existing = None
     if existing is not None and [d.name.lower() for d in existing.directions] != wanted:
         got = [d.name.lower() for d in existing.directions]
-        raise ParamsError(f"search.study_name: study {name!r} in {display_url(url) if isinstance(url, str) else 'storage'} "
+        raise ParamsError(f"search.study_name: study {name!r} in {mask_url(url) if isinstance(url, str) else 'storage'} "
                           f"optimizes {got}, but search.objectives {list(cfg.objectives)} needs {wanted}; "
                           "pick another search.study_name")
     # A resumed study must not replay the first run's random draws: offset the seed by the

@@ -182,6 +182,8 @@ class Objective:
         self.fidelity = fidelity
         self.set_keys = list(params.search.space)
         self.context = context_fingerprint(params, baseline.teacher_hash, self.set_keys)
+        self.completed = 0  # trials this process finished, and the reasons of those that failed
+        self.failures: list[str] = []
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         cfg = self.params.search
@@ -200,7 +202,7 @@ class Objective:
                 try:
                     trial_params = self.params.with_overrides(overrides)
                 except ParamsError as exc:
-                    raise ValueError(f"invalid combination: {exc}") from None
+                    raise ParamsError(f"invalid combination: {exc}") from None
                 metrics = self.chain(self.baseline, trial_params, curve)
                 values = tuple(float(metrics[name]) for name in cfg.objectives)
                 bad = [n for n, v in zip(cfg.objectives, values) if not math.isfinite(v)]
@@ -223,6 +225,7 @@ class Objective:
             except BaseException as exc:
                 reason = error_line(exc)
                 trial.set_user_attr("fail_reason", reason)
+                self.failures.append(reason)
                 child.set_tags({"state": "FAIL", "fail_reason": reason})
                 child.log_metrics({"duration_s": time.perf_counter() - started})
                 if curve is not None:
@@ -231,6 +234,7 @@ class Objective:
                     print(f"[search] trial {trial.number} failed: {reason}", flush=True)
                 raise
             feasible = is_feasible(constraints)
+            self.completed += 1
             record_result(trial, metrics, constraints, feasible, child.url)
             trial.set_user_attr("test_accuracy", metrics["accuracy"])  # reported only: never read by the search
             if curve is not None:
