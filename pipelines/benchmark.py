@@ -17,6 +17,12 @@ Runtimes (``benchmark.runtimes``):
   which costs tens of seconds per graph on a small CPU (see ``bench/`` and the README).
 - ``compile-<mode>-fp16`` / ``-bf16``: added automatically when CUDA is present, for float models
   only: the model on the GPU, compiled the same way, run under ``torch.autocast`` (Tensor Cores).
+- ``eager-cpu-bf16`` / ``compile-<mode>-cpu-bf16``: float models on the CPU under
+  ``torch.autocast("cpu", bfloat16)`` (oneDNN bf16 kernels, AMX where present); skipped with the
+  reason on a CPU without native bf16 (:mod:`pipelines.measurement.deploy.cpu`).
+- deploy targets ``ort-fp32``, ``ort-int8``, ``ov-fp32``, ``ov-bf16``, ``ov-int8``, ``aoti``
+  (ONNX Runtime, OpenVINO, AOTInductor): built by :mod:`pipelines.measurement.deploy` and timed in
+  the same interleaved loop, every runtime on ``num_threads`` threads and none spinning while idle.
 
 Wrapper (``benchmark.cpp_wrapper``): Inductor's compiled graph is a list of kernel calls held
 together by wrapper code, Python by default. A PT2E int8 graph on CPU calls oneDNN ops whose
@@ -53,12 +59,14 @@ RUNTIME_MODES = {
     "compile-max-autotune": "max-autotune",
 }
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+CPU_BF16 = "-cpu-bf16"  # eager-cpu-bf16, compile-<mode>-cpu-bf16
 
 EAGER_INT8_NOTE = ("dynamo captured no graph: torch.ao eager int8 kernels have no fake-tensor implementation "
                    "('quantized nyi in meta tensors'), so torch.compile falls back to eager; this row times "
                    "the eager int8 kernels behind dynamo's frame check")
 NO_GRAPH_NOTE = "dynamo captured no graph, so torch.compile runs this model in eager"
 REDUCE_OVERHEAD_CPU_NOTE = "reduce-overhead means CUDA graphs; on CPU it compiles like compile-default"
+DEPLOY_ONLY_NOTE = "a deploy target: benchmark_models builds it (with a Deployer), compile_for does not"
 PT2E_REFERENCE_NOTE = ("PT2E reference graph (quantize/dequantize around fp32 ops): its int8 kernels only exist "
                        "once compiled, see the compile-* rows")
 
@@ -130,23 +138,33 @@ def set_threads(n: int) -> None:
 class Runtime:
     name: str
     mode: str | None = None            # torch.compile mode; None = eager
-    amp: torch.dtype | None = None     # autocast dtype (CUDA rows only)
+    amp: torch.dtype | None = None     # autocast dtype
+    amp_device: str = "cuda"           # where autocast rows run: CUDA, or the CPU's bf16 rows
+    deploy: bool = False               # a deploy target (pipelines.measurement.deploy), not PyTorch
 
     @property
     def device(self) -> str:
-        return "cuda" if self.amp is not None else "cpu"
+        return self.amp_device if self.amp is not None else "cpu"
 
 
 def parse_runtime(name: str) -> Runtime:
-    """``eager``, ``compile-<mode>`` or ``compile-<mode>-fp16|bf16``."""
+    """``eager``, ``compile-<mode>``, ``compile-<mode>-fp16|bf16`` (CUDA), ``eager-cpu-bf16``,
+    ``compile-<mode>-cpu-bf16`` or a deploy target (``ort-int8``, ...)."""
+    from pipelines.measurement.deploy import DEPLOY_RUNTIMES
+
     if name == "eager":
         return Runtime(name)
+    if name in DEPLOY_RUNTIMES:
+        return Runtime(name, deploy=True)
+    if name.endswith(CPU_BF16) and (base := name.removesuffix(CPU_BF16)) in ("eager", *RUNTIME_MODES):
+        return Runtime(name, RUNTIME_MODES.get(base), torch.bfloat16, "cpu")
     base, _, suffix = name.rpartition("-")
     if suffix in AMP_DTYPES and base in RUNTIME_MODES:
         return Runtime(name, RUNTIME_MODES[base], AMP_DTYPES[suffix])
     if name in RUNTIME_MODES:
         return Runtime(name, RUNTIME_MODES[name])
-    allowed = ["eager", *RUNTIME_MODES, *(f"{m}-{s}" for m in RUNTIME_MODES for s in AMP_DTYPES)]
+    allowed = ["eager", *RUNTIME_MODES, *(f"{m}-{s}" for m in RUNTIME_MODES for s in AMP_DTYPES),
+               *(f"{m}{CPU_BF16}" for m in ("eager", *RUNTIME_MODES)), *DEPLOY_RUNTIMES]
     raise ValueError(f"unknown runtime {name!r}; allowed: {', '.join(allowed)}")
 
 
@@ -185,10 +203,12 @@ def is_pt2e_int8(model: nn.Module) -> bool:
 
 
 def runtimes_for(model: nn.Module, runtimes: list[str]) -> list[str]:
-    """Autocast rows make sense for float models only; int8 models keep the rest."""
+    """Autocast and fp32/bf16 deploy rows make sense for float models only; int8 models keep the rest."""
+    from pipelines.measurement.deploy import applies
+
     if not is_quantized(model):
         return list(runtimes)
-    return [r for r in runtimes if parse_runtime(r).amp is None]
+    return [r for r in runtimes if parse_runtime(r).amp is None and applies(r, int8_model=True)]
 
 
 # --- graph breaks -------------------------------------------------------------------------------
@@ -269,6 +289,9 @@ class Compiled:
     device: str = "cpu"
     note: str = ""
     wrapper: str = ""                  # "cpp" or "python" for compiled variants
+    skipped: str = ""                  # why this machine cannot run the variant (not an error)
+    artifact: str = ""                 # deploy targets: the file a user ships
+    artifact_mb: float | str = ""
 
 
 def _error_line(exc: BaseException) -> str:
@@ -277,7 +300,7 @@ def _error_line(exc: BaseException) -> str:
 
 
 def _autocast(rt: Runtime) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", dtype=rt.amp) if rt.amp is not None else contextlib.nullcontext()
+    return torch.autocast(rt.amp_device, dtype=rt.amp) if rt.amp is not None else contextlib.nullcontext()
 
 
 _CACHE_ROOT: list[str] = []  # set by benchmark_models: per-variant cold caches live under it
@@ -400,8 +423,16 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
     ``settings``: wrapper policy and extra Inductor settings. A model the compiler refuses comes
     back with ``error`` set, never as an exception."""
     rt = parse_runtime(runtime)
+    if rt.deploy:
+        return Compiled(None, float("nan"), skipped=DEPLOY_ONLY_NOTE)
+    if rt.amp is not None and rt.device == "cpu":
+        from pipelines.measurement.deploy.cpu import bf16_missing
+
+        if reason := bf16_missing():
+            return Compiled(model, float("nan"), skipped=reason)
     if rt.mode is None:
-        return Compiled(model, 0.0, 0, [], note=PT2E_REFERENCE_NOTE if is_pt2e_int8(model) else "")
+        fn = model if rt.amp is None else _with_autocast(model, rt)
+        return Compiled(fn, 0.0, 0, [], note=PT2E_REFERENCE_NOTE if is_pt2e_int8(model) else "")
     cpp = use_cpp_wrapper(model, rt, settings.cpp_wrapper)
     apply_inductor_settings(settings)
     from torch._dynamo.utils import counters
@@ -422,10 +453,7 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
         return Compiled(model, float("nan"), error=_error_line(exc), device=rt.device,
                         wrapper="cpp" if cpp else "python")
 
-    def run(x: torch.Tensor, _c: Callable = compiled, _rt: Runtime = rt) -> Any:
-        with _autocast(_rt):
-            return _c(x)
-
+    run = _with_autocast(compiled, rt)
     notes = []
     if breaks is not None and breaks.note:
         notes.append(breaks.note)
@@ -434,6 +462,14 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
     return Compiled(run, elapsed, breaks.graph_breaks if breaks else None, list(breaks.reasons) if breaks else [],
                     graphs=counters["stats"]["unique_graphs"] - graphs_before, device=rt.device,
                     note="; ".join(notes), wrapper="cpp" if cpp else "python")
+
+
+def _with_autocast(fn: Callable[[torch.Tensor], Any], rt: Runtime) -> Callable[[torch.Tensor], Any]:
+    def run(x: torch.Tensor) -> Any:
+        with _autocast(rt):
+            return fn(x)
+
+    return run
 
 
 _WARMED: set[str] = set()
@@ -473,9 +509,10 @@ def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
 
 
 def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: torch.Tensor,
-           example: torch.Tensor, quantized: bool) -> float | None:
+           example: torch.Tensor, quantized: bool, enforce: bool = True) -> float | None:
     """Sets ``comp.error`` when the compiled variant did not really compile its own code, or
-    disagrees with eager; returns the max abs difference to the eager output."""
+    disagrees with eager (only when ``enforce``: deploy rows that quantize or run bf16 are judged
+    by their measured accuracy); returns the max abs difference to the eager output."""
     if report is not None and report.graphs > 0 and comp.graphs == 0:
         comp.error = ("no graph compiled for this variant: dynamo reused another variant's code or "
                       "fell back to eager (recompile limit?)")
@@ -488,18 +525,33 @@ def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: t
         comp.error = f"compiled model fails on its input: {_error_line(exc)}"
         return None
     tol = _tolerance(rt, quantized, float(reference.float().abs().max()))
-    if not diff <= tol:
+    if enforce and not diff <= tol:
         comp.error = f"compiled output differs from eager: max abs diff {diff:.3g} > {tol:.3g}"
     return diff
+
+
+@dataclass
+class DeployInputs:
+    """What the deploy targets and per-runtime accuracy need beyond the models: a
+    :class:`~pipelines.measurement.deploy.Deployer`, each int8 model's fp32 source
+    (``{"quantized": "pruned"}``) and the test split (images, labels) every row's accuracy is
+    measured on, in that row's runtime."""
+
+    deployer: Any = None
+    sources: dict[str, str] = field(default_factory=dict)
+    test: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor], runtimes: list[str],
                      warmup: int, iters: int, reference: str | None = None,
                      amp: list[str] | None = None,
-                     settings: CompileSettings = CompileSettings()) -> list[dict[str, Any]]:
+                     settings: CompileSettings = CompileSettings(),
+                     deploy: DeployInputs | None = None) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
+    ``deploy``: builds the deploy targets (once per model, reused at every batch size) and
+    measures each row's accuracy in its own runtime.
 
     Dynamo keeps one code cache per Python function, shared by every instance of a class and by
     every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
@@ -507,6 +559,7 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     variant produced graphs of its own and matches eager before it is timed."""
     import torch._dynamo
 
+    deploy = deploy or DeployInputs()
     wanted = expand_runtimes(runtimes, amp)
     per_model = {name: runtimes_for(model, wanted) for name, model in models.items()}
     quantized = {name: is_quantized(model) for name, model in models.items()}
@@ -524,22 +577,46 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
         _CACHE_ROOT.append(cache_root)
         try:
             warm_compilers((r for rs in per_model.values() for r in rs), settings)
+            from pipelines.measurement.deploy import import_libraries
+
+            import_libraries(wanted)
             return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
-                            settings)
+                            settings, deploy)
         finally:
             _CACHE_ROOT.remove(cache_root)
             torch._dynamo.reset()
 
 
+def _deployed(deploy: DeployInputs, models: dict[str, nn.Module], name: str, runtime: str,
+              example: torch.Tensor, quantized: bool) -> Compiled:
+    """A deploy target as a :class:`Compiled` variant (built by ``deploy.deployer``)."""
+    from pipelines.measurement.deploy import skip_reason
+
+    if reason := skip_reason(runtime):
+        return Compiled(None, float("nan"), skipped=reason)
+    if deploy.deployer is None:
+        return Compiled(None, float("nan"), error="deploy targets need a Deployer (benchmark_models(deploy=...))")
+    source = deploy.sources.get(name)
+    built = deploy.deployer.build(runtime, name, models[name], example, int8_model=quantized,
+                                  source=(source, models[source]) if source in models else None)
+    return Compiled(built.fn, built.convert_s, note=built.note, error=built.error or None, skipped=built.skipped,
+                    artifact=built.artifact, artifact_mb=built.artifact_mb)
+
+
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference, settings) -> list[dict[str, Any]]:
+             reference, settings, deploy) -> list[dict[str, Any]]:
     import torch._dynamo
 
+    from pipelines.measurement.accuracy import runtime_accuracy
+    from pipelines.measurement.deploy import exact
+
     rows: list[dict[str, Any]] = []
+    built: dict[tuple[str, str], Compiled] = {}  # deploy targets serve every batch size
     for batch_size, example in examples.items():
         torch._dynamo.reset()
         variants: dict[tuple[str, str], Compiled] = {}
         diffs: dict[tuple[str, str], float | None] = {}
+        accuracy: dict[tuple[str, str], float] = {}
         for name, model in models.items():
             try:
                 with torch.inference_mode():
@@ -550,19 +627,29 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 continue
             for runtime in per_model[name]:
                 rt = parse_runtime(runtime)
-                comp = compile_for(model, runtime, example, reports.get(name), settings)
-                if rt.mode is not None and comp.error is None:
+                if rt.deploy:
+                    if (name, runtime) not in built:
+                        built[(name, runtime)] = _deployed(deploy, models, name, runtime, example, quantized[name])
+                    comp = built[(name, runtime)]
+                else:
+                    comp = compile_for(model, runtime, example, reports.get(name), settings)
+                if (rt.mode is not None or rt.amp is not None or rt.deploy) and comp.error is None \
+                        and not comp.skipped:
                     device_example = example.to(comp.device)
-                    diffs[(name, runtime)] = _check(comp, rt, reports.get(name), eager_out, device_example,
-                                                    quantized[name])
+                    diffs[(name, runtime)] = _check(comp, rt, None if rt.deploy else reports.get(name), eager_out,
+                                                    device_example, quantized[name],
+                                                    enforce=not rt.deploy or exact(runtime, quantized[name]))
+                if deploy.test is not None and comp.error is None and not comp.skipped:
+                    accuracy[(name, runtime)] = runtime_accuracy(comp.fn, *deploy.test, batch_size, comp.device)
                 variants[(name, runtime)] = comp
         inputs = {dev: example.to(dev) for dev in {c.device for c in variants.values()}}
-        runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items() if c.error is None}
+        runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items()
+                    if c.error is None and not c.skipped}
         timings = time_interleaved(runnable, warmup, iters) if runnable else {}
         ref = timings.get((reference, "eager")) if reference else None
         for (name, runtime), comp in variants.items():
             rt = parse_runtime(runtime)
-            report = reports.get(name)
+            report = reports.get(name) if not rt.deploy else None
             row: dict[str, Any] = {
                 "model": name, "runtime": runtime, "batch_size": batch_size, "device": comp.device,
                 "compile_time_s": comp.compile_time_s, "wrapper": comp.wrapper,
@@ -572,7 +659,11 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 "max_abs_diff_vs_eager": diffs.get((name, runtime), ""),
                 "note": "; ".join(n for n in (comp.note, explain_notes.get(name, "") if rt.mode else "") if n),
                 "error": comp.error or "",
+                "skipped": comp.skipped,
+                "artifact": comp.artifact, "artifact_mb": comp.artifact_mb,
             }
+            if (name, runtime) in accuracy:
+                row["accuracy"] = accuracy[(name, runtime)]
             lat = timings.get((name, runtime))
             if lat is not None:
                 row.update(latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,

@@ -3,11 +3,12 @@ batch size (one interleaved measurement), and every ratio against the teacher.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from pipelines.benchmark import CompileSettings, benchmark_models, set_threads
+from pipelines.benchmark import CompileSettings, DeployInputs, benchmark_models, parse_runtime, set_threads
 from pipelines.config import BenchmarkConfig
 from pipelines.metrics import size_metrics
 
@@ -15,36 +16,69 @@ CHAIN = ["teacher", "student", "pruned", "quantized"]
 
 
 def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: dict[int, Any],
-            cfg: BenchmarkConfig) -> list[dict[str, Any]]:
+            cfg: BenchmarkConfig, deploy: DeployInputs | None = None,
+            checkpoints: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+    """Every row's accuracy is the one measured in its runtime when ``deploy.test`` is given, else
+    the model's own (``accuracy``, PyTorch eager); drops are against the teacher's eager accuracy.
+    PyTorch rows ship the model's checkpoint (``checkpoints``), deploy rows their artifact."""
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
-                            settings=CompileSettings.of(cfg))
+                            settings=CompileSettings.of(cfg), deploy=deploy)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     for row in rows:
         name = row["model"]
-        row.update(accuracy=accuracy[name], **sizes[name])
+        measured = row.pop("accuracy", accuracy[name])
+        row.update(accuracy=measured, **sizes[name])
+        if not parse_runtime(row["runtime"]).deploy and name in (checkpoints or {}):
+            row.update(artifact=str(checkpoints[name]), artifact_mb=checkpoints[name].stat().st_size / 1e6)
         row["size_ratio_vs_teacher"] = sizes[name]["size_mb"] / teacher_size
-        row["accuracy_drop_vs_teacher"] = 100 * (teacher_acc - accuracy[name])
+        row["accuracy_drop_vs_teacher"] = 100 * (teacher_acc - measured)
     return rows
 
 
-def summary_metrics(rows: list[dict[str, Any]], batch_size: int) -> dict[str, dict[str, Any]]:
-    """Per model: its eager row at ``batch_size`` plus the fastest runtime found for it."""
+def fastest(rows: list[dict[str, Any]], model: str, batch_size: int,
+            accuracy_slack: float = 0.0) -> dict[str, Any] | None:
+    """The fastest timed row of ``model`` at ``batch_size`` whose accuracy (measured in its own
+    runtime) is at most ``accuracy_slack`` below the model's PyTorch eager row at that batch size:
+    a runtime that is fast because it computes something else is not a deploy choice."""
+    mine = [r for r in rows if r["model"] == model and r["batch_size"] == batch_size and "latency_ms_p50" in r]
+    eager = next((r for r in mine if r["runtime"] == "eager"), None)
+    floor = eager["accuracy"] - accuracy_slack - 1e-9 if eager is not None else float("-inf")
+    return min((r for r in mine if r["accuracy"] >= floor), key=lambda r: r["latency_ms_p50"], default=None)
+
+
+def summary_metrics(rows: list[dict[str, Any]], batch_size: int,
+                    accuracy_slack: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Per model: its eager row at ``batch_size``, plus the fastest runtime at ``batch_size``
+    (``best_*``) and at batch 1 (``best_*_bs1``) among those within ``accuracy_slack`` of eager's
+    accuracy (:func:`fastest`), with the artifact it ships."""
     out: dict[str, dict[str, Any]] = {}
     at_bs = [r for r in rows if r["batch_size"] == batch_size and "latency_ms_p50" in r]
     for name in dict.fromkeys(r["model"] for r in at_bs):
         mine = [r for r in at_bs if r["model"] == name]
         eager = next(r for r in mine if r["runtime"] == "eager")
-        best = min(mine, key=lambda r: r["latency_ms_p50"])
         keep = ("accuracy", "latency_ms_p50", "latency_ms_p90", "throughput_sps", "size_mb", "size_gzip_mb",
                 "num_params", "nonzero_params", "sparsity", "speedup_vs_teacher", "size_ratio_vs_teacher",
                 "accuracy_drop_vs_teacher")
         entry = {k: eager[k] for k in keep if k in eager}
-        entry["best_runtime"] = best["runtime"]
-        entry["best_latency_ms_p50"] = best["latency_ms_p50"]
-        entry["best_speedup_vs_teacher"] = best.get("speedup_vs_teacher")
-        compiled = [r for r in mine if r["runtime"] != "eager"]
+        for bs, suffix in ((batch_size, ""), (1, "_bs1")):
+            best = fastest(rows, name, bs, accuracy_slack)
+            base = next((r for r in rows if (r["model"], r["runtime"], r["batch_size"]) == (name, "eager", bs)
+                         and "latency_ms_p50" in r), None)
+            if best is None or base is None:
+                continue
+            if suffix:
+                entry["latency_ms_p50_bs1"] = base["latency_ms_p50"]
+            entry.update({f"best_runtime{suffix}": best["runtime"],
+                          f"best_latency_ms_p50{suffix}": best["latency_ms_p50"],
+                          f"best_latency_ms_p90{suffix}": best["latency_ms_p90"],
+                          f"best_accuracy{suffix}": best["accuracy"],
+                          f"best_artifact{suffix}": best["artifact"],
+                          f"best_artifact_mb{suffix}": best["artifact_mb"],
+                          f"best_speedup_vs_eager{suffix}": base["latency_ms_p50"] / best["latency_ms_p50"]})
+            entry[f"best_speedup_vs_teacher{suffix}"] = best.get("speedup_vs_teacher")
+        compiled = [r for r in mine if parse_runtime(r["runtime"]).mode]
         if compiled:
             entry["compile_time_s"] = max(r["compile_time_s"] for r in compiled)
             breaks = [r["graph_breaks"] for r in compiled if isinstance(r["graph_breaks"], int)]

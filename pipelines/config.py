@@ -102,7 +102,12 @@ class QuantizeConfig(Section):
     qat_lr: PositiveFloat = 1e-4
 
 
-Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune"]
+# PyTorch (eager, torch.compile, CPU bf16 autocast) and deploy targets (ONNX Runtime, OpenVINO,
+# AOTInductor): see pipelines/benchmark.py, pipelines/measurement/deploy and the README.
+Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune",
+                  "eager-cpu-bf16", "compile-default-cpu-bf16", "compile-reduce-overhead-cpu-bf16",
+                  "compile-max-autotune-cpu-bf16",
+                  "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti"]
 
 
 class BenchmarkConfig(Section):
@@ -110,7 +115,7 @@ class BenchmarkConfig(Section):
     num_threads: PositiveInt = 2
     warmup: NonNegInt = 10
     iters: PositiveInt = 60
-    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default"]
+    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default", "ort-int8", "ov-int8"]
     include_batch_one: bool = True
     # Inductor's C++ wrapper (the compiled graph's glue code in C++ instead of Python). auto: on
     # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated

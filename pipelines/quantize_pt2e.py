@@ -270,7 +270,7 @@ def quantize(model: nn.Module, cfg: QuantizeConfig, ctx) -> nn.Module:
         return quantize_dynamic(model)
     example = ctx.example(2)
     if cfg.method == "static":
-        return quantize_static(model, (b[0] for b in ctx.loader("train", shuffle=True)), cfg, example)
+        return quantize_static(model, ctx.calibration_batches(), cfg, example)
     if cfg.method == "qat":
         from pipelines.workflow import _train
 

@@ -3,6 +3,7 @@ tracking. The stages and every Optuna trial call exactly these (no second implem
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -42,6 +43,12 @@ class Context:
         images = self.data.test.tensors[0]
         reps = -(-batch_size // len(images))
         return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
+
+    def calibration_batches(self) -> list[torch.Tensor]:
+        """The first ``quantize.calibration_batches`` training batches in the seeded shuffled
+        order: what PTQ calibrates on, in every engine and every deploy target."""
+        batches = (images for images, _ in self.loader("train", shuffle=True))
+        return list(itertools.islice(batches, self.params.quantize.calibration_batches))
 
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
@@ -155,7 +162,7 @@ def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str,
     elif cfg.method == "dynamic":
         out = qz.quantize_dynamic(model)
     elif cfg.method == "static":
-        out = qz.quantize_static(model, (b[0] for b in ctx.loader("train", shuffle=True)), cfg)
+        out = qz.quantize_static(model, ctx.calibration_batches(), cfg)
     else:
         def finetune(prepared: nn.Module) -> None:
             _train(ctx, prepared, cfg.qat_epochs, cfg.qat_lr, "qat")

@@ -1,12 +1,21 @@
 """Stage compile_benchmark: every model x runtime x batch size, measured side by side.
 
-Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default]``; add
-``compile-max-autotune`` / ``compile-reduce-overhead`` when you can afford their compile time,
-see pipelines/benchmark.py); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added."""
+Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default, ort-int8, ov-int8]``;
+add ``compile-max-autotune`` / ``compile-reduce-overhead``, the CPU bf16 rows, the other deploy
+targets or ``aoti`` when you can afford their build time, see pipelines/benchmark.py and
+pipelines/measurement/deploy); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added.
+Every chain model is exported to ONNX (``models/deploy/``), checked against PyTorch and logged."""
+
+import shutil
 
 from pipelines import stage
+from pipelines.benchmark import DeployInputs, parse_runtime
 from pipelines.comparison import CHAIN, compare, summary_metrics
 from pipelines.io import write_csv
+from pipelines.measurement.deploy import Deployer, DeploySettings, export_chain
+
+DEPLOY_DIR = stage.MODELS / "deploy"
+SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize stage started from
 
 
 def body(ctx, run):
@@ -14,19 +23,34 @@ def body(ctx, run):
     models = {name: stage.load(name) for name in CHAIN}
     accuracy = {name: ctx.accuracy(model) for name, model in models.items()}
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
-    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg)
+    shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
+    deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
+    test = ctx.data.test.tensors
+    deploy = DeployInputs(deployer, SOURCES, test)
+    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, deploy,
+                   {name: stage.model_path(name) for name in CHAIN})
+    for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r["skipped"]):
+        print(f"compile_benchmark: {line}")
+    exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size))
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
-    stage.write_outputs(ctx, run, "compile_benchmark", summary_metrics(rows, cfg.batch_size), artifacts=[csv_path])
+    metrics = summary_metrics(rows, cfg.batch_size, accuracy_slack=1 / len(test[1]))
+    metrics["onnx_exports"] = {name: {k: v for k, v in done.items() if k != "files"} for name, done in exports.items()}
+    stage.write_outputs(ctx, run, "compile_benchmark", metrics, artifacts=[csv_path])
+    for done in exports.values():
+        for path in done.get("files", []):
+            run.log_artifact(path, "onnx")
     for row in rows:  # flat copies so the MLflow charts can compare runs
         if "latency_ms_p50" in row:
             key = f"{row['model']}.{row['runtime']}.bs{row['batch_size']}"
             flat = {f"{key}.latency_ms_p50": row["latency_ms_p50"],
-                    f"{key}.speedup_vs_teacher": row.get("speedup_vs_teacher", 0.0)}
+                    f"{key}.speedup_vs_teacher": row.get("speedup_vs_teacher", 0.0),
+                    f"{key}.accuracy": row["accuracy"]}
             if row["runtime"] != "eager":
-                flat.update({f"{key}.compile_time_s": row["compile_time_s"], f"{key}.graphs": row["graphs"],
-                             f"{key}.graph_breaks": row["graph_breaks"]})
+                flat[f"{key}.compile_time_s"] = row["compile_time_s"]
+            if parse_runtime(row["runtime"]).mode:
+                flat.update({f"{key}.graphs": row["graphs"], f"{key}.graph_breaks": row["graph_breaks"]})
             run.log_metrics(flat)
 
 
 if __name__ == "__main__":
-    stage.main("compile_benchmark", ["benchmark"], body)
+    stage.main("compile_benchmark", ["benchmark", "quantize"], body)
