@@ -34,7 +34,8 @@ def body(ctx, run):
     exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size))
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
     metrics = summary_metrics(rows, cfg.batch_size, accuracy_slack=1 / len(test[1]))
-    metrics["onnx_exports"] = {name: {k: v for k, v in done.items() if k != "files"} for name, done in exports.items()}
+    for name, done in exports.items():  # e.g. onnx_file, onnx_max_abs_diff, onnx_error per model
+        metrics.setdefault(name, {}).update({f"onnx_{k}": v for k, v in done.items() if k != "files"})
     stage.write_outputs(ctx, run, "compile_benchmark", metrics, artifacts=[csv_path])
     for done in exports.values():
         for path in done.get("files", []):

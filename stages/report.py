@@ -1,7 +1,7 @@
 """Stage report: reports/summary.md + reports/pareto.png, printed at the end of dvc repro."""
 
 from pipelines import report, stage
-from pipelines.io import read_csv, read_json, write_text
+from pipelines.io import read_csv, read_json, write_json, write_text
 
 STAGES = ["train_baseline", "distill", "prune", "quantize"]
 
@@ -14,6 +14,10 @@ def body(ctx, run):
     front = read_json(front_file) if front_file.exists() else None
     text = report.markdown(summary, stages, rows, ctx.params, front)
     run.log_artifact(write_text(stage.REPORTS / "summary.md", text))
+    headline = report.headline(summary)
+    write_json(stage.METRICS / "summary.json", headline)
+    run.log_metrics(headline)
+    run.set_tags({k: v for k, v in headline.items() if isinstance(v, str)})
     run.log_artifact(report.pareto_plot(summary, stage.REPORTS / "pareto.png", ctx.params.benchmark.batch_size))
     print("\n" + text)
 
