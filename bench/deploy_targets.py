@@ -117,8 +117,9 @@ def report(runs: dict[str, list[list[dict]]], sizes: list[int]) -> None:
             continue
         for bs in sizes:
             for key in ("latency_ms_p50", "latency_ms_p90"):
-                ratios = [a / p for run_all, run_pt in zip(runs["all"], runs["pytorch"])
-                          if (a := _ms(run_all, model, runtime, bs, key)) and (p := _ms(run_pt, model, runtime, bs, key))]
+                pairs = [(_ms(run_all, model, runtime, bs, key), _ms(run_pt, model, runtime, bs, key))
+                         for run_all, run_pt in zip(runs["all"], runs["pytorch"])]
+                ratios = [a / p for a, p in pairs if a and p]
                 if ratios:
                     print(f"  {model} {runtime} bs{bs} {key.removeprefix('latency_ms_')}: "
                           + " / ".join(f"{r:.2f}x" for r in ratios))

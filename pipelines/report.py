@@ -161,10 +161,10 @@ def deploy_section(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]
         at = {int(r["batch_size"]): r for r in mine if r["runtime"] == runtime}
         row = at.get(batch_size) or next(iter(at.values()))
         why = row.get("skipped") and f"skipped: {row['skipped']}" or row.get("error") or row.get("note") or ""
-        lines.append(f"| {runtime} | {_f(row.get('accuracy'), '.4f')} | {_f(at.get(1, {}).get('latency_ms_p50'), '.3f')} "
-                     f"| {_f(at.get(batch_size, {}).get('latency_ms_p50'), '.3f')} "
-                     f"| {_f(at.get(batch_size, {}).get('latency_ms_p90'), '.3f')} | {_f(row.get('artifact_mb'), '.3f')} "
-                     f"| {_f(row.get('compile_time_s'), '.1f')} | {why} |")
+        one, big = at.get(1, {}), at.get(batch_size, {})
+        lines.append(f"| {runtime} | {_f(row.get('accuracy'), '.4f')} | {_f(one.get('latency_ms_p50'), '.3f')} "
+                     f"| {_f(big.get('latency_ms_p50'), '.3f')} | {_f(big.get('latency_ms_p90'), '.3f')} "
+                     f"| {_f(row.get('artifact_mb'), '.3f')} | {_f(row.get('compile_time_s'), '.1f')} | {why} |")
     return lines + [""]
 
 
