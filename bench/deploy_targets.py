@@ -30,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import pipelines  # noqa: E402,F401  (central warning filters)
-from pipelines.benchmark import DeployInputs, benchmark_models, set_threads  # noqa: E402
-from pipelines.checkpoint import load_model  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
+from pipelines.compression.checkpoint import load_model  # noqa: E402
+from pipelines.compression.quantize.eager import quantize_static  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
+from pipelines.measurement.benchmark import DeployInputs, benchmark_models  # noqa: E402
 from pipelines.measurement.deploy import Deployer, DeploySettings, cpu  # noqa: E402
+from pipelines.measurement.timing import set_threads  # noqa: E402
 from pipelines.models import build_model  # noqa: E402
-from pipelines.quantize import quantize_static  # noqa: E402
-from pipelines.workflow import Context  # noqa: E402
+from pipelines.training.context import Context  # noqa: E402
 
 PYTORCH = ["eager", "eager-cpu-bf16"]
 FOREIGN = ["ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8"]

@@ -2,17 +2,18 @@
 
 Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default, ort-int8, ov-int8]``;
 add ``compile-max-autotune`` / ``compile-reduce-overhead``, the CPU bf16 rows, the other deploy
-targets or ``aoti`` when you can afford their build time, see pipelines/benchmark.py and
-pipelines/measurement/deploy); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added.
+targets or ``aoti`` when you can afford their build time, see pipelines/measurement/runtimes.py
+and pipelines/measurement/deploy); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added.
 Every chain model is exported to ONNX (``models/deploy/``), checked against PyTorch and logged."""
 
 import shutil
 
 from pipelines import stage
-from pipelines.benchmark import DeployInputs, parse_runtime
-from pipelines.comparison import CHAIN, compare, summary_metrics
-from pipelines.io import write_csv
+from pipelines.core.io import write_csv
+from pipelines.measurement.benchmark import DeployInputs
+from pipelines.measurement.comparison import CHAIN, compare, summary_metrics
 from pipelines.measurement.deploy import Deployer, DeploySettings, export_chain
+from pipelines.measurement.runtimes import parse_runtime
 
 DEPLOY_DIR = stage.MODELS / "deploy"
 SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize stage started from
@@ -26,15 +27,14 @@ def body(ctx, run):
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
     deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
     test = ctx.data.test.tensors
-    deploy = DeployInputs(deployer, SOURCES, test)
-    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, deploy,
+    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
                    {name: stage.model_path(name) for name in CHAIN})
     for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r["skipped"]):
         print(f"compile_benchmark: {line}")
     exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size))
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
     metrics = summary_metrics(rows, cfg.batch_size, accuracy_slack=1 / len(test[1]))
-    for name, done in exports.items():  # e.g. onnx_file, onnx_max_abs_diff, onnx_error per model
+    for name, done in exports.items():  # onnx_file, onnx_max_abs_diff, onnx_error ... per model
         metrics.setdefault(name, {}).update({f"onnx_{k}": v for k, v in done.items() if k != "files"})
     stage.write_outputs(ctx, run, "compile_benchmark", metrics, artifacts=[csv_path])
     for done in exports.values():
@@ -54,4 +54,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("compile_benchmark", ["benchmark", "quantize"], body)
+    stage.main("compile_benchmark", body)

@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines import benchmark as bm
-from pipelines.config import QuantizeConfig
+from pipelines.compression.quantize.eager import quantize_static
+from pipelines.core.config import QuantizeConfig
+from pipelines.measurement import benchmark as bm
 from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.deploy import Deployer, DeploySettings, cpu, export_chain, ort, ov
 from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
 from pipelines.models import CNN
-from pipelines.quantize import quantize_static
 
 THREADS = 2
 

@@ -1,1 +1,2 @@
-"""Measuring models: latency side by side, size, and the runtimes a model can be deployed on."""
+"""Measurement layer: size, latency (timed interleaved), torch.compile variants, graph breaks and
+the side-by-side benchmark of the chain's models. Depends on training, models, data and core."""

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipelines.core.errors import error_line
+from pipelines.core.kinds import is_pt2e, is_quantized
 from pipelines.measurement.deploy import cpu
 
 DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
@@ -135,20 +137,18 @@ class Deployer:
         """``runtime`` for the chain model ``name``. An int8 model's int8 runtimes start from
         ``source`` = (name, fp32 model). Failures and missing CPU features come back as
         ``error`` / ``skipped``, never as exceptions."""
-        from pipelines.benchmark import _error_line
-
         if len(example) < 2:  # torch.export specialises a batch of 1; the exports keep the batch dynamic
             example = example.expand(2, *example.shape[1:]).contiguous()
         try:
             return self._build(runtime, name, model, example, int8_model, source)
         except Exception as exc:  # noqa: BLE001 - a model a runtime refuses is a row, not a crash
-            return Deployed(None, error=_error_line(exc))
+            return Deployed(None, error=error_line(exc))
 
     def _build(self, runtime, name, model, example, int8_model, source) -> Deployed:
         from pipelines.measurement.deploy import aoti, ov
 
         if runtime == "aoti":
-            if int8_model and not isinstance(model, torch.fx.GraphModule):
+            if int8_model and not is_pt2e(model):
                 return Deployed(None, skipped=aoti.EAGER_INT8_REASON)
             start = time.perf_counter()
             path = aoti.package(model, example, self.path(name, ".pt2"))
@@ -190,8 +190,6 @@ def export_chain(deployer: Deployer, models: dict[str, nn.Module], sources: dict
     """Every model as ONNX: a float model's fp32 export, an int8 model's ONNX Runtime int8 (QDQ)
     model built from its fp32 source. Per model: ``file``, ``files`` (to log), ``max_abs_diff``
     (fp32 exports vs PyTorch), ``error`` (one line; the other models are still exported)."""
-    from pipelines.benchmark import _error_line, is_quantized
-
     out: dict[str, dict] = {}
     for name, model in models.items():
         try:
@@ -203,7 +201,7 @@ def export_chain(deployer: Deployer, models: dict[str, nn.Module], sources: dict
                 path, seconds, diff = deployer.onnx(name, model, example)
                 out[name] = {"file": str(path), "files": [path], "max_abs_diff": diff, "export_s": seconds}
         except Exception as exc:  # noqa: BLE001 - a model the exporter refuses is reported, not a crash
-            out[name] = {"error": _error_line(exc)}
+            out[name] = {"error": error_line(exc)}
     return out
 
 

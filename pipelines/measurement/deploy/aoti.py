@@ -24,7 +24,7 @@ def package(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
     """Export ``model`` (dynamic batch) and AOT-compile it into the package ``path``."""
     import torch._inductor
 
-    from pipelines.quantize_pt2e import register_int8_ops
+    from pipelines.core.pt2e_graph import register_int8_ops
 
     register_int8_ops()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.io import atomic_write
+from pipelines.core.io import atomic_write
 
 MAX_BATCH = 1 << 16
 FP32_RTOL = 1e-4  # ONNX Runtime's fp32 kernels reassociate sums: agreement to ~1e-6 of the output scale

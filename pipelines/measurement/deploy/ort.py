@@ -56,7 +56,7 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: Iterable[torch
     import onnx
     from onnxruntime import quantization as oq
 
-    from pipelines.io import atomic_write
+    from pipelines.core.io import atomic_write
 
     class Batches(oq.CalibrationDataReader):
         def __init__(self, name: str) -> None:

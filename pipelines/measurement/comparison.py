@@ -8,9 +8,12 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.benchmark import CompileSettings, DeployInputs, benchmark_models, parse_runtime, set_threads
-from pipelines.config import BenchmarkConfig
-from pipelines.metrics import size_metrics
+from pipelines.core.config import BenchmarkConfig
+from pipelines.measurement.benchmark import DeployInputs, benchmark_models
+from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.runtimes import parse_runtime
+from pipelines.measurement.size import size_metrics
+from pipelines.measurement.timing import NoiseLimits, set_threads
 
 CHAIN = ["teacher", "student", "pruned", "quantized"]
 
@@ -24,7 +27,7 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
-                            settings=CompileSettings.of(cfg), deploy=deploy)
+                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg), deploy=deploy)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     for row in rows:
         name = row["model"]
@@ -76,8 +79,9 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int,
                           f"best_accuracy{suffix}": best["accuracy"],
                           f"best_artifact{suffix}": best["artifact"],
                           f"best_artifact_mb{suffix}": best["artifact_mb"],
-                          f"best_speedup_vs_eager{suffix}": base["latency_ms_p50"] / best["latency_ms_p50"]})
-            entry[f"best_speedup_vs_teacher{suffix}"] = best.get("speedup_vs_teacher")
+                          f"best_speedup_vs_eager{suffix}": base["latency_ms_p50"] / best["latency_ms_p50"],
+                          f"best_speedup_vs_teacher{suffix}": best.get("speedup_vs_teacher")})
+        entry["noisy"] = any(r.get("noisy") for r in rows if r["model"] == name and "latency_ms_p50" in r)
         compiled = [r for r in mine if parse_runtime(r["runtime"]).mode]
         if compiled:
             entry["compile_time_s"] = max(r["compile_time_s"] for r in compiled)

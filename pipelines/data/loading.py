@@ -1,6 +1,6 @@
 """Datasets as in-memory tensors.
 
-:func:`load_data` turns a :class:`~pipelines.config.DataConfig` into a :class:`DataBundle` of three
+:func:`load_data` turns a :class:`~pipelines.core.config.DataConfig` into a :class:`DataBundle` of three
 ``TensorDataset`` splits (float32 images ``[N, C, H, W]``, normalised per channel with statistics of
 the train split only; int64 labels). Every dataset is small enough to live in memory, so each split
 is converted to one tensor once and no per-item transforms run during training.
@@ -29,16 +29,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipelines.config import DataConfig
+from pipelines.core.config import DataConfig
+from pipelines.core.errors import DataError
 
 __all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
 
-# The schema's dataset names, less the bundled one: pipelines.tv_datasets.TORCHVISION serves these.
+# The schema's dataset names, less the bundled one: pipelines.data.torchvision_sets serves these.
 TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation) if n != "digits")
-
-
-class DataError(RuntimeError):
-    """A dataset problem the user can fix (missing files, failed download), phrased as one line."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +135,7 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
 
 def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     # imported here: torchvision costs seconds to import, and the default dataset never needs it
-    from pipelines.tv_datasets import open_split, split_arrays
+    from pipelines.data.torchvision_sets import open_split, split_arrays
 
     train_ds = open_split(cfg, train=True)
     test_ds = open_split(cfg, train=False)

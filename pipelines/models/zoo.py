@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, fuse_modules_qat
 
-from pipelines.config import ModelConfig
+from pipelines.core.config import ModelConfig
 
 
 class ConvBNReLU(nn.Sequential):
@@ -96,8 +96,3 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def is_eager_int8(model: nn.Module) -> bool:
-    """True for torch.ao eager-quantized models (int8 kernels, CPU only, not torch.export-able)."""
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
