@@ -19,6 +19,7 @@ from pipelines.measurement import benchmark as bm
 from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.deploy import Deployer, DeploySettings, cpu, export_chain, ort, ov
 from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
+from pipelines.measurement.timing import NoiseLimits
 from pipelines.models import CNN
 
 THREADS = 2
@@ -61,7 +62,8 @@ def rows(models, deployer, test_split) -> list[dict]:
     torch.set_num_threads(THREADS)
     examples = {1: torch.randn(1, 1, 8, 8), 4: torch.randn(4, 1, 8, 8)}
     deploy = bm.DeployInputs(deployer, {"int8": "fp32"}, test_split)
-    return bm.benchmark_models(models, examples, RUNTIMES, warmup=1, iters=3, reference="fp32", deploy=deploy)
+    return bm.benchmark_models(models, examples, RUNTIMES, warmup=1, iters=3, reference="fp32", deploy=deploy,
+                               noise=NoiseLimits(retries=0))
 
 
 def _row(rows, model, runtime, bs=4):
