@@ -21,7 +21,7 @@ from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_quantized
 from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_root, compile_for, warm_compilers
-from pipelines.measurement.deploy import Deployer, exact, import_libraries, skip_reason
+from pipelines.measurement.deploy import Deployer, exact, import_libraries
 from pipelines.measurement.graphs import GraphReport, explain_graphs
 from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for
 from pipelines.measurement.timing import NoiseLimits, measure
@@ -113,8 +113,6 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
 def _deployed(deploy: DeployInputs, models: dict[str, nn.Module], name: str, runtime: str,
               example: torch.Tensor, quantized: bool) -> Compiled:
     """A deploy target as a :class:`Compiled` variant (built by ``deploy.deployer``)."""
-    if reason := skip_reason(runtime):
-        return Compiled(None, float("nan"), skipped=reason)
     if deploy.deployer is None:
         return Compiled(None, float("nan"), error="deploy targets need a Deployer (benchmark_models(deploy=...))")
     source = deploy.sources.get(name)

@@ -36,15 +36,10 @@ from torch import nn
 
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
-from pipelines.measurement.deploy import cpu
 
 DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
 INT8_RUNTIMES = ("ort-int8", "ov-int8")
 FLOAT_RUNTIMES = ("ort-fp32", "ov-fp32", "ov-bf16")
-
-
-def is_deploy(runtime: str) -> bool:
-    return runtime in DEPLOY_RUNTIMES
 
 
 def applies(runtime: str, int8_model: bool) -> bool:
@@ -137,6 +132,8 @@ class Deployer:
         """``runtime`` for the chain model ``name``. An int8 model's int8 runtimes start from
         ``source`` = (name, fp32 model). Failures and missing CPU features come back as
         ``error`` / ``skipped``, never as exceptions."""
+        if reason := skip_reason(runtime):
+            return Deployed(None, skipped=reason)
         if len(example) < 2:  # torch.export specialises a batch of 1; the exports keep the batch dynamic
             example = example.expand(2, *example.shape[1:]).contiguous()
         try:
@@ -145,7 +142,7 @@ class Deployer:
             return Deployed(None, error=error_line(exc))
 
     def _build(self, runtime, name, model, example, int8_model, source) -> Deployed:
-        from pipelines.measurement.deploy import aoti, ov
+        from pipelines.measurement.deploy import aoti
 
         if runtime == "aoti":
             if int8_model and not is_pt2e(model):
@@ -161,8 +158,6 @@ class Deployer:
             note = (f"{'ONNX Runtime' if runtime == 'ort-int8' else 'NNCF'} PTQ of {source[0]} (the fp32 model "
                     "the quantize stage started from) on the same calibration batches")
             name, model = source
-        if runtime == "ov-bf16" and (reason := ov.bf16_missing()):
-            return Deployed(None, skipped=reason)
         if runtime == "ort-int8":
             path, prior = self.ort_int8(name, model, example)
             files = [path]
@@ -219,11 +214,9 @@ def import_libraries(runtimes: Sequence[str]) -> None:
 
 
 def skip_reason(runtime: str) -> str:
-    """Why a runtime is skipped on this machine before anything is built (``""``: it runs)."""
+    """Why a deploy target cannot run on this machine (``""``: it runs)."""
     if runtime == "ov-bf16":
         from pipelines.measurement.deploy import ov
 
         return ov.bf16_missing()
-    if runtime.endswith("-cpu-bf16"):
-        return cpu.bf16_missing()
     return ""
