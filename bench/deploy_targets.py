@@ -35,7 +35,7 @@ from pipelines.compression.quantize.eager import quantize_static  # noqa: E402
 from pipelines.core.config import load_params  # noqa: E402
 from pipelines.measurement.benchmark import DeployInputs, benchmark_models  # noqa: E402
 from pipelines.measurement.deploy import Deployer, DeploySettings, cpu  # noqa: E402
-from pipelines.measurement.timing import set_threads  # noqa: E402
+from pipelines.measurement.timing import NoiseLimits, set_threads  # noqa: E402
 from pipelines.models import build_model  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
 
@@ -80,7 +80,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for kind, runtimes in (("pytorch", PYTORCH), ("all", PYTORCH + foreign)):
                 runs[kind].append(benchmark_models(models, examples, runtimes, 10, args.iters, reference="teacher",
-                                                   deploy=deploy))
+                                                   deploy=deploy, noise=NoiseLimits(retries=0)))
     report(runs, sorted(examples))
 
 
@@ -90,6 +90,11 @@ def _ms(rows: list[dict], model: str, runtime: str, bs: int, key: str = "latency
 
 
 def report(runs: dict[str, list[list[dict]]], sizes: list[int]) -> None:
+    for kind, measured in runs.items():  # what the machine was doing meanwhile (pipelines.measurement.timing)
+        busy = [max((r.get("other_cpu") or 0.0) for r in run if r["batch_size"] == bs) for run in measured
+                for bs in sizes]
+        print(f"{kind} runs: other processes took up to " + " / ".join(f"{b:.0%}" for b in busy)
+              + " of our CPUs per loop")
     rows = runs["all"]
     keys = list(dict.fromkeys((r["model"], r["runtime"]) for r in rows[0]))
     head = " | ".join(f"p50 ms @bs{bs} (runs)" for bs in sizes)
