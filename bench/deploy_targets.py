@@ -23,6 +23,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,8 +80,10 @@ def main() -> None:
         runs: dict[str, list[list[dict]]] = {"pytorch": [], "all": []}
         for _ in range(args.repeats):
             for kind, runtimes in (("pytorch", PYTORCH), ("all", PYTORCH + foreign)):
+                start = time.perf_counter()
                 runs[kind].append(benchmark_models(models, examples, runtimes, 10, args.iters, reference="teacher",
                                                    deploy=deploy, noise=NoiseLimits(retries=0)))
+                print(f"  measured {kind} run {len(runs[kind])} in {time.perf_counter() - start:.0f} s", flush=True)
     report(runs, sorted(examples))
 
 
