@@ -35,7 +35,8 @@ from pipelines.compression.checkpoint import load_model  # noqa: E402
 from pipelines.compression.quantize.eager import quantize_static  # noqa: E402
 from pipelines.core.config import load_params  # noqa: E402
 from pipelines.measurement.benchmark import DeployInputs, benchmark_models  # noqa: E402
-from pipelines.measurement.deploy import Deployer, DeploySettings, cpu  # noqa: E402
+from pipelines.core.cpu import isa_summary  # noqa: E402
+from pipelines.measurement.deploy import Deployer, DeploySettings  # noqa: E402
 from pipelines.measurement.timing import NoiseLimits, set_threads  # noqa: E402
 from pipelines.models import build_model  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
@@ -72,7 +73,7 @@ def main() -> None:
     models = load_models(ctx, args.random)
     examples = {1: ctx.example(1), args.batch: ctx.example(args.batch)}
     foreign = FOREIGN + (["aoti"] if args.aoti else [])
-    print(f"threads {threads}; CPU bf16/int8 features: {', '.join(cpu.features()) or 'none'}; "
+    print(f"threads {threads}; CPU int8/bf16 features: {isa_summary()}; "
           f"{len(ctx.data.test.tensors[1])} test images; {args.iters} timed calls per variant")
     with tempfile.TemporaryDirectory(prefix="deploy_targets_") as tmp:
         deploy = DeployInputs(Deployer(DeploySettings(threads, ctx.calibration_batches(), Path(tmp))),
@@ -110,8 +111,9 @@ def report(runs: dict[str, list[list[dict]]], sizes: list[int]) -> None:
             continue
         cells = [" / ".join(f"{_ms(run, model, runtime, bs):.3f}" for run in rows) for bs in sizes]
         p90 = " / ".join(f"{_ms(run, model, runtime, sizes[-1], 'latency_ms_p90'):.3f}" for run in rows)
+        size = f"{first['artifact_mb']:.3f}" if first["artifact_mb"] else "checkpoint"
         print(f"| {model} | {runtime} | {first['accuracy']:.4f} | {' | '.join(cells)} | {p90} "
-              f"| {first['artifact_mb'] or float('nan'):.3f} | {first['compile_time_s']:.1f} |")
+              f"| {size} | {first['compile_time_s']:.1f} |")
     print("\nPer batch size, the fastest runtime of each model (median p50 over the runs) and PyTorch int8 eager:")
     for bs in sizes:
         for model in dict.fromkeys(m for m, _ in keys):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import Params
+from pipelines.core.cpu import cpu_model, isa_summary
 from pipelines.core.errors import TrackingError, first_line
 from pipelines.core.io import project_root
 from pipelines.core.kinds import is_eager_int8
@@ -98,23 +99,13 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment_tags() -> dict[str, str]:
     import torch
 
     tags = {
         "host.platform": platform.platform(),
         "host.processor": cpu_model(),
+        "host.cpu_isa": isa_summary(),
         "host.cpu_count": str(os.cpu_count()),
         "torch.version": torch.__version__,
         "torch.num_threads": str(torch.get_num_threads()),

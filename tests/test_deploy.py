@@ -17,7 +17,7 @@ from pipelines.compression.quantize.eager import quantize_static
 from pipelines.core.config import QuantizeConfig
 from pipelines.measurement import benchmark as bm
 from pipelines.measurement.accuracy import runtime_accuracy
-from pipelines.measurement.deploy import Deployer, DeploySettings, cpu, export_chain, ort, ov
+from pipelines.measurement.deploy import Deployer, DeploySettings, bf16_missing, export_chain, ort, ov
 from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
 from pipelines.measurement.timing import NoiseLimits
 from pipelines.models import CNN
@@ -193,19 +193,11 @@ def test_eager_int8_has_no_aoti_row_and_says_why(rows):
 def test_bf16_rows_run_where_the_cpu_has_bf16_and_are_skipped_with_the_reason_elsewhere(rows):
     for runtime in ("eager-cpu-bf16", "ov-bf16"):
         row = _row(rows, "fp32", runtime)
-        if cpu.bf16_missing():
+        if bf16_missing():
             assert row["skipped"] and "latency_ms_p50" not in row
         else:
             assert row["skipped"] == "" and row["latency_ms_p50"] > 0 and row["accuracy"] >= 0
             assert row["max_abs_diff_vs_eager"] < 5e-2 * (1 + 10)  # bf16 rounding, same function
-
-
-def test_bf16_reason_comes_from_the_cpu_flags(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
-    flags = cpu.cpu_flags(str(info))
-    assert "avx512_bf16" in cpu.bf16_missing(flags)
-    assert cpu.bf16_missing(flags | {"amx_bf16"}) == "" and cpu.features(flags | {"avx512_vnni"}) == ["avx512_vnni"]
 
 
 def test_runtime_accuracy_pads_the_last_batch_for_static_shapes():

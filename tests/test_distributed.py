@@ -22,6 +22,8 @@ import yaml
 from optuna.trial import TrialState
 
 from pipelines import search
+from pipelines.core.errors import ParamsError
+from pipelines.search import storage as search_storage
 from pipelines.compression.checkpoint import save_model
 from pipelines.training.context import Context
 from tests.conftest import missing_system_dependency, venv_env
@@ -72,7 +74,7 @@ def project(teacher, tmp_path):  # noqa: F811 - the fixture imported above
     params = params.with_overrides({"tracking.enabled": False, "benchmark.num_threads": 1})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
     save_model(tmp_path / "models" / "teacher.pt", teacher, Context(params).spec("teacher"))
-    env = venv_env(**{search.HEARTBEAT_ENV: str(HEARTBEAT_S), search.GRACE_ENV: str(GRACE_S)})
+    env = venv_env(**{search_storage.HEARTBEAT_ENV: str(HEARTBEAT_S), search_storage.GRACE_ENV: str(GRACE_S)})
     for name in ("OPTUNA_STORAGE", "DVC_ROOT", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     return tmp_path, env
@@ -195,17 +197,17 @@ def test_storage_url_password_is_masked_and_heartbeat_settings_are_checked(monke
     assert search.display_url("postgresql://optuna:s3cret@db:5432/optuna") == "postgresql://optuna:***@db:5432/optuna"
     assert search.display_url("postgresql://optuna@db/optuna") == "postgresql://optuna@db/optuna"
     assert search.display_url("journal:optuna.journal") == "journal:optuna.journal"
-    monkeypatch.delenv(search.HEARTBEAT_ENV, raising=False)
-    monkeypatch.delenv(search.GRACE_ENV, raising=False)
-    assert search.heartbeat_settings() == (search.HEARTBEAT_INTERVAL_S, search.GRACE_PERIOD_S)
-    monkeypatch.setenv(search.HEARTBEAT_ENV, "20")
+    monkeypatch.delenv(search_storage.HEARTBEAT_ENV, raising=False)
+    monkeypatch.delenv(search_storage.GRACE_ENV, raising=False)
+    assert search.heartbeat_settings() == (search_storage.HEARTBEAT_INTERVAL_S, search_storage.GRACE_PERIOD_S)
+    monkeypatch.setenv(search_storage.HEARTBEAT_ENV, "20")
     assert search.heartbeat_settings() == (20, 120)  # the default grace follows a longer interval
-    monkeypatch.setenv(search.GRACE_ENV, "20")
-    with pytest.raises(search.ParamsError, match="must exceed"):
+    monkeypatch.setenv(search_storage.GRACE_ENV, "20")
+    with pytest.raises(ParamsError, match="must exceed"):
         search.heartbeat_settings()
-    monkeypatch.setenv(search.GRACE_ENV, "1.5")
-    with pytest.raises(search.ParamsError, match=r"\$OPTUNA_GRACE_PERIOD: '1.5'"):
+    monkeypatch.setenv(search_storage.GRACE_ENV, "1.5")
+    with pytest.raises(ParamsError, match=r"\$OPTUNA_GRACE_PERIOD: '1.5'"):
         search.make_storage("sqlite:///never-created.db")
-    with pytest.raises(search.ParamsError, match=r"cannot open 'postgresql://u:\*\*\*@127.0.0.1:1/x'"):
-        monkeypatch.delenv(search.GRACE_ENV)
+    with pytest.raises(ParamsError, match=r"cannot open 'postgresql://u:\*\*\*@127.0.0.1:1/x'"):
+        monkeypatch.delenv(search_storage.GRACE_ENV)
         search.make_storage("postgresql://u:pw@127.0.0.1:1/x")  # nothing listens on port 1

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from pipelines.core.config import BenchmarkConfig
+from pipelines.core.cpu import isa_summary
 from pipelines.measurement.benchmark import DeployInputs, benchmark_models
 from pipelines.measurement.compile import CompileSettings
 from pipelines.measurement.runtimes import parse_runtime
@@ -29,8 +30,10 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
                             settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg), deploy=deploy)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
+    isa = isa_summary()
     for row in rows:
         name = row["model"]
+        row["cpu_isa"] = isa
         measured = row.pop("accuracy", accuracy[name])
         row.update(accuracy=measured, **sizes[name])
         if not parse_runtime(row["runtime"]).deploy and name in (checkpoints or {}):

@@ -198,7 +198,7 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
     if rt.deploy:
         return Compiled(None, float("nan"), skipped=DEPLOY_ONLY_NOTE)
     if rt.amp is not None and rt.device == "cpu":
-        from pipelines.measurement.deploy.cpu import bf16_missing
+        from pipelines.measurement.deploy import bf16_missing
 
         if reason := bf16_missing():
             return Compiled(model, float("nan"), skipped=reason)

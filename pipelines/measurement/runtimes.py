@@ -7,7 +7,7 @@
   only: the model on the GPU, compiled the same way, run under ``torch.autocast`` (Tensor Cores).
 - ``eager-cpu-bf16`` / ``compile-<mode>-cpu-bf16``: float models on the CPU under
   ``torch.autocast("cpu", bfloat16)`` (oneDNN bf16 kernels, AMX where present); skipped with the
-  reason on a CPU without native bf16 (:mod:`pipelines.measurement.deploy.cpu`).
+  reason on a CPU without native bf16 (:mod:`pipelines.core.cpu`).
 - deploy targets ``ort-fp32``, ``ort-int8``, ``ov-fp32``, ``ov-bf16``, ``ov-int8``, ``aoti``
   (ONNX Runtime, OpenVINO, AOTInductor): built by :mod:`pipelines.measurement.deploy` and timed in
   the same interleaved loop, every runtime on ``benchmark.num_threads`` threads, none spinning idle.

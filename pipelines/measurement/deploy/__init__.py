@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipelines.core.cpu import has_bf16
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
 
@@ -211,6 +212,12 @@ def import_libraries(runtimes: Sequence[str]) -> None:
     for runtime in runtimes:
         for module in _LIBRARIES.get(runtime.split("-")[0], ()):
             importlib.import_module(module)
+
+
+def bf16_missing() -> str:
+    """Why bf16 rows are skipped on this CPU, or ``""`` when it has native bf16 (without it PyTorch
+    and OpenVINO emulate bf16 through fp32 conversions: that measures the emulation, not bf16)."""
+    return "" if has_bf16() else "this CPU has no native bf16 (avx512_bf16 / amx_bf16 absent from its flags)"
 
 
 def skip_reason(runtime: str) -> str:

@@ -35,7 +35,7 @@ def capabilities() -> list[str]:
 
 def bf16_missing() -> str:
     """Why an OpenVINO bf16 row is skipped here, or ``""``."""
-    from pipelines.measurement.deploy.cpu import bf16_missing as native_missing
+    from pipelines.measurement.deploy import bf16_missing as native_missing
 
     return native_missing() or ("" if "BF16" in capabilities() else "OpenVINO's CPU plugin lists no BF16 capability")
 
