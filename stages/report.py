@@ -24,6 +24,7 @@ def body(ctx, run):
     shown = report.for_mlflow(text, run.run_id)
     run.log_text(shown, "summary.md")
     run.log_metrics(headline)
+    run.set_tags({k: v for k, v in headline.items() if isinstance(v, str)})  # runtime, deploy runtime/artifact
     registered = register_final(ctx.params, stage.model_path("quantized"), headline, run.parent_id)
     line = (f"Registered `{registered.name}` version {registered.version}: "
             f"{'now' if registered.champion else 'not'} `champion` ({registered.reason})." if registered else "")

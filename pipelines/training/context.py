@@ -3,6 +3,7 @@ one way to train a model under ``params.train`` (:func:`train`)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -49,6 +50,12 @@ class Context:
         images = self.data.test.tensors[0]
         reps = -(-batch_size // len(images))
         return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
+
+    def calibration_batches(self, count: int | None = None) -> list[torch.Tensor]:
+        """The first ``count`` (default ``quantize.calibration_batches``) training batches in the
+        seeded shuffled order: what PTQ calibrates on, in every engine and every deploy target."""
+        count = self.params.quantize.calibration_batches if count is None else count
+        return list(itertools.islice((images for images, _ in self.loader("train", shuffle=True)), count))
 
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.

@@ -9,11 +9,10 @@ choice of implementation for ``quantize.engine`` x ``quantize.method`` lives her
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from pipelines.compression.quantize import eager, pt2e
@@ -40,10 +39,6 @@ class Quantizer:
     assign: bool = False
 
 
-def _calibration(ctx: Context) -> Iterator[torch.Tensor]:
-    return (batch[0] for batch in ctx.loader("train", shuffle=True))
-
-
 def _finetune(ctx: Context, cfg: QuantizeConfig, desc: str) -> Callable[[nn.Module], None]:
     def finetune(prepared: nn.Module) -> None:
         train(ctx, prepared, cfg.qat_epochs, cfg.qat_lr, desc)
@@ -61,13 +56,13 @@ def _torchao_dynamic(model: nn.Module, *_: Any) -> nn.Module:
 
 REGISTRY: dict[tuple[str, str], Quantizer] = {
     ("eager", "dynamic"): Quantizer(_eager_dynamic, _eager_dynamic),
-    ("eager", "static"): Quantizer(lambda m, cfg, ctx: eager.quantize_static(m, _calibration(ctx), cfg),
+    ("eager", "static"): Quantizer(lambda m, cfg, ctx: eager.quantize_static(m, ctx.calibration_batches(cfg.calibration_batches), cfg),
                                    eager.skeleton),
     ("eager", "qat"): Quantizer(lambda m, cfg, ctx: eager.quantize_qat(m, cfg, _finetune(ctx, cfg, "qat")),
                                 eager.skeleton),
     ("pt2e", "dynamic"): Quantizer(_torchao_dynamic, _torchao_dynamic, assign=True),
-    ("pt2e", "static"): Quantizer(lambda m, cfg, ctx: pt2e.quantize_static(m, _calibration(ctx), cfg,
-                                                                           ctx.example(2)), None),
+    ("pt2e", "static"): Quantizer(lambda m, cfg, ctx: pt2e.quantize_static(
+        m, ctx.calibration_batches(cfg.calibration_batches), cfg, ctx.example(2)), None),
     ("pt2e", "qat"): Quantizer(lambda m, cfg, ctx: pt2e.quantize_qat(m, cfg, ctx.example(2),
                                                                      _finetune(ctx, cfg, "qat (pt2e)")), None),
 }
