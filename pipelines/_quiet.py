@@ -22,6 +22,9 @@ _MESSAGES = [
     (FutureWarning, r"`torch\.cpu\.amp\.autocast"),
     # MLflow's sqlalchemy store configures a deprecated loader at start-up (not ours to fix).
     (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),
+    # torch-pruning found nn.Parameters used outside any layer (ViT's class_token and
+    # pos_embedding) and prunes their embedding dim with the layers they feed: what we want.
+    (UserWarning, r"Unwrapped parameters detected"),
 ]
 
 # torch.compile on a torch.ao eager-int8 model: dynamo cannot trace its kernels and falls back

@@ -28,9 +28,32 @@ from pipelines.config import QuantizeConfig
 ENGINE = "x86"
 
 
-def recipe(cfg: QuantizeConfig) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild the int8 skeleton (see :func:`quantized_skeleton`)."""
-    return {"method": cfg.method, "engine": cfg.engine, "observer": cfg.observer,
+class QuantizeError(RuntimeError):
+    """A model this quantize config cannot handle, phrased as one line naming the key."""
+
+
+def eager_quantizable(model: nn.Module) -> bool:
+    """Ready for eager torch.ao static/QAT: ``QuantStub`` at the input and ``fuse_model()``, as
+    every built-in arch (cnn, mlp, resnet18, mobilenet_v2) has."""
+    return callable(getattr(model, "fuse_model", None)) and any(isinstance(m, tq.QuantStub) for m in model.modules())
+
+
+def resolve_engine(cfg: QuantizeConfig, model: nn.Module) -> str:
+    """``quantize.engine`` for this model: ``auto`` is eager for the built-in quantizable archs
+    and pt2e (torch.export, any exportable model) otherwise."""
+    if cfg.engine == "auto":
+        return "eager" if eager_quantizable(model) else "pt2e"
+    if cfg.engine == "eager" and cfg.method in ("static", "qat") and not eager_quantizable(model):
+        raise QuantizeError(f"quantize.engine: eager {cfg.method} needs QuantStub/DeQuantStub and fuse_model() in "
+                            "the model (the built-in cnn, mlp, resnet18, mobilenet_v2 have them); "
+                            "use engine auto or pt2e for this model")
+    return cfg.engine
+
+
+def recipe(cfg: QuantizeConfig, engine: str | None = None) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the int8 skeleton (see :func:`quantized_skeleton`);
+    ``engine``: the one :func:`resolve_engine` chose."""
+    return {"method": cfg.method, "engine": engine or cfg.engine, "observer": cfg.observer,
             "per_channel": cfg.per_channel}
 
 

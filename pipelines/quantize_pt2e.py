@@ -35,6 +35,8 @@ import dataclasses
 import functools
 import io
 import json
+import os
+import re
 import types
 import warnings
 import zipfile
@@ -45,6 +47,7 @@ import torch
 from torch import fx, nn
 
 from pipelines.config import QuantizeConfig
+from pipelines.quantize import QuantizeError
 
 EPS = 2**-12  # torchao's default observer eps for the x86 config
 MAX_BATCH = 1 << 16
@@ -73,6 +76,24 @@ def _dequant_ops() -> frozenset:
 
 
 # --- export and quantizer -------------------------------------------------------------------------
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def export_failure(exc: BaseException) -> str:
+    """One line for a model ``torch.export`` cannot capture: the graph break or unsupported op
+    (the error's first line) and where it is in the model's code (the last frame outside torch)."""
+    text = str(exc)
+    lines = text.strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0].strip()[:160]}" if lines else type(exc).__name__
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [m for m in _FRAME.finditer(text) if not m.group(1).startswith(torch_dir)]
+    where = ""
+    if frames:
+        path, line, func, code = frames[-1].groups()
+        where = f" at {path}:{line} in {func}" + (f" (`{code.strip()[:80]}`)" if code.strip() else "")
+    return (f"quantize.engine: pt2e needs torch.export, which cannot capture this model ({what}{where}); "
+            "make that code exportable, or use quantize.method: dynamic or none")
 
 def is_pt2e(model: nn.Module) -> bool:
     """True for a PT2E graph (exported, prepared or converted), as opposed to an eager module."""
@@ -181,12 +202,15 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
         graph = export(model, example, strict)
     except Exception as exc:  # noqa: BLE001 - dynamo could not trace it: non-strict export instead
         if not strict:
-            raise
+            raise QuantizeError(export_failure(exc)) from None
         warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
                       "exporting non-strict", RuntimeWarning, stacklevel=2)
         strict = False
         report["export"] = "non-strict"
-        graph = export(model, example, strict=False)
+        try:
+            graph = export(model, example, strict=False)
+        except Exception:  # noqa: BLE001 - neither way: the strict error names the graph break best
+            raise QuantizeError(export_failure(exc)) from None
     config = quantization_config(cfg.observer, cfg.per_channel, qat)
     insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
     try:

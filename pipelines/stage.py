@@ -18,6 +18,8 @@ from pipelines.checkpoint import CheckpointError, load_model, save_model
 from pipelines.config import ParamsError, load_params
 from pipelines.data import DataError
 from pipelines.io import write_json
+from pipelines.models import ModelError
+from pipelines.quantize import QuantizeError
 from pipelines.tracking import Run, TrackingError, check_reachable, close_pipeline, stage_run
 from pipelines.workflow import Context
 
@@ -26,7 +28,7 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
-USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError)
+USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError, ModelError, QuantizeError)
 
 
 def model_path(name: str) -> Path:

@@ -16,8 +16,10 @@ from pipelines import quantize as qz
 from pipelines.config import Params
 from pipelines.data import DataBundle, load_data, make_loader
 from pipelines.metrics import size_metrics
+from pipelines.builders import check_output
 from pipelines.models import build_model, is_eager_int8, model_spec
-from pipelines.training import History, evaluate, fit, resolve_device, seed_everything
+from pipelines.training import History, cross_entropy, evaluate, fit, predict, resolve_device, seed_everything
+from pipelines.weights import load_weights
 
 
 @dataclass
@@ -49,11 +51,19 @@ class Context:
         return evaluate(model, self.loader(split), "cpu" if cpu_only else self.device)
 
     def spec(self, which: str) -> dict[str, Any]:
-        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
+        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
+                          self.data.image_size)
 
     def new_model(self, which: str) -> nn.Module:
+        """``which`` (teacher | student) as params say: built, checked on a batch of the data, and
+        started from ``<which>.weights`` when given."""
+        cfg = getattr(self.params, which)
         seed_everything(self.params.seed)
-        return build_model(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
+        model = build_model(cfg, self.data.in_channels, self.data.num_classes, self.data.image_size, key=which)
+        check_output(model, self.example(2), self.data.num_classes, which, cfg.arch)
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, which, cfg.arch)
+        return model
 
 
 def model_metrics(ctx: Context, model: nn.Module) -> dict[str, float]:
@@ -72,9 +82,29 @@ def _train(ctx: Context, model: nn.Module, epochs: int, lr: float, desc: str, lo
 # --- train_baseline ---------------------------------------------------------------------------
 
 def train_teacher(ctx: Context) -> tuple[nn.Module, History]:
+    """The teacher trained for ``train.epochs``; with 0 epochs, ``teacher.weights`` as given and a
+    history of one row (epoch 0: their loss on the train split, their val accuracy)."""
     model = ctx.new_model("teacher")
+    if ctx.params.train.epochs == 0:
+        model.to(ctx.device).eval()
+        with torch.no_grad():
+            loss = cross_entropy(predict(model, ctx.loader("train"), ctx.device),
+                                 ctx.data.train.tensors[1]).item()
+        val = ctx.accuracy(model, "val")
+        return model.cpu().eval(), History([{"epoch": 0, "train_loss": loss, "val_accuracy": val}], val, 0)
     history = _train(ctx, model, ctx.params.train.epochs, ctx.params.train.lr, "teacher")
     return model.cpu().eval(), history
+
+
+def data_record(data: DataBundle) -> dict[str, Any]:
+    """How the images were prepared, for the metrics file: enough to feed the model the same
+    inputs in plain PyTorch (``transforms.Normalize(mean, std)`` on 0..1 pixels)."""
+    out: dict[str, Any] = {"data_mean": list(data.mean), "data_std": list(data.std),
+                           "image_size": data.image_size, "in_channels": data.in_channels,
+                           "num_classes": data.num_classes}
+    if data.classes:
+        out["classes"] = list(data.classes)
+    return out
 
 
 # --- distill ----------------------------------------------------------------------------------
@@ -146,9 +176,10 @@ def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str,
     """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged)."""
     cfg = ctx.params.quantize
     model = model.cpu().eval()
+    engine = qz.resolve_engine(cfg, model)
     if cfg.method == "none":
         out = model
-    elif cfg.engine == "pt2e":
+    elif engine == "pt2e":
         from pipelines import quantize_pt2e
 
         out = quantize_pt2e.quantize(model, cfg, ctx)
@@ -163,6 +194,7 @@ def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str,
         out = qz.quantize_qat(model, cfg, finetune)
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
+    metrics["engine"] = engine
     metrics["accuracy_fp32"] = ctx.accuracy(model)
     metrics["size_ratio_vs_fp32"] = metrics["size_mb"] / fp32["size_mb"]
     if cfg.method != "none":
@@ -170,7 +202,7 @@ def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str,
 
         metrics["fp32_layers"] = fp32_layers(out)  # conv/linear/add that stayed fp32 (empty: all int8)
         metrics["num_fp32_layers"] = len(metrics["fp32_layers"])
-        report = getattr(out, "meta", {}).get(REPORT_KEY) if cfg.engine == "pt2e" else None
+        report = getattr(out, "meta", {}).get(REPORT_KEY) if engine == "pt2e" else None
         if report:
             metrics["pt2e_export"] = report["export"]
             metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]
