@@ -37,8 +37,8 @@ from pipelines import quantize as qz  # noqa: E402
 from pipelines import quantize_pt2e as qp  # noqa: E402
 from pipelines.benchmark import (  # noqa: E402
     CPP_WRAPPER_POLICIES, CompileSettings, compile_for, set_threads, time_interleaved, warm_compiler)
-from pipelines.config import QuantizeConfig  # noqa: E402
-from pipelines.models import CNN, _torchvision_model  # noqa: E402
+from pipelines.config import ModelConfig, QuantizeConfig  # noqa: E402
+from pipelines.models import CNN, build_model  # noqa: E402
 
 VARIANTS = ["fp32 eager", "fp32 compiled", "int8 eager (torch.ao)", "int8 pt2e compiled"]
 
@@ -101,7 +101,7 @@ def main() -> None:
     if not args.quick:
         cases.append(("cnn [128,256,512]x2 1x8x8 (teacher)", lambda: CNN(1, 10, [128, 256, 512], depth=2),
                       (bs, 1, 8, 8)))
-    cases.append(("resnet18 (quantizable) 3x32x32", lambda: _torchvision_model("resnet18", 3, 10), (bs, 3, 32, 32)))
+    cases.append(("resnet18 (quantizable) 3x32x32", lambda: build_model(ModelConfig(arch="resnet18"), 3, 10), (bs, 3, 32, 32)))
 
     started = time.perf_counter()
     rows = []

@@ -30,6 +30,7 @@ own archive format; :func:`load_program` refuses archives with pickled payloads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -37,6 +38,7 @@ import io
 import json
 import os
 import re
+import sys
 import types
 import warnings
 import zipfile
@@ -125,8 +127,16 @@ def _dynamic_batch() -> tuple[dict[int, Any], ...]:
 
 def export(model: nn.Module, example: torch.Tensor, strict: bool = True) -> fx.GraphModule:
     """``torch.export`` with a dynamic batch dimension (calibration, evaluation and benchmark
-    batches differ in size), as an ``fx.GraphModule``."""
-    return torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=strict).module()
+    batches differ in size), as an ``fx.GraphModule``.
+
+    On a data-dependent branch torch.export prints the partial graph to stderr before raising;
+    that dump is dropped (the error itself, which :func:`export_failure` turns into one line,
+    names the code). Whatever it writes to stderr on success is passed through."""
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=strict)
+    sys.stderr.write(captured.getvalue())
+    return program.module()
 
 
 def quantization_config(observer: str, per_channel: bool, qat: bool):
@@ -203,14 +213,14 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
     except Exception as exc:  # noqa: BLE001 - dynamo could not trace it: non-strict export instead
         if not strict:
             raise QuantizeError(export_failure(exc)) from None
-        warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                      "exporting non-strict", RuntimeWarning, stacklevel=2)
-        strict = False
-        report["export"] = "non-strict"
         try:
             graph = export(model, example, strict=False)
         except Exception:  # noqa: BLE001 - neither way: the strict error names the graph break best
             raise QuantizeError(export_failure(exc)) from None
+        warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                      "exported non-strict", RuntimeWarning, stacklevel=2)
+        strict = False
+        report["export"] = "non-strict"
     config = quantization_config(cfg.observer, cfg.per_channel, qat)
     insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
     try:

@@ -183,12 +183,13 @@ def test_fp32_layer_report_lists_float_compute():
 def test_resnet18_quantizes_on_pt2e_without_partition_error():
     import torchvision
 
-    from pipelines.models import _torchvision_model
+    from pipelines.config import ModelConfig
+    from pipelines.models import build_model
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
     cfg = QuantizeConfig(calibration_batches=1)
-    model = _torchvision_model("resnet18", 3, 10).eval()
+    model = build_model(ModelConfig(arch="resnet18"), 3, 10).eval()
     q = qp.quantize_static(model, [x], cfg, x)
     assert q.meta[qp.REPORT_KEY]["skipped_patterns"] == []
     assert qp.fp32_layers(q) == []
