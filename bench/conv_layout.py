@@ -44,7 +44,8 @@ def child(inductor: dict, batch: int, threads: int, warmup: int, iters: int) -> 
     import torch
 
     import pipelines  # noqa: F401  (central warning filters)
-    from pipelines.benchmark import CompileSettings, compile_for, set_threads, time_interleaved, warm_compiler
+    from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler
+    from pipelines.measurement.timing import set_threads, time_interleaved
     from pipelines.models import CNN
 
     set_threads(threads)

@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import pipelines  # noqa: E402,F401  (central warning filters)
-from pipelines.benchmark import compile_for, set_threads, time_interleaved, warm_compiler  # noqa: E402
-from pipelines.graph_break_demo import explain_breaks, variants  # noqa: E402
+from pipelines.measurement.compile import compile_for, warm_compiler  # noqa: E402
+from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
+from pipelines.measurement.graph_break_demo import explain_breaks, variants  # noqa: E402
 
 
 def main() -> None:

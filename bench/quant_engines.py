@@ -33,11 +33,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import pipelines  # noqa: E402,F401  (central warning filters)
-from pipelines import quantize as qz  # noqa: E402
-from pipelines import quantize_pt2e as qp  # noqa: E402
-from pipelines.benchmark import (  # noqa: E402
-    CPP_WRAPPER_POLICIES, CompileSettings, compile_for, set_threads, time_interleaved, warm_compiler)
-from pipelines.config import ModelConfig, QuantizeConfig  # noqa: E402
+from pipelines.compression.quantize import eager as qz  # noqa: E402
+from pipelines.compression.quantize import pt2e as qp  # noqa: E402
+from pipelines.measurement.compile import CPP_WRAPPER_POLICIES, CompileSettings, compile_for, warm_compiler  # noqa: E402
+from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
+from pipelines.core.config import QuantizeConfig  # noqa: E402
+from pipelines.core.config import ModelConfig  # noqa: E402
 from pipelines.models import CNN, build_model  # noqa: E402
 
 VARIANTS = ["fp32 eager", "fp32 compiled", "int8 eager (torch.ao)", "int8 pt2e compiled"]

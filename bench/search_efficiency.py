@@ -37,11 +37,11 @@ import optuna  # noqa: E402
 
 import pipelines  # noqa: E402,F401  (warning filters)
 from pipelines import search  # noqa: E402
-from pipelines.checkpoint import load_model  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
-from pipelines.io import write_json  # noqa: E402
+from pipelines.compression.checkpoint import load_model  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
+from pipelines.core.io import write_json  # noqa: E402
 from pipelines.tracking import Run  # noqa: E402
-from pipelines.workflow import Context  # noqa: E402
+from pipelines.training.context import Context  # noqa: E402
 
 
 def run_one(params, baseline, sampler: str, seed: int, trials: int) -> tuple[optuna.Study, float]:

@@ -1,5 +1,5 @@
 """Compression-lab library: everything the DVC stages and the Optuna search call."""
 
-from pipelines import _quiet
+from pipelines.core import quiet
 
-_quiet.install()
+quiet.install()

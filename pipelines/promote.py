@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import ParamsError, read_yaml, validate
-from pipelines.io import write_text
+from pipelines.core.errors import ParamsError
+from pipelines.core.config import read_yaml, validate
+from pipelines.core.io import write_text
 
 BEST_PARAMS = Path("reports/search/best_params.yaml")
 

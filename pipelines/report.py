@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.comparison import CHAIN
+from pipelines.measurement.comparison import CHAIN
 
 LABELS = {"teacher": "teacher (fp32)", "student": "distilled student", "pruned": "pruned student",
           "quantized": "quantized (final)"}
@@ -22,7 +22,37 @@ def _f(value: Any, fmt: str) -> str:
         return "n/a"
 
 
-def table(summary: dict[str, dict[str, Any]], batch_size: int) -> str:
+NOT_QUOTED = "not quoted (noisy)"
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def noisy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if _truthy(r.get("noisy"))]
+
+
+def noise_notice(rows: list[dict[str, Any]], params: Any) -> str | None:
+    """In words, when this run's latency was disturbed: what the measurement saw, and that the
+    speedups are therefore not quoted."""
+    bad = noisy_rows(rows)
+    if not bad:
+        return None
+    cfg = params.benchmark
+    others = [float(r["other_cpu"]) for r in bad if r.get("other_cpu") not in (None, "", "None")]
+    spread = max(float(r.get("p90_over_p50") or 0) for r in bad)
+    attempts = max(int(float(r.get("timing_attempts") or 1)) for r in bad)
+    seen = (f"other processes took up to {max(others):.0%} of the CPUs it ran on (limit "
+            f"{cfg.max_other_cpu:.0%})" if others else "the CPU share of other processes is unknown")
+    return (f"**Latency in this run is not to be trusted.** While `compile_benchmark` timed the models, {seen} and "
+            f"the worst p90/p50 was {spread:.1f} (limit {cfg.max_spread:.1f}), still after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}: {len(bad)} of {len(rows)} rows are flagged `noisy` in "
+            "`reports/benchmark.csv`. Speedups and latency ratios of this run are therefore not quoted; re-run "
+            "`dvc repro --force compile_benchmark` on a quiet machine.")
+
+
+def table(summary: dict[str, dict[str, Any]], batch_size: int, noisy: bool = False) -> str:
     head = ("| model | accuracy | drop vs teacher (pp) | p50 ms @bs{bs} (eager) | speedup | best runtime | best p50 ms "
             "| best speedup | size MB | size ratio | gzip MB | params | sparsity |").format(bs=batch_size)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -32,9 +62,9 @@ def table(summary: dict[str, dict[str, Any]], batch_size: int) -> str:
             continue
         lines.append(
             f"| {LABELS[name]} | {_f(m.get('accuracy'), '.4f')} | {_f(m.get('accuracy_drop_vs_teacher'), '+.2f')} "
-            f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_f(m.get('speedup_vs_teacher'), '.2f')}x "
+            f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_speed(m.get('speedup_vs_teacher'), noisy)} "
             f"| {m.get('best_runtime', 'n/a')} | {_f(m.get('best_latency_ms_p50'), '.3f')} "
-            f"| {_f(m.get('best_speedup_vs_teacher'), '.2f')}x | {_f(m.get('size_mb'), '.3f')} "
+            f"| {_speed(m.get('best_speedup_vs_teacher'), noisy)} | {_f(m.get('size_mb'), '.3f')} "
             f"| {_f(m.get('size_ratio_vs_teacher'), '.3f')} | {_f(m.get('size_gzip_mb'), '.3f')} "
             f"| {int(float(m.get('num_params', 0))):,} | {_f(m.get('sparsity'), '.2f')} |")
     return "\n".join(lines)
@@ -45,13 +75,19 @@ def _fastest(m: dict[str, Any]) -> tuple[str, float]:
     return m.get("best_runtime") or "eager", float(m.get("best_latency_ms_p50") or m["latency_ms_p50"])
 
 
+def _speed(value: Any, noisy: bool) -> str:
+    return NOT_QUOTED if noisy else f"{_f(value, '.2f')}x"
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
 def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any]],
              rows: list[dict[str, Any]], params: Any) -> list[str]:
-    """One sentence per technique, each derived from measured numbers."""
+    """One sentence per technique, each derived from measured numbers; a run whose latency was
+    disturbed (:func:`noise_notice`) quotes no speed."""
+    noisy = bool(noisy_rows(rows))
     out = []
     s, p, q = summary.get("student", {}), summary.get("pruned", {}), summary.get("quantized", {})
     d = stages.get("distill", {})
@@ -60,8 +96,9 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
             f"**Distillation** (T={params.distill.temperature}, alpha={params.distill.alpha}): the student has "
             f"{_ratio(float(s.get('num_params', 0)), float(summary['teacher']['num_params'])):.1%} of the teacher's "
             f"parameters and reaches {float(d['accuracy']):.2%} vs {float(d['accuracy_no_kd']):.2%} trained alone "
-            f"({float(d['kd_gain_pp']):+.2f} pp from KD); it runs {float(s.get('speedup_vs_teacher', 0)):.2f}x "
-            f"faster than the teacher (eager).")
+            f"({float(d['kd_gain_pp']):+.2f} pp from KD)"
+            + ("." if noisy else f"; it runs {float(s.get('speedup_vs_teacher', 0)):.2f}x faster than the teacher "
+                                 "(eager)."))
     if p:
         method = params.prune.method
         speed = _ratio(float(s["latency_ms_p50"]), float(p["latency_ms_p50"]))
@@ -74,8 +111,10 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
             f"**Pruning** ({method}, amount {params.prune.amount}, {params.prune.steps} steps): sparsity "
             f"{float(p.get('sparsity', 0)):.0%}, params {int(float(p['num_params'])):,} vs "
             f"{int(float(s['num_params'])):,}, gzip size {_ratio(float(p['size_gzip_mb']), float(s['size_gzip_mb'])):.2f}x "
-            f"of the student's, latency {speed:.2f}x the student's speed ({'faster' if speed > 1.1 else 'no real change'}): "
-            f"{why}.")
+            "of the student's, "
+            + ("latency not quoted (noisy run): " if noisy else
+               f"latency {speed:.2f}x the student's speed ({'faster' if speed > 1.1 else 'no real change'}): ")
+            + f"{why}.")
     if q and params.quantize.method != "none":
         # int8 is judged on its fastest runtime: a PT2E model's "eager" is its reference graph
         # (quantize/dequantize around fp32 ops); its int8 kernels only exist once compiled.
@@ -95,13 +134,19 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         out.append(
             f"**Quantization** ({params.quantize.method}, {engine} engine): size "
             f"{_ratio(float(q['size_mb']), float(p['size_mb'])):.2f}x of fp32 (int8 weights are 1/4 of fp32 plus "
-            f"scales/zero-points); int8 on {q_rt} runs {_ratio(float(p['latency_ms_p50']), q_ms):.2f}x faster "
-            f"than the same model in fp32 eager{vs_best}; accuracy "
+            f"scales/zero-points); "
+            + ("int8 speed not quoted (noisy run)" if noisy else
+               f"int8 on {q_rt} runs {_ratio(float(p['latency_ms_p50']), q_ms):.2f}x faster than the same model in "
+               f"fp32 eager{vs_best}")
+            + "; accuracy "
             f"{float(q['accuracy']) - float(p['accuracy']):+.4f}.{reference}"
             + (" Dynamic quantization only has int8 kernels for Linear layers, so convolutions stay fp32."
                if params.quantize.method == "dynamic" else ""))
     compiled = [r for r in rows if r["runtime"] != "eager" and r.get("latency_ms_p50") not in (None, "")]
-    if compiled:
+    if compiled and noisy:
+        out.append("**torch.compile**: compiled-vs-eager speedups not quoted (noisy run); compile times and graph "
+                   "breaks are in `reports/benchmark.csv`.")
+    elif compiled:
         parts = []
         for name in CHAIN:
             eager = next((r for r in rows if r["model"] == name and r["runtime"] == "eager"
@@ -134,7 +179,7 @@ def pareto_plot(summary: dict[str, dict[str, Any]], path: Path, batch_size: int)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipelines.io import atomic_write
+    from pipelines.core.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(8, 5))
     sizes = [float(m["size_mb"]) for m in summary.values()]
@@ -195,7 +240,8 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None)
         "measured side by side (interleaved) in one `compile_benchmark` run on this machine; speedups and ratios "
         "are against the fp32 teacher in that same run.",
         "",
-        table(summary, bs),
+        *([notice, ""] if (notice := noise_notice(rows, params)) else []),
+        table(summary, bs, noisy=bool(noisy_rows(rows))),
         "",
         "## What each technique did",
         "",

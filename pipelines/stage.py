@@ -1,7 +1,10 @@
 """What every stage entry point shares: params loading, user-error handling, outputs, logging.
 
-A stage body receives a :class:`~pipelines.workflow.Context` and an MLflow :class:`Run`; it
-calls :mod:`pipelines.workflow` and hands its results to :func:`write_outputs`.
+A stage body receives a :class:`~pipelines.training.context.Context` and an MLflow :class:`Run`;
+it calls :mod:`pipelines.workflow` and hands its results to :func:`write_outputs`.
+
+:data:`SECTIONS` is the one list of the params sections each stage reads: ``dvc.yaml`` declares
+exactly these (a test checks it) and :func:`main` logs exactly these to MLflow.
 """
 
 from __future__ import annotations
@@ -14,29 +17,50 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.checkpoint import CheckpointError, load_model, save_model
-from pipelines.config import ParamsError, load_params
-from pipelines.data import DataError
-from pipelines.io import write_json
-from pipelines.models import ModelError
-from pipelines.quantize import QuantizeError
-from pipelines.tracking import Run, TrackingError, check_reachable, close_pipeline, stage_run
-from pipelines.workflow import Context
+from pipelines.compression.checkpoint import Loaded, load_model, save_model
+from pipelines.core.config import load_params
+from pipelines.core.errors import CheckpointError, UserError
+from pipelines.core.io import write_json
+from pipelines.tracking import Run, check_reachable, close_pipeline, stage_run
+from pipelines.training.context import Context
 
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
-USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError, ModelError, QuantizeError)
+# The params sections each stage reads (seed is logged with every stage).
+SECTIONS: dict[str, list[str]] = {
+    "train_baseline": ["seed", "data", "teacher", "train"],
+    "distill": ["seed", "data", "student", "train", "distill"],
+    "prune": ["seed", "data", "train", "prune"],
+    "quantize": ["seed", "data", "train", "quantize"],
+    "compile_benchmark": ["data", "benchmark"],
+    # The teacher comes from models/teacher.pt; the space overrides distill/prune/quantize per trial,
+    # so promoting a trial into those sections must not re-run (and change) the search.
+    "search": ["seed", "data", "student", "train", "benchmark", "search"],
+    "report": ["data", "distill", "prune", "quantize", "benchmark"],
+}
+
+
+# which stage writes each model (named in the error when a model is missing)
+WRITTEN_BY = {"teacher": "train_baseline", "student": "distill", "pruned": "prune", "quantized": "quantize"}
 
 
 def model_path(name: str) -> Path:
     return MODELS / f"{name}.pt"
 
 
+def load_checkpoint(name: str) -> Loaded:
+    path = model_path(name)
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found; run `dvc repro {WRITTEN_BY[name]}` (the stage that writes it) "
+                              "first")
+    return load_model(path)
+
+
 def load(name: str) -> nn.Module:
-    return load_model(model_path(name)).model
+    return load_checkpoint(name).model
 
 
 def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *,
@@ -58,24 +82,29 @@ def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *
         run.log_model(model, ctx.example(2))
 
 
-def main(stage: str, sections: list[str], body: Callable[[Context, Run], None],
-         closes_pipeline: bool = False) -> None:
+def main(stage: str, body: Callable[[Context, Run], None], closes_pipeline: bool = False) -> None:
     """Entry point: validate all params first, probe a remote tracking server (seconds, not
-    MLflow's minutes of retries), then run ``body`` inside the stage's MLflow run; a user error
-    ends as one line on stderr and exit code 2, before anything is written. The last stage closes
-    the pipeline parent run."""
+    MLflow's minutes of retries), then run ``body`` inside the stage's MLflow run (which logs the
+    stage's :data:`SECTIONS`). A :class:`~pipelines.core.errors.UserError` ends as one line on
+    stderr and exit code 2; Ctrl-C as one line and exit 130. The last stage closes the pipeline
+    parent run. Stages that time models (their sections include ``benchmark``) run at
+    ``benchmark.num_threads``; the others at torch's default."""
     try:
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         if params.tracking.enabled:
             check_reachable()
-        import torch
+        if "benchmark" in SECTIONS[stage]:
+            import torch
 
-        torch.set_num_threads(params.benchmark.num_threads)
+            torch.set_num_threads(params.benchmark.num_threads)
         ctx = Context(params)
-        with stage_run(params, stage, sections) as run:
+        with stage_run(params, stage, SECTIONS[stage]) as run:
             body(ctx, run)
         if closes_pipeline:
             close_pipeline(params)
-    except USER_ERRORS as exc:
+    except UserError as exc:
         print(f"{stage}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted; outputs already written are complete (written atomically)", file=sys.stderr)
+        raise SystemExit(130) from None

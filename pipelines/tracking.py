@@ -27,17 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Params
-from pipelines.io import project_root
+from pipelines.core.config import Params
+from pipelines.core.cpu import cpu_model, isa_summary
+from pipelines.core.errors import TrackingError, first_line
+from pipelines.core.io import project_root
+from pipelines.core.kinds import is_eager_int8
 
 PIPELINE_ROLE = "pipeline"
 # A remote server gets this many seconds to answer the start-up probe (env var overrides).
 PROBE_TIMEOUT_ENV = "COMPRESSION_LAB_TRACKING_PROBE_TIMEOUT_S"
 _reachable: set[str] = set()
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be reached or used; one line, names the URI."""
 
 
 def tracking_uri() -> str:
@@ -100,23 +99,13 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment_tags() -> dict[str, str]:
     import torch
 
     tags = {
         "host.platform": platform.platform(),
         "host.processor": cpu_model(),
+        "host.cpu_isa": isa_summary(),
         "host.cpu_count": str(os.cpu_count()),
         "torch.version": torch.__version__,
         "torch.num_threads": str(torch.get_num_threads()),
@@ -180,8 +169,6 @@ class Run:
         import mlflow
         import torch
 
-        from pipelines.models import is_eager_int8
-
         # torch.export (MLflow's default "pt2") cannot trace torch.ao's packed int8 params.
         fmt = "pickle" if is_eager_int8(model) else "pt2"
         with _quiet_mlflow():
@@ -202,7 +189,7 @@ def _quiet_mlflow() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _experiment_id(name: str) -> str:
+def experiment_id(name: str) -> str:
     import mlflow
 
     for noisy in ("alembic", "mlflow.store.db.utils"):  # "Creating initial MLflow database tables..."
@@ -216,7 +203,7 @@ def _experiment_id(name: str) -> str:
         exp_id = exp.experiment_id if exp else client.create_experiment(name)
         client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
     except Exception as exc:  # noqa: BLE001 - any store failure becomes one clear line
-        raise TrackingError(f"MLflow store {uri} is not usable: {str(exc).splitlines()[0][:200]}") from None
+        raise TrackingError(f"MLflow store {uri} is not usable: {first_line(exc)}") from None
     return exp_id
 
 
@@ -253,7 +240,7 @@ def close_pipeline(params: Params) -> None:
         return
     import mlflow
 
-    parent = pipeline_parent(_experiment_id(params.tracking.experiment), create=False)
+    parent = pipeline_parent(experiment_id(params.tracking.experiment), create=False)
     if parent:
         mlflow.MlflowClient(tracking_uri()).set_terminated(parent, "FINISHED")
 
@@ -297,7 +284,7 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
         return
     import mlflow
 
-    exp_id = _experiment_id(params.tracking.experiment)
+    exp_id = experiment_id(params.tracking.experiment)
     parent = pipeline_parent(exp_id)
     mark_killed(exp_id, parent, stage)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
@@ -307,9 +294,10 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent,
                                            tags=tags) as active:
         run = Run(active.info.run_id)
-        logged = {"seed": params.seed}
+        raw = params.model_dump()
+        logged: dict[str, Any] = {}
         for section in sections:
-            logged.update(flatten(section, params.section(section)))
+            logged.update(flatten(section, raw[section]))
         run.log_params(logged)
         yield run
 

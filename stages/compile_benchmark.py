@@ -5,8 +5,8 @@ Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default]``;
 see pipelines/benchmark.py); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added."""
 
 from pipelines import stage
-from pipelines.comparison import CHAIN, compare, summary_metrics
-from pipelines.io import write_csv
+from pipelines.measurement.comparison import CHAIN, compare, summary_metrics
+from pipelines.core.io import write_csv
 
 
 def body(ctx, run):
@@ -29,4 +29,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("compile_benchmark", ["benchmark"], body)
+    stage.main("compile_benchmark", body)

@@ -11,4 +11,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("distill", ["data", "student", "train", "distill"], body)
+    stage.main("distill", body)

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from pipelines.config import ParamsError
+from pipelines.core.errors import ParamsError
 from pipelines.promote import BEST_PARAMS, promote
 
 

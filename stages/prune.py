@@ -1,13 +1,12 @@
 """Stage prune: iterative prune + fine-tune of the student -> models/pruned.pt."""
 
 from pipelines import stage
-from pipelines.checkpoint import load_model
-from pipelines.io import write_json
+from pipelines.core.io import write_json
 from pipelines.workflow import prune_student
 
 
 def body(ctx, run):
-    student = load_model(stage.model_path("student"))
+    student = stage.load_checkpoint("student")
     outcome = prune_student(ctx, student.model)
     table = write_json(stage.REPORTS / "prune_layers.json", outcome.table)
     steps = write_json(stage.PLOTS / "prune_steps.json", outcome.steps)
@@ -17,4 +16,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("prune", ["data", "train", "prune"], body)
+    stage.main("prune", body)

@@ -1,7 +1,8 @@
 """Stage report: reports/summary.md + reports/pareto.png, printed at the end of dvc repro."""
 
-from pipelines import report, stage
-from pipelines.io import read_csv, read_json, write_text
+from pipelines import report
+from pipelines import stage
+from pipelines.core.io import read_csv, read_json, write_text
 
 STAGES = ["train_baseline", "distill", "prune", "quantize"]
 
@@ -19,4 +20,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("report", ["benchmark"], body, closes_pipeline=True)
+    stage.main("report", body, closes_pipeline=True)

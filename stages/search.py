@@ -14,17 +14,14 @@ outputs from every worker's trials.
 
 import argparse
 import os
-import sys
 
 # One line per trial instead of hundreds of progress bars (tqdm reads this when it is imported).
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from pipelines import stage  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
 from pipelines.search import run_search  # noqa: E402
-from pipelines.tracking import _experiment_id, pipeline_parent  # noqa: E402
-
-SECTIONS = ["data", "student", "train", "distill", "prune", "quantize", "benchmark", "search"]
+from pipelines.tracking import experiment_id, pipeline_parent  # noqa: E402
 
 
 def _opens_pipeline() -> bool:
@@ -59,12 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         run_search(ctx.params, stage.load("teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
                    timeout_s=args.timeout, storage=args.storage, worker=args.worker)
 
-    try:
-        # A worker never closes the pipeline run: the others may still be logging under it.
-        stage.main("search", SECTIONS, body, closes_pipeline=not args.worker and _opens_pipeline())
-    except KeyboardInterrupt:
-        print("search: interrupted; finished trials are kept in the study, re-run to resume", file=sys.stderr)
-        raise SystemExit(130) from None
+    # A worker never closes the pipeline run: the others may still be logging under it.
+    stage.main("search", body, closes_pipeline=not args.worker and _opens_pipeline())
 
 
 if __name__ == "__main__":

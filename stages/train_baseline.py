@@ -14,4 +14,4 @@ def body(ctx, run):
 
 
 if __name__ == "__main__":
-    stage.main("train_baseline", ["data", "teacher", "train"], body)
+    stage.main("train_baseline", body)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pipelines  # noqa: E402,F401  (installs the central warning filters)
-from pipelines.config import Params, validate  # noqa: E402
+from pipelines.core.config import Params, validate  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -73,10 +73,37 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def stage_env(**extra: str) -> dict[str, str]:
+    """:func:`venv_env` for a stage run outside DVC: no DVC variables, and no tracking URI unless given."""
+    env = venv_env(**extra)
+    env.pop("DVC_ROOT", None)
+    env.pop("DVC_EXP_NAME", None)
+    if "MLFLOW_TRACKING_URI" not in extra:
+        env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout: int = 300,
+              args: list[str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m stages.<name>`` in ``root``, as DVC would run it."""
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *(args or [])], cwd=root,
+                          env=env if env is not None else stage_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+    """Assert the process ended with ``code`` and printed exactly one line (no traceback) on
+    stderr; return that line."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
 def pytest_runtest_setup(item):
     """pytest resets warning filters for every test; re-apply the project's one central list
     before the test's fixtures are set up (module-scoped ones quantize models too)."""
-    from pipelines import _quiet
+    from pipelines.core import quiet as _quiet
 
     _quiet.install()
 

@@ -9,24 +9,34 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines import benchmark as bm
-from pipelines.config import QuantizeConfig
+from pipelines.core.kinds import is_quantized
+from pipelines.measurement import benchmark as bm
+from pipelines.measurement import compile as cm
+from pipelines.measurement import runtimes as rts
+from pipelines.measurement.timing import time_interleaved
+from pipelines.core.config import QuantizeConfig
 from pipelines.models import CNN
-from pipelines.quantize import quantize_static
+from pipelines.compression.quantize.eager import quantize_static
 from tests.conftest import ROOT, venv_env
 
 # --- time_interleaved ---------------------------------------------------------------------------
 
 
-def test_time_interleaved_counts_percentiles_and_rotation():
+def test_time_interleaved_times_each_variant_by_itself():
+    """A variant that sleeps 3 ms reads at least 3 ms; a no-op beside it reads far less."""
+    import time
+
+    out = time_interleaved({"slow": lambda: time.sleep(0.003), "fast": lambda: None}, warmup=1, iters=8)
+    assert out["slow"].iters == out["fast"].iters == 8
+    assert out["slow"].p50_ms >= 3.0
+    assert out["fast"].p90_ms < 1.0
+    assert out["slow"].throughput(8) <= 8 / 0.003  # samples per second at batch 8
+
+
+def test_time_interleaved_rewarms_and_rotates_the_order():
     calls: list[str] = []
     fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
-    out = bm.time_interleaved(fns, warmup=2, iters=6)
-    assert set(out) == {"a", "b", "c"}
-    for lat in out.values():
-        assert lat.iters == 6
-        assert 0 <= lat.p50_ms <= lat.p90_ms
-        assert lat.throughput(8) > 0
+    time_interleaved(fns, warmup=2, iters=6)
     warm, rest = calls[:6], calls[6:]
     assert warm == ["a", "a", "b", "b", "c", "c"]
     assert len(rest) == 6 * 3 * 2
@@ -43,38 +53,38 @@ def test_time_interleaved_counts_percentiles_and_rotation():
 
 def test_runtime_list_adds_autocast_rows_only_with_cuda(monkeypatch):
     base = ["eager", "compile-default", "compile-max-autotune"]
-    with_amp = bm.expand_runtimes(base, amp=["fp16", "bf16"])
+    with_amp = rts.expand_runtimes(base, amp=["fp16", "bf16"])
     assert with_amp == base + ["compile-default-fp16", "compile-default-bf16",
                                "compile-max-autotune-fp16", "compile-max-autotune-bf16"]
-    assert bm.expand_runtimes(base, amp=[]) == base
-    assert bm.expand_runtimes(["eager"], amp=["fp16"]) == ["eager"]
+    assert rts.expand_runtimes(base, amp=[]) == base
+    assert rts.expand_runtimes(["eager"], amp=["fp16"]) == ["eager"]
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert bm.cuda_amp_dtypes() == []
-    assert bm.expand_runtimes(base) == base  # CPU: the rows are simply absent
+    assert rts.cuda_amp_dtypes() == []
+    assert rts.expand_runtimes(base) == base  # CPU: the rows are simply absent
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert bm.cuda_amp_dtypes() == ["fp16", "bf16"]
-    assert "compile-default-bf16" in bm.expand_runtimes(base)
+    assert rts.cuda_amp_dtypes() == ["fp16", "bf16"]
+    assert "compile-default-bf16" in rts.expand_runtimes(base)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert bm.cuda_amp_dtypes() == ["fp16"]
+    assert rts.cuda_amp_dtypes() == ["fp16"]
 
 
 def test_parse_runtime():
-    rt = bm.parse_runtime("compile-reduce-overhead-bf16")
+    rt = rts.parse_runtime("compile-reduce-overhead-bf16")
     assert (rt.mode, rt.amp, rt.device) == ("reduce-overhead", torch.bfloat16, "cuda")
-    assert bm.parse_runtime("compile-max-autotune").mode == "max-autotune"
-    assert bm.parse_runtime("compile-default").device == "cpu"
-    assert bm.parse_runtime("eager").mode is None
+    assert rts.parse_runtime("compile-max-autotune").mode == "max-autotune"
+    assert rts.parse_runtime("compile-default").device == "cpu"
+    assert rts.parse_runtime("eager").mode is None
     with pytest.raises(ValueError, match="unknown runtime"):
-        bm.parse_runtime("compile-turbo")
+        rts.parse_runtime("compile-turbo")
 
 
 def test_autocast_rows_are_for_float_models_only(int8_model):
-    wanted = bm.expand_runtimes(["eager", "compile-default"], amp=["fp16"])
-    assert bm.runtimes_for(CNN(1, 10, [4], 1), wanted) == wanted
-    assert bm.runtimes_for(int8_model, wanted) == ["eager", "compile-default"]
-    assert bm.is_quantized(int8_model) and not bm.is_quantized(CNN(1, 10, [4], 1))
+    wanted = rts.expand_runtimes(["eager", "compile-default"], amp=["fp16"])
+    assert rts.runtimes_for(CNN(1, 10, [4], 1), wanted) == wanted
+    assert rts.runtimes_for(int8_model, wanted) == ["eager", "compile-default"]
+    assert is_quantized(int8_model) and not is_quantized(CNN(1, 10, [4], 1))
 
 
 # --- benchmark_models on tiny real models ------------------------------------------------------
@@ -167,7 +177,7 @@ def test_a_model_that_fails_to_compile_is_a_row_not_a_crash(rows):
 
 @pytest.fixture(scope="module")
 def pt2e_model() -> nn.Module:
-    from pipelines import quantize_pt2e as qp
+    from pipelines.compression.quantize import pt2e as qp
 
     torch.manual_seed(0)
     return qp.quantize_static(_cnn([8, 16], 2), [torch.randn(8, 1, 8, 8)], QuantizeConfig(calibration_batches=1),
@@ -175,17 +185,17 @@ def pt2e_model() -> nn.Module:
 
 
 def test_cpp_wrapper_policy_picks_pt2e_int8_graphs(pt2e_model, int8_model):
-    cpu, eager = bm.parse_runtime("compile-default"), bm.parse_runtime("eager")
+    cpu, eager = rts.parse_runtime("compile-default"), rts.parse_runtime("eager")
     fp32 = _cnn([4, 8], 0)
-    assert bm.use_cpp_wrapper(pt2e_model, cpu, "auto")
-    assert not bm.use_cpp_wrapper(fp32, cpu, "auto") and not bm.use_cpp_wrapper(int8_model, cpu, "auto")
-    assert bm.use_cpp_wrapper(fp32, cpu, "always") and not bm.use_cpp_wrapper(pt2e_model, cpu, "never")
-    assert not bm.use_cpp_wrapper(pt2e_model, eager, "always")  # nothing to wrap in eager
-    assert not bm.use_cpp_wrapper(pt2e_model, bm.parse_runtime("compile-default-bf16"), "auto")
-    assert bm.compile_for(pt2e_model, "eager", torch.randn(2, 1, 8, 8)).note == bm.PT2E_REFERENCE_NOTE
-    assert bm.compile_for(fp32, "eager", torch.randn(2, 1, 8, 8)).note == ""
+    assert cm.use_cpp_wrapper(pt2e_model, cpu, "auto")
+    assert not cm.use_cpp_wrapper(fp32, cpu, "auto") and not cm.use_cpp_wrapper(int8_model, cpu, "auto")
+    assert cm.use_cpp_wrapper(fp32, cpu, "always") and not cm.use_cpp_wrapper(pt2e_model, cpu, "never")
+    assert not cm.use_cpp_wrapper(pt2e_model, eager, "always")  # nothing to wrap in eager
+    assert not cm.use_cpp_wrapper(pt2e_model, rts.parse_runtime("compile-default-bf16"), "auto")
+    assert cm.compile_for(pt2e_model, "eager", torch.randn(2, 1, 8, 8)).note == cm.PT2E_REFERENCE_NOTE
+    assert cm.compile_for(fp32, "eager", torch.randn(2, 1, 8, 8)).note == ""
     with pytest.raises(ValueError, match="cpp_wrapper"):
-        bm.use_cpp_wrapper(fp32, cpu, "sometimes")
+        cm.use_cpp_wrapper(fp32, cpu, "sometimes")
 
 
 def test_pt2e_graph_lowers_to_int8_kernels_with_either_wrapper(pt2e_model):
@@ -200,7 +210,7 @@ def test_pt2e_graph_lowers_to_int8_kernels_with_either_wrapper(pt2e_model):
     outs = {}
     for policy in ("never", "auto"):
         torch._dynamo.reset()  # one GraphModule, two compiles: each must build its own code
-        comp = bm.compile_for(pt2e_model, "compile-default", x, settings=bm.CompileSettings(policy))
+        comp = cm.compile_for(pt2e_model, "compile-default", x, settings=cm.CompileSettings(policy))
         assert comp.error is None and comp.graphs >= 1
         assert comp.wrapper == ("python" if policy == "never" else "cpp")
         with torch.inference_mode(), profile() as prof:
@@ -217,13 +227,17 @@ def test_pt2e_graph_lowers_to_int8_kernels_with_either_wrapper(pt2e_model):
 _NCHW_PROBE = """
 import json, sys, torch
 from torch.profiler import profile
-from pipelines import benchmark as bm
+from pipelines.core.kinds import is_quantized
+from pipelines.measurement import benchmark as bm
+from pipelines.measurement import compile as cm
+from pipelines.measurement import runtimes as rts
+from pipelines.measurement.timing import time_interleaved
 from pipelines.models import CNN
 torch.manual_seed(0)
 model, x = CNN(1, 10, [4, 8], 1).eval(), torch.randn(2, 1, 8, 8)
-settings = bm.CompileSettings(inductor=(("cpp.weight_prepack", False), ("layout_optimization", False)))
-bm.warm_compiler("cpu", settings)
-comp = bm.compile_for(model, "compile-default", x, settings=settings)
+settings = cm.CompileSettings(inductor=(("cpp.weight_prepack", False), ("layout_optimization", False)))
+cm.warm_compiler("cpu", settings)
+comp = cm.compile_for(model, "compile-default", x, settings=settings)
 with torch.inference_mode(), profile() as prof:
     out = comp.fn(x)
     diff = float((out - model(x)).abs().max())
@@ -250,7 +264,7 @@ def test_inductor_settings_reach_the_compiled_graph():
 
     torch._dynamo.reset()  # and here, with Inductor's defaults: the prepacked kernel
     model, x = _cnn([4, 8], 0), torch.randn(2, 1, 8, 8)
-    comp = bm.compile_for(model, "compile-default", x)
+    comp = cm.compile_for(model, "compile-default", x)
     with torch.inference_mode(), profile() as prof:
         comp.fn(x)
     torch._dynamo.reset()

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from pipelines.checkpoint import CheckpointError, load_model, save_model
-from pipelines.io import atomic_write, write_json
+from pipelines.core.errors import CheckpointError
+from pipelines.compression.checkpoint import load_model, save_model
+from pipelines.core.io import atomic_write, write_json
 from pipelines.models import CNN
 
 SPEC = {"model": {"arch": "cnn", "channels": [8, 16], "depth": 1, "dropout": 0.0}, "in_channels": 1,
@@ -35,9 +36,18 @@ def test_mismatched_checkpoint_names_the_file(tmp_path):
         load_model(path)
 
 
-def test_missing_checkpoint_says_which_stage(tmp_path):
-    with pytest.raises(CheckpointError, match="not found"):
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.pt.*not found"):
         load_model(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize(("model", "stage"), [("teacher", "train_baseline"), ("student", "distill"),
+                                              ("pruned", "prune"), ("quantized", "quantize")])
+def test_missing_chain_model_says_which_stage_writes_it(in_tmp, model, stage):
+    from pipelines import stage as stage_io
+
+    with pytest.raises(CheckpointError, match=rf"models/{model}\.pt.*dvc repro {stage}"):
+        stage_io.load(model)
 
 
 def test_failed_write_leaves_previous_file_intact(tmp_path):

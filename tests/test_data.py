@@ -14,8 +14,9 @@ import torch
 from sklearn.datasets import load_digits
 from torchvision import datasets as tvd
 
-from pipelines.config import DataConfig
-from pipelines.data import DataBundle, DataError, load_data, make_loader
+from pipelines.core.config import DataConfig
+from pipelines.data import DataBundle, load_data, make_loader
+from pipelines.core.errors import DataError
 
 N_TRAIN, N_TEST = 20, 10
 
@@ -318,6 +319,7 @@ def test_out_of_range_labels_are_a_data_error(tmp_path):
 
 
 def test_dataset_names_match_the_torchvision_table():
-    from pipelines import data, tv_datasets
+    from pipelines import data
+    from pipelines.data import torchvision_sets as tv_datasets
 
     assert tuple(tv_datasets.TORCHVISION) == data.TORCHVISION_DATASETS

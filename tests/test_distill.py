@@ -3,8 +3,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipelines.distill import DistillationLoss, with_teacher_logits
-from pipelines.workflow import Context, distill_student, train_teacher
+from pipelines.compression.distill import DistillationLoss, with_teacher_logits
+from pipelines.training.context import Context
+from pipelines.workflow import distill_student, train_teacher
 
 
 def _teacher():
@@ -12,17 +13,34 @@ def _teacher():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
 
 
-def test_loss_matches_the_formula():
-    teacher = _teacher()
-    x = torch.randn(16, 1, 8, 8)
-    y = torch.randint(0, 10, (16,))
-    s = torch.randn(16, 10, requires_grad=True)
-    alpha, T = 0.3, 4.0
-    loss = DistillationLoss(teacher, alpha, T)(s, y, x)
-    t = teacher(x)
-    kl = (F.softmax(t / T, 1) * (F.log_softmax(t / T, 1) - F.log_softmax(s / T, 1))).sum(1).mean()
-    expected = alpha * F.cross_entropy(s, y) + (1 - alpha) * T * T * kl
-    assert torch.allclose(loss, expected, atol=1e-5)
+class _FixedLogits(nn.Module):
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor([logits]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1)
+
+
+# Teacher p = (1/4, 3/4), student q = (1/2, 1/2): KL(p || q) = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812
+# (the reverse, KL(q || p), would be 0.143841); CE of the student on label 0 = ln 2 = 0.693147.
+KL_P_Q, LN2 = 0.130812, 0.693147
+
+
+@pytest.mark.parametrize(("alpha", "temperature", "expected"), [
+    (0.0, 1.0, KL_P_Q),                      # soft term only: KL(teacher || student), that direction
+    (0.0, 2.0, 4.0 * KL_P_Q),                # same softened distributions at T=2: scaled by T^2
+    (0.5, 1.0, 0.5 * LN2 + 0.5 * KL_P_Q),    # alpha weighs hard CE against the soft term
+    (1.0, 3.0, LN2),                         # alpha 1: plain cross-entropy, teacher ignored
+])
+def test_loss_values_worked_by_hand(alpha, temperature, expected):
+    import math
+
+    teacher = _FixedLogits([0.0, temperature * math.log(3.0)])  # softmax(t / T) = (1/4, 3/4)
+    student = torch.zeros(4, 2)
+    labels = torch.zeros(4, dtype=torch.long)
+    loss = DistillationLoss(teacher, alpha, temperature)(student, labels, torch.zeros(4, 1))
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_alpha_one_is_plain_cross_entropy_and_teacher_is_frozen():

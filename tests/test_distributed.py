@@ -22,8 +22,8 @@ import yaml
 from optuna.trial import TrialState
 
 from pipelines import search
-from pipelines.checkpoint import save_model
-from pipelines.workflow import Context
+from pipelines.compression.checkpoint import save_model
+from pipelines.training.context import Context
 from tests.conftest import missing_system_dependency, venv_env
 from tests.test_search import SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
 

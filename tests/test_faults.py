@@ -23,9 +23,10 @@ import pytest
 import torch
 import yaml
 
-from pipelines.checkpoint import load_model
-from pipelines.tracking import PROBE_TIMEOUT_ENV, TrackingError, check_reachable
-from tests.conftest import FAST, ROOT, venv_env
+from pipelines.compression.checkpoint import load_model
+from pipelines.tracking import PROBE_TIMEOUT_ENV, check_reachable
+from pipelines.core.errors import TrackingError
+from tests.conftest import FAST, ROOT, one_error_line, run_stage, stage_env, venv_env
 
 TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False}}
 
@@ -37,27 +38,6 @@ def _project(root: Path, **sections) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = venv_env(**extra)
-    env.pop("DVC_ROOT", None)
-    env.pop("DVC_EXP_NAME", None)
-    if "MLFLOW_TRACKING_URI" not in extra:
-        env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def _stage(name: str, root: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return lines[0]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -101,9 +81,9 @@ def test_unreachable_server_stops_the_stage_fast_with_one_line_and_writes_nothin
     before = _files(root)
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.perf_counter()
-    proc = _stage("train_baseline", root, _env(MLFLOW_TRACKING_URI=uri))
+    proc = run_stage("train_baseline", root, stage_env(MLFLOW_TRACKING_URI=uri))
     elapsed = time.perf_counter() - started
-    line = _one_error_line(proc)
+    line = one_error_line(proc)
     assert line.startswith("train_baseline: error: MLflow tracking server ") and uri in line, line
     assert _files(root) == before  # no checkpoint, metrics, plots or local store
     print(f"\nunreachable tracking server: stage exited 2 after {elapsed:.1f}s (interpreter start "
@@ -142,7 +122,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def test_sigkill_mid_training_then_rerun_completes(tmp_path):
     root = _project(tmp_path / "p", train={"epochs": 500})
-    env = _env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     # the first epoch's summary (val_acc=) is on the progress bar: training is under way
     proc = _start_until([sys.executable, "-m", "stages.train_baseline"], root, env, "val_acc=")
     _kill(proc)
@@ -150,7 +130,7 @@ def test_sigkill_mid_training_then_rerun_completes(tmp_path):
     assert leftovers == {"params.yaml"}, leftovers  # no checkpoint, no metrics, not even a temp file
 
     _project(root)  # the user shortens the run and starts again
-    done = _stage("train_baseline", root, env)
+    done = run_stage("train_baseline", root, env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_model(root / "models" / "teacher.pt").model is not None
     assert (root / "metrics" / "train_baseline.json").exists()
@@ -180,8 +160,8 @@ runpy.run_module("stages.train_baseline", run_name="__main__")
 
 def test_sigkill_while_writing_the_checkpoint_leaves_the_previous_one(tmp_path):
     root = _project(tmp_path / "p", tracking={"enabled": False})
-    env = _env()
-    first = _stage("train_baseline", root, env)
+    env = stage_env()
+    first = run_stage("train_baseline", root, env)
     assert first.returncode == 0, first.stderr[-3000:]
     previous = _files(root)
 
@@ -202,8 +182,8 @@ def test_sigkill_while_writing_the_checkpoint_leaves_the_previous_one(tmp_path):
 
 def test_truncated_teacher_stops_distill_with_one_line_naming_the_file(tmp_path):
     root = _project(tmp_path / "p")
-    env = _env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from pipelines.checkpoint import save_model
+    env = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from pipelines.compression.checkpoint import save_model
     from pipelines.models import CNN
 
     spec = {"model": {"arch": "cnn", "channels": [16, 32], "depth": 1, "dropout": 0.0}, "in_channels": 1,
@@ -211,6 +191,6 @@ def test_truncated_teacher_stops_distill_with_one_line_naming_the_file(tmp_path)
     path = save_model(root / "models" / "teacher.pt", CNN(1, 10, [16, 32]), spec)
     path.write_bytes(path.read_bytes()[:200])
     before = _files(root)
-    line = _one_error_line(_stage("distill", root, env))
+    line = one_error_line(run_stage("distill", root, env))
     assert line.startswith("distill: error: models/teacher.pt: not a readable checkpoint"), line
     assert _files(root) == before  # no student, no metrics

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.benchmark import compile_for
-from pipelines.graph_break_demo import explain_breaks, variants
+from pipelines.measurement.compile import compile_for
+from pipelines.measurement.graph_break_demo import explain_breaks, variants
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,15 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from pipelines.checkpoint import layer_shapes, load_model, save_model
-from pipelines.config import DataConfig, ModelConfig, PruneConfig, validate
-from pipelines.data import DataError, load_data
-from pipelines.models import ModelError, build_model, is_eager_int8
-from pipelines.prune import prune_model, sparsity_table
-from pipelines.quantize import QuantizeError, recipe
-from pipelines.quantize_pt2e import quantize_ops
+from pipelines.compression.checkpoint import layer_shapes, load_model, save_model
+from pipelines.compression.prune import prune_model, sparsity_table
+from pipelines.compression.quantize import recipe
+from pipelines.compression.quantize.pt2e import quantize_ops
+from pipelines.core.config import DataConfig, ModelConfig, PruneConfig, validate
+from pipelines.core.errors import DataError, ModelError, QuantizeError
+from pipelines.core.kinds import is_eager_int8
+from pipelines.data import load_data
+from pipelines.models import build_model
 from pipelines.workflow import Context, distill_student, prune_student, quantize_model, train_teacher
 from tests.conftest import ROOT, STAGES, copy_project, init_repo, run_cmd, stages_ran, venv_env
 

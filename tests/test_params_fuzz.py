@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -23,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from pipelines.config import Params, ParamsError, dotted, validate
-from tests.conftest import ROOT, venv_env
+from pipelines.core.config import Params, dotted, validate
+from pipelines.core.errors import ParamsError
+from tests.conftest import ROOT, one_error_line, run_stage
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 SECTIONS = [name for name, f in Params.model_fields.items() if isinstance(f.default, BaseModel)]
@@ -317,13 +316,6 @@ def test_stage_process_exits_2_with_one_line_and_touches_nothing(tmp_path_factor
         (root / rel).parent.mkdir(exist_ok=True)
         (root / rel).write_bytes(content)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    env = venv_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("DVC_ROOT", None)
-    proc = subprocess.run([sys.executable, "-m", "stages.quantize"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=180)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, (case.kind, proc.stderr[-2000:])
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert lines[0].startswith("quantize: error: " + dotted(case.key)), (case.kind, lines[0])
+    line = one_error_line(run_stage("quantize", root, timeout=180))
+    assert line.startswith("quantize: error: " + dotted(case.key)), (case.kind, line)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

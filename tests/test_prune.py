@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from pipelines.checkpoint import load_model, save_model
-from pipelines.config import PruneConfig
+from pipelines.compression.checkpoint import load_model, save_model
+from pipelines.core.config import PruneConfig
 from pipelines.models import CNN, count_params
-from pipelines.prune import prune_model, sparsity_table, step_amount
+from pipelines.compression.prune import prune_model, sparsity_table, step_amount
 
 
 def _model():

@@ -13,13 +13,16 @@ import torch
 from conftest import fast_params
 from torch import nn
 
-from pipelines import quantize as qz
-from pipelines import quantize_pt2e as qp
-from pipelines.checkpoint import load_model, save_model
-from pipelines.config import QuantizeConfig
-from pipelines.models import is_eager_int8
-from pipelines.training import predict
-from pipelines.workflow import Context, _train, quantize_model
+from pipelines.compression.quantize import eager as qz
+from pipelines.compression.quantize import pt2e as qp
+from pipelines.compression.checkpoint import load_model, save_model
+from pipelines.core.config import QuantizeConfig
+from pipelines.compression.quantize import recipe
+from pipelines.core.kinds import is_eager_int8, is_pt2e
+from pipelines.core.pt2e_graph import CONV_LINEAR
+from pipelines.training.loop import predict
+from pipelines.training.context import Context, train
+from pipelines.workflow import quantize_model
 
 SPEC_KEYS = ("method", "engine", "observer", "per_channel")
 
@@ -33,7 +36,7 @@ def ctx() -> Context:
 @pytest.fixture(scope="module")
 def fp32(ctx) -> nn.Module:
     model = ctx.new_model("student")
-    _train(ctx, model, 3, 3e-3, "fp32 for quantize tests")
+    train(ctx, model, 3, 3e-3, "fp32 for quantize tests")
     return model.cpu().eval()
 
 
@@ -44,8 +47,7 @@ def quantized(ctx, fp32):
 
     def get(engine: str, method: str):
         if (engine, method) not in cache:
-            c = Context(ctx.params.with_overrides({"quantize.engine": engine, "quantize.method": method}))
-            c.__dict__["data"] = ctx.data  # same data, loaded once
+            c = ctx.derive(ctx.params.with_overrides({"quantize.engine": engine, "quantize.method": method}))
             cache[(engine, method)] = quantize_model(c, fp32)
         return cache[(engine, method)]
 
@@ -61,7 +63,7 @@ def _weight_dequant_ops(model: torch.fx.GraphModule) -> set[str]:
     """Which dequantize op feeds each conv/linear weight in a converted PT2E graph."""
     ops = set()
     for node in model.graph.nodes:
-        if node.op == "call_function" and node.target in qp._CONV_LINEAR:
+        if node.op == "call_function" and node.target in CONV_LINEAR:
             ops.add(str(node.args[1].target))
     return ops
 
@@ -85,7 +87,7 @@ def test_eager_int8_is_int8_and_close_to_fp32(ctx, fp32, quantized, method):
 @pytest.mark.parametrize("method", ["static", "qat"])
 def test_pt2e_int8_graph_is_quantized_and_close_to_fp32(ctx, fp32, quantized, method):
     model, metrics = quantized("pt2e", method)  # qat: fit ran on the exported graph (train()/eval())
-    assert qp.is_pt2e(model) and model.eval() is model
+    assert is_pt2e(model) and model.eval() is model
     ops = qp.quantize_ops(model)
     assert ops.get("quantize_per_tensor", 0) >= 3 and ops.get("dequantize_per_channel", 0) == 3  # 2 conv + linear
     assert metrics["fp32_layers"] == [] and metrics["pt2e_export"] == "strict"
@@ -99,7 +101,7 @@ def test_pt2e_int8_graph_is_quantized_and_close_to_fp32(ctx, fp32, quantized, me
 
 def test_pt2e_dynamic_quantizes_linear_with_torchao(ctx, fp32, quantized):
     model, metrics = quantized("pt2e", "dynamic")
-    assert not is_eager_int8(model) and not qp.is_pt2e(model)
+    assert not is_eager_int8(model) and not is_pt2e(model)
     assert type(model.classifier.weight).__name__ == "Int8Tensor"
     assert metrics["fp32_layers"] == ["features.0.0", "features.2.0"]
     assert _agreement(ctx, model, fp32) >= 0.95
@@ -126,7 +128,7 @@ def test_observer_choice_is_honoured(ctx, fp32, observer, cls):
     prepared, _ = qp.prepare(fp32, ctx.example(2), cfg)
     pt2e_acts = {type(m).__name__ for n, m in prepared.named_modules() if n.startswith("activation_post_process")}
     assert cls in pt2e_acts and pt2e_acts <= {cls, "PerChannelMinMaxObserver"}
-    eager = qz._prepared(fp32, observer, True, qat=False)
+    eager = qz.prepare(fp32, observer, True, qat=False)
     assert type(eager.quant.activation_post_process).__name__ == cls
 
 
@@ -137,7 +139,7 @@ def test_observer_choice_is_honoured(ctx, fp32, observer, cls):
 def test_checkpoint_round_trip_is_exact_and_safe(ctx, quantized, tmp_path, engine, method):
     model, _ = quantized(engine, method)
     cfg = ctx.params.quantize.model_copy(update={"engine": engine, "method": method})
-    path = save_model(tmp_path / "quantized.pt", model, ctx.spec("student"), quant=qz.recipe(cfg))
+    path = save_model(tmp_path / "quantized.pt", model, ctx.spec("student"), quant=recipe(cfg))
     payload = torch.load(path, weights_only=True)  # no pickled code anywhere
     assert ("program" in payload) == (engine == "pt2e" and method != "dynamic")
     loaded = load_model(path)
@@ -147,7 +149,7 @@ def test_checkpoint_round_trip_is_exact_and_safe(ctx, quantized, tmp_path, engin
         assert loaded.model(x[:1]).shape == (1, 10)  # batch dimension stays dynamic
     assert {k: loaded.quant[k] for k in SPEC_KEYS} == {"method": method, "engine": engine,
                                                        "observer": cfg.observer, "per_channel": cfg.per_channel}
-    if qp.is_pt2e(model):  # a loaded PT2E model saves again
+    if is_pt2e(model):  # a loaded PT2E model saves again
         again = load_model(save_model(tmp_path / "again.pt", loaded.model, ctx.spec("student"))).model
         with torch.inference_mode():
             assert torch.equal(again(x), model(x))
@@ -183,7 +185,7 @@ def test_fp32_layer_report_lists_float_compute():
 def test_resnet18_quantizes_on_pt2e_without_partition_error():
     import torchvision
 
-    from pipelines.config import ModelConfig
+    from pipelines.core.config import ModelConfig
     from pipelines.models import build_model
 
     torch.manual_seed(0)

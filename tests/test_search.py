@@ -18,10 +18,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from pipelines import search
-from pipelines.checkpoint import save_model
-from pipelines.config import ParamsError, load_params, validate
+from pipelines.compression.checkpoint import save_model
+from pipelines.core.errors import ParamsError
+from pipelines.core.config import load_params, validate
 from pipelines.promote import promote
-from pipelines.workflow import Context, train_teacher
+from pipelines.training.context import Context
+from pipelines.workflow import train_teacher
 from tests.conftest import ROOT, fast_params, venv_env
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -158,67 +160,102 @@ def test_storage_resolution(monkeypatch, in_tmp):
 
 # --- the real thing -----------------------------------------------------------------------------
 
-def test_search_runs_records_failures_resumes_and_promotes(teacher, tmp_path, mlflow_store, in_tmp):
+@pytest.fixture(scope="module")
+def searched(teacher, tmp_path_factory):
+    """One real search, resumed once, on a real sqlite study and a real MLflow store: the first run
+    has a trial that raises (NaN loss) then a normal one; the resume changes the space (a new
+    context) and adds two more trials."""
+    from types import SimpleNamespace
+
     from pipelines.tracking import stage_run
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    params = search_params()
-    study = search.open_study(params, storage=storage)
-    # first a trial that raises (NaN loss), then a normal one: the study must go on
-    study.enqueue_trial({"distill.lr": 1e30, "quantize.method": "static"})
-    study.enqueue_trial({"distill.lr": 0.003, "quantize.method": "static"})
-    out = in_tmp / "reports" / "search"
-    with stage_run(params, "search", ["search"]) as run:
-        first = search.run_search(params, teacher, run, out, n_trials=2, storage=storage)
-    trials = first.study.get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert "FloatingPointError" in trials[0].user_attrs["fail_reason"]
-    assert "nan" in trials[0].user_attrs["fail_reason"]
-    done = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+    root = tmp_path_factory.mktemp("searched")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    out = root / "reports" / "search"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("DVC_EXP_NAME", raising=False)
+        mp.delenv("DVC_ROOT", raising=False)
+        mp.chdir(root)
+        params = search_params()
+        study = search.open_study(params, storage=storage)
+        study.enqueue_trial({"distill.lr": 1e30, "quantize.method": "static"})
+        study.enqueue_trial({"distill.lr": 0.003, "quantize.method": "static"})
+        with stage_run(params, "search", ["search"]) as run:
+            first = search.run_search(params, teacher, run, out, n_trials=2, storage=storage)
+        first_trials = first.study.get_trials()
+        params2 = params.with_overrides({"distill.lr": 0.003, "search.space": {
+            k: v for k, v in SPACE.items() if k != "distill.lr"}})
+        with stage_run(params2, "search", ["search"]) as run2:
+            second = search.run_search(params2, teacher, run2, out, n_trials=2, storage=storage)
+    return SimpleNamespace(first=first, first_trials=first_trials, second=second, out=out, uri=uri,
+                           run_id=run.run_id, run2_id=run2.run_id, params=params, params2=params2)
 
-    # resume: the same study, N more trials, nothing finished lost
-    params2 = params.with_overrides({"distill.lr": 0.003, "search.space": {k: v for k, v in SPACE.items()
-                                                                           if k != "distill.lr"}})
-    with stage_run(params2, "search", ["search"]) as run2:
-        second = search.run_search(params2, teacher, run2, out, n_trials=2, storage=storage)
-    trials = second.study.get_trials()
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(searched):
+    assert [t.state for t in searched.first_trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    reason = searched.first_trials[0].user_attrs["fail_reason"]
+    assert "TrainingError" in reason and "nan" in reason
+
+
+def test_resume_keeps_finished_trials_and_offers_only_this_context(searched):
+    trials = searched.second.study.get_trials()
     assert len(trials) == 4
+    done = {t.number: t.values for t in searched.first_trials if t.state == TrialState.COMPLETE}
     for number, values in done.items():
         assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
     # the space changed, so the first run's trials belong to another context and are not offered
-    assert second.counts["trials"] == 2 and all(t.number >= 2 for t in second.trials)
+    assert searched.second.counts["trials"] == 2 and all(t.number >= 2 for t in searched.second.trials)
 
-    # every completed trial has its constraints and metrics; pareto.json holds feasible ones only
-    for t in second.trials:
+
+def test_completed_trials_carry_constraints_and_pareto_holds_feasible_only(searched):
+    for t in searched.second.trials:
         assert set(t.constraints) == {"accuracy", "latency_ms"}
         assert t.user_attrs["metrics"]["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
-    pareto = json.loads((out / "pareto.json").read_text())
+    pareto = json.loads((searched.out / "pareto.json").read_text())
     assert pareto["trials"] and all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
-    for name in ("pareto_front", "param_importances"):
-        assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.html").stat().st_size > 0
 
-    # MLflow: one search run, one nested run per trial, failed one FAILED with its reason
-    client = mlflow.MlflowClient(mlflow_store)
-    children = client.search_runs([client.get_run(run.run_id).info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{run.run_id}'")
+
+def test_search_writes_its_plots(searched):
+    for name in ("pareto_front", "param_importances"):
+        assert (searched.out / f"{name}.png").stat().st_size > 0
+        assert (searched.out / f"{name}.html").stat().st_size > 0
+
+
+def test_each_trial_is_a_nested_mlflow_run_with_its_state(searched):
+    client = mlflow.MlflowClient(searched.uri)
+    experiment = client.get_run(searched.run_id).info.experiment_id
+    children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{searched.run_id}'")
     by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
     assert set(by_trial) == {0, 1}
-    assert by_trial[0].info.status == "FAILED" and "FloatingPointError" in by_trial[0].data.tags["fail_reason"]
+    assert by_trial[0].info.status == "FAILED" and "TrainingError" in by_trial[0].data.tags["fail_reason"]
     assert by_trial[1].info.status == "FINISHED" and by_trial[1].data.tags["state"] == "COMPLETE"
     assert by_trial[1].data.params["distill.lr"] == "0.003"
     assert {"accuracy", "latency_ms_p50", "constraint.accuracy", "feasible"} <= set(by_trial[1].data.metrics)
-    artifacts = {a.path for a in client.list_artifacts(run2.run_id, "search")}
+    artifacts = {a.path for a in client.list_artifacts(searched.run2_id, "search")}
     assert {"search/pareto.json", "search/best_params.yaml", "search/pareto_front.png"} <= artifacts
 
-    # best_params.yaml: valid params keys; promote writes them into a params.yaml (comments kept)
-    best = yaml.safe_load((out / "best_params.yaml").read_text())
-    chosen = next(t for t in second.trials if t.number == pareto["best_trial"])
+
+def _chosen(searched):
+    pareto = json.loads((searched.out / "pareto.json").read_text())
+    return next(t for t in searched.second.trials if t.number == pareto["best_trial"])
+
+
+def test_best_params_are_the_chosen_trials_overrides(searched):
+    best = yaml.safe_load((searched.out / "best_params.yaml").read_text())
+    chosen = _chosen(searched)
     assert best == chosen.user_attrs["overrides"]
-    assert max(t.values[0] for t in second.trials if search.is_feasible(t.constraints)) == chosen.values[0]
-    params.with_overrides(best)
+    assert max(t.values[0] for t in searched.second.trials if search.is_feasible(t.constraints)) == chosen.values[0]
+    searched.params.with_overrides(best)  # valid params keys and values
+
+
+def test_promote_writes_the_best_params_keeping_comments(searched, in_tmp):
+    best_file = searched.out / "best_params.yaml"
+    best = yaml.safe_load(best_file.read_text())
     target = in_tmp / "params.yaml"
     target.write_text((ROOT / "params.yaml").read_text())
-    changes = promote(out / "best_params.yaml", target)
+    changes = promote(best_file, target)
     assert changes and set(changes) <= set(best)
     promoted = load_params(target)
     for key, value in best.items():
@@ -226,27 +263,30 @@ def test_search_runs_records_failures_resumes_and_promotes(teacher, tmp_path, ml
         assert getattr(getattr(promoted, section), name) == value
     text = target.read_text()
     assert "# percentage points below the teacher" in text and "# Declarative space" in text
-    assert promote(out / "best_params.yaml", target) == {}  # idempotent
+    assert promote(best_file, target) == {}  # idempotent
 
-    # promote + the stages (as dvc repro runs them) rebuild the chosen trial's model
+
+def test_promoted_params_rebuild_the_chosen_trial(searched, teacher, in_tmp):
+    """promote + the stages (as dvc repro runs them) rebuild the chosen trial's model."""
     import stages.compile_benchmark
     import stages.distill
     import stages.prune
     import stages.quantize
-    from pipelines.io import read_json
+    from pipelines.core.io import read_json
     from pipelines.tracking import Run
 
     exp = in_tmp / "exp" / "params.yaml"
     exp.parent.mkdir()
-    exp.write_text(yaml.safe_dump(params2.with_overrides({"tracking.enabled": False}).model_dump(), sort_keys=False))
-    promote(out / "best_params.yaml", exp)
-    save_model(in_tmp / "models" / "teacher.pt", teacher, Context(params).spec("teacher"))
+    exp.write_text(yaml.safe_dump(searched.params2.with_overrides({"tracking.enabled": False}).model_dump(),
+                                  sort_keys=False))
+    promote(searched.out / "best_params.yaml", exp)
+    save_model(in_tmp / "models" / "teacher.pt", teacher, Context(searched.params).spec("teacher"))
     ctx = Context(load_params(exp))
     for module in (stages.distill, stages.prune, stages.quantize, stages.compile_benchmark):
         module.body(Context(ctx.params), Run(None))
     final = read_json(in_tmp / "metrics" / "compile_benchmark.json")["quantized"]
     one_sample = 1.0 / len(ctx.data.test)
-    assert abs(final["accuracy"] - chosen.user_attrs["metrics"]["accuracy"]) <= one_sample + 1e-9
+    assert abs(final["accuracy"] - _chosen(searched).user_attrs["metrics"]["accuracy"]) <= one_sample + 1e-9
 
 
 def test_promote_refuses_invalid_keys_and_leaves_params_untouched(in_tmp):

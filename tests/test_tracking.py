@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from pipelines.models import CNN
+from pipelines.stage import SECTIONS
 from pipelines.tracking import child_run, close_pipeline, params_hash, stage_run
 from tests.conftest import fast_params
 
@@ -13,7 +14,7 @@ def _client(uri):
 
 def test_stage_runs_share_one_parent_until_report_closes_it(mlflow_store):
     params = fast_params(tracking={"experiment": "t"})
-    with stage_run(params, "train_baseline", ["data", "teacher", "train"]) as run:
+    with stage_run(params, "train_baseline", SECTIONS["train_baseline"]) as run:
         run.log_metrics({"accuracy": 0.9, "method": "not-a-number"})
     with stage_run(params, "distill", ["distill"]) as run2:
         run2.log_history([{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.7}])

@@ -4,18 +4,16 @@ quantizable ResNet-18 and MobileNetV2 for larger datasets.
 Every model built here carries ``QuantStub``/``DeQuantStub`` (identity in float) and a
 ``fuse_model(is_qat)`` method, so the same object serves eager int8 quantization. Any other
 torchvision classifier (``torchvision:<builder>``) or the user's own factory
-(``<module>:<callable>``) comes from :mod:`pipelines.builders`.
+(``<module>:<callable>``) comes from :mod:`pipelines.models.builders`; :mod:`pipelines.models.build`
+picks by ``arch``.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, fuse_modules_qat
 
-from pipelines.config import ModelConfig
 
 
 class ConvBNReLU(nn.Sequential):
@@ -101,10 +99,6 @@ class MLP(nn.Module):
             fuse(module, ["0", "1"], inplace=True)
 
 
-class ModelError(RuntimeError):
-    """A model the user asked for that cannot be built or loaded, phrased as one line naming the key."""
-
-
 def adapt_input(model: nn.Module, in_channels: int) -> nn.Module:
     """Give the first convolution ``in_channels`` inputs (a fresh layer, same geometry) when the
     builder made it for another count (torchvision's are RGB)."""
@@ -119,44 +113,12 @@ def adapt_input(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-def _quantizable_torchvision(arch: str, in_channels: int, num_classes: int) -> nn.Module:
+def quantizable_torchvision(arch: str, in_channels: int, num_classes: int) -> nn.Module:
     from torchvision.models import quantization as qmodels
 
     builder = qmodels.resnet18 if arch == "resnet18" else qmodels.mobilenet_v2
     return adapt_input(builder(weights=None, quantize=False, num_classes=num_classes), in_channels)
 
 
-def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, image_size: int | None = None,
-                key: str = "model") -> nn.Module:
-    """The model ``cfg.arch`` names, with random weights (``key`` names the params section in errors)."""
-    if cfg.arch == "cnn":
-        return CNN(in_channels, num_classes, list(cfg.channels), cfg.depth, cfg.dropout)
-    if cfg.arch == "mlp":
-        if image_size is None:
-            raise ModelError(f"{key}.arch: mlp needs the image size to size its first layer")
-        return MLP(in_channels * image_size * image_size, num_classes, list(cfg.hidden), cfg.dropout)
-    if cfg.arch in ("resnet18", "mobilenet_v2"):
-        return _quantizable_torchvision(cfg.arch, in_channels, num_classes)
-    from pipelines.builders import build_external
-
-    return build_external(cfg, in_channels, num_classes, image_size, key)
-
-
-def model_spec(cfg: ModelConfig, in_channels: int, num_classes: int, image_size: int | None = None) -> dict[str, Any]:
-    """The constructor arguments, stored beside the weights so a checkpoint rebuilds itself."""
-    return {"model": cfg.model_dump(), "in_channels": in_channels, "num_classes": num_classes,
-            "image_size": image_size}
-
-
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    return build_model(ModelConfig(**spec["model"]), spec["in_channels"], spec["num_classes"],
-                       spec.get("image_size"))
-
-
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def is_eager_int8(model: nn.Module) -> bool:
-    """True for torch.ao eager-quantized models (int8 kernels, CPU only, not torch.export-able)."""
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())

@@ -7,9 +7,12 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.benchmark import CompileSettings, benchmark_models, set_threads
-from pipelines.config import BenchmarkConfig
-from pipelines.metrics import size_metrics
+from pipelines.core.config import BenchmarkConfig
+from pipelines.core.cpu import isa_summary
+from pipelines.measurement.benchmark import benchmark_models
+from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.size import size_metrics
+from pipelines.measurement.timing import NoiseLimits, set_threads
 
 CHAIN = ["teacher", "student", "pruned", "quantized"]
 
@@ -19,10 +22,12 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
-                            settings=CompileSettings.of(cfg))
+                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
+    isa = isa_summary()
     for row in rows:
         name = row["model"]
+        row["cpu_isa"] = isa
         row.update(accuracy=accuracy[name], **sizes[name])
         row["size_ratio_vs_teacher"] = sizes[name]["size_mb"] / teacher_size
         row["accuracy_drop_vs_teacher"] = 100 * (teacher_acc - accuracy[name])
@@ -44,6 +49,7 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int) -> dict[str, di
         entry["best_runtime"] = best["runtime"]
         entry["best_latency_ms_p50"] = best["latency_ms_p50"]
         entry["best_speedup_vs_teacher"] = best.get("speedup_vs_teacher")
+        entry["noisy"] = any(r.get("noisy") for r in rows if r["model"] == name and "latency_ms_p50" in r)
         compiled = [r for r in mine if r["runtime"] != "eager"]
         if compiled:
             entry["compile_time_s"] = max(r["compile_time_s"] for r in compiled)

@@ -25,15 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipelines.config import ModelConfig
-from pipelines.models import ModelError, adapt_input
+from pipelines.core.config import ModelConfig
+from pipelines.core.errors import ModelError, error_line
+from pipelines.models.zoo import adapt_input
 
 TORCHVISION_PREFIX = "torchvision:"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def classification_builders() -> list[str]:
@@ -58,7 +54,7 @@ def _factory(arch: str, key: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - ImportError, or whatever the module raises at import
-        raise ModelError(f"{key}.arch: cannot import {module_name!r} from the project ({_first_line(exc)})") from None
+        raise ModelError(f"{key}.arch: cannot import {module_name!r} from the project ({error_line(exc)})") from None
     factory = getattr(module, attr, None)
     if factory is None:
         raise ModelError(f"{key}.arch: module {module_name!r} ({module.__file__}) has no {attr!r}")
@@ -92,7 +88,7 @@ def build_external(cfg: ModelConfig, in_channels: int, num_classes: int, image_s
         model = call(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a builder's or factory's own error, named
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise ModelError(f"{key}.arch: {cfg.arch}({shown}) failed ({_first_line(exc)})") from None
+        raise ModelError(f"{key}.arch: {cfg.arch}({shown}) failed ({error_line(exc)})") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"{key}.arch: {cfg.arch} returned a {type(model).__name__}, not an nn.Module")
     return adapt_input(model, in_channels) if cfg.arch.startswith(TORCHVISION_PREFIX) else model
@@ -107,7 +103,7 @@ def check_output(model: nn.Module, example: torch.Tensor, num_classes: int, key:
         out = model(example)
     except Exception as exc:  # noqa: BLE001 - the model's own error, named
         raise ModelError(f"{key}.arch: {arch} fails on a {list(example.shape)} batch of the data "
-                         f"({_first_line(exc)})") from None
+                         f"({error_line(exc)})") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(example), num_classes):

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from pipelines.training import predict
+from pipelines.data import make_loader
+from pipelines.training.loop import predict
 
 
 class DistillationLoss(nn.Module):
@@ -54,8 +55,6 @@ class DistillationLoss(nn.Module):
 def with_teacher_logits(teacher: nn.Module, dataset: TensorDataset, device: torch.device | str = "cpu",
                         batch_size: int = 512) -> TensorDataset:
     """``dataset`` extended with the teacher's logits as a third tensor (one teacher pass)."""
-    from pipelines.data import make_loader
-
     images, labels = dataset.tensors[:2]
     logits = predict(teacher.to(device), make_loader(dataset, batch_size, shuffle=False), device)
     return TensorDataset(images, labels, logits)

@@ -15,8 +15,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from pipelines.core.errors import ParamsError, TrainingError
+
 # loss_fn(logits, labels, inputs, *extra_batch_tensors) -> scalar loss
 LossFn = Callable[..., torch.Tensor]
+# after_epoch(epoch, val_accuracy): called after every epoch's validation (e.g. an Optuna pruner's report)
+EpochCallback = Callable[[int, float], None]
 
 
 def seed_everything(seed: int) -> None:
@@ -27,7 +31,7 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device: 'cuda' requested but no CUDA device is available")
+        raise ParamsError("train.device: 'cuda' requested but no CUDA device is available")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -66,7 +70,8 @@ class History:
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, epochs: int,
         lr: float, weight_decay: float = 0.0, optimizer: str = "adamw", device: torch.device | str = "cpu",
         loss_fn: LossFn = cross_entropy, desc: str = "train", keep_best: bool = True,
-        before_epoch: Callable[[int], None] | None = None) -> History:
+        before_epoch: Callable[[int], None] | None = None,
+        after_epoch: EpochCallback | None = None) -> History:
     """Train ``model`` in place; with ``keep_best`` restore the weights of the best val epoch."""
     device = torch.device(device)
     model.to(device)
@@ -89,7 +94,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
             x, y, *extra = (t.to(device) for t in batch)
             loss = loss_fn(model(x), y, x, *extra)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}")
+                raise TrainingError(f"{desc}: loss became {loss.item()} at epoch {epoch} "
+                                    "(lower the learning rate)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -105,6 +111,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, *, e
             history.best_val_accuracy, history.best_epoch = val_acc, epoch
             if keep_best:
                 best_state = copy.deepcopy(model.state_dict())
+        if after_epoch is not None:
+            after_epoch(epoch, val_acc)
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     return history

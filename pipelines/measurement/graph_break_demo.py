@@ -89,7 +89,7 @@ class BreakReport:
 def explain_breaks(model: nn.Module, example: torch.Tensor) -> BreakReport:
     """``torch._dynamo.explain`` on one call: graph count, break count, one line per reason.
     (explain resets dynamo's caches: don't call it between compiling and timing.)"""
-    from pipelines.benchmark import explain_graphs
+    from pipelines.measurement.graphs import explain_graphs
 
     report = explain_graphs(model, example)
     return BreakReport(report.graphs, report.graph_breaks, report.reasons)

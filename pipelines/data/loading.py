@@ -1,6 +1,6 @@
 """Datasets as in-memory tensors.
 
-:func:`load_data` turns a :class:`~pipelines.config.DataConfig` into a :class:`DataBundle` of three
+:func:`load_data` turns a :class:`~pipelines.core.config.DataConfig` into a :class:`DataBundle` of three
 ``TensorDataset`` splits (float32 images ``[N, C, H, W]``, normalised per channel with statistics of
 the train split only; int64 labels). Every dataset is small enough to live in memory, so each split
 is converted to one tensor once and no per-item transforms run during training.
@@ -10,7 +10,7 @@ is converted to one tensor once and no per-item transforms run during training.
 * ``mnist``, ``fashion_mnist``, ``cifar10``: torchvision's own dataset classes and file parsers,
   reading ``data.root`` (downloading only when ``data.download`` is true). Val is a seeded
   stratified split of the official train split; test is the official test split.
-* ``imagefolder``: the user's images (:mod:`pipelines.imagefolder`); ``val/`` and ``test/``
+* ``imagefolder``: the user's images (:mod:`pipelines.data.imagefolder`); ``val/`` and ``test/``
   folders when present, else seeded stratified splits of ``train/`` (test first, as for digits);
   ``data.mean``/``data.std`` replace the computed statistics when given.
 
@@ -36,17 +36,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipelines.config import DataConfig
+from pipelines.core.config import DataConfig
+from pipelines.core.errors import DataError
 
 __all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
 
-# The schema's dataset names, less the bundled one and the user's folder: pipelines.tv_datasets.TORCHVISION serves these.
+# The schema's dataset names, less the bundled one and the user's folder: pipelines.data.torchvision_sets
+# serves these.
 TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation)
                              if n not in ("digits", "imagefolder"))
-
-
-class DataError(RuntimeError):
-    """A dataset problem the user can fix (missing files, failed download), phrased as one line."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
 
 def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     # imported here: torchvision costs seconds to import, and the default dataset never needs it
-    from pipelines.tv_datasets import open_split, split_arrays
+    from pipelines.data.torchvision_sets import open_split, split_arrays
 
     train_ds = open_split(cfg, train=True)
     test_ds = open_split(cfg, train=False)
@@ -202,7 +200,7 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
 
 
 def _load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
-    from pipelines.imagefolder import read_folder
+    from pipelines.data.imagefolder import read_folder
 
     folder = read_folder(cfg)
     parts = [folder.train, *(s for s in (folder.val, folder.test) if s is not None)]

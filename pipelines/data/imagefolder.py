@@ -10,7 +10,7 @@ numbering), decoded by PIL as its default loader does (``convert("RGB")``, or ``
 ``data.image_size`` is set, and kept as uint8 ``[N, C, H, W]`` tensors;
 :func:`pipelines.data.load_data` carves the missing splits and normalises them.
 
-Bad input is one :class:`~pipelines.data.DataError` line naming the file or folder: an unreadable
+Bad input is one :class:`~pipelines.core.errors.DataError` line naming the file or folder: an unreadable
 or corrupt image, a class folder without images, a val/test class that train lacks, images of
 different sizes when ``data.image_size`` is not set.
 """
@@ -25,8 +25,8 @@ import torch
 from torchvision import datasets as tvd
 from torchvision import transforms
 
-from pipelines.config import DataConfig
-from pipelines.data import DataError
+from pipelines.core.config import DataConfig
+from pipelines.core.errors import DataError, error_line
 
 SPLITS = ("train", "val", "test")
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images [N, C, H, W], int64 labels
@@ -38,11 +38,6 @@ class FolderData:
     train: Split
     val: Split | None  # None: no val/ folder
     test: Split | None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 class _Loader:
@@ -58,7 +53,7 @@ class _Loader:
             with open(path, "rb") as handle:
                 return Image.open(handle).convert(self.mode)  # convert() decodes the whole file
         except Exception as exc:  # noqa: BLE001 - PIL raises OSError, ValueError, DecompressionBombError...
-            raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from None
+            raise DataError(f"{path}: not a readable image ({error_line(exc)})") from None
 
 
 class _SplitFolder(tvd.ImageFolder):

@@ -10,7 +10,8 @@
   the weights adapt to it; then convert.
 
 Engine ``eager`` is torch.ao's x86 (fbgemm + onednn) backend: the textbook API, deprecated
-upstream but fast on x86. Engine ``pt2e`` lives in :mod:`pipelines.quantize_pt2e`.
+upstream but fast on x86. Engine ``pt2e`` lives in :mod:`pipelines.compression.quantize.pt2e`; both are reached through
+the registry in :mod:`pipelines.compression.quantize`.
 """
 
 from __future__ import annotations
@@ -23,38 +24,15 @@ import torch
 from torch import nn
 from torch.ao import quantization as tq
 
-from pipelines.config import QuantizeConfig
+from pipelines.core.config import QuantizeConfig
 
 ENGINE = "x86"
-
-
-class QuantizeError(RuntimeError):
-    """A model this quantize config cannot handle, phrased as one line naming the key."""
 
 
 def eager_quantizable(model: nn.Module) -> bool:
     """Ready for eager torch.ao static/QAT: ``QuantStub`` at the input and ``fuse_model()``, as
     every built-in arch (cnn, mlp, resnet18, mobilenet_v2) has."""
     return callable(getattr(model, "fuse_model", None)) and any(isinstance(m, tq.QuantStub) for m in model.modules())
-
-
-def resolve_engine(cfg: QuantizeConfig, model: nn.Module) -> str:
-    """``quantize.engine`` for this model: ``auto`` is eager for the built-in quantizable archs
-    and pt2e (torch.export, any exportable model) otherwise."""
-    if cfg.engine == "auto":
-        return "eager" if eager_quantizable(model) else "pt2e"
-    if cfg.engine == "eager" and cfg.method in ("static", "qat") and not eager_quantizable(model):
-        raise QuantizeError(f"quantize.engine: eager {cfg.method} needs QuantStub/DeQuantStub and fuse_model() in "
-                            "the model (the built-in cnn, mlp, resnet18, mobilenet_v2 have them); "
-                            "use engine auto or pt2e for this model")
-    return cfg.engine
-
-
-def recipe(cfg: QuantizeConfig, engine: str | None = None) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild the int8 skeleton (see :func:`quantized_skeleton`);
-    ``engine``: the one :func:`resolve_engine` chose."""
-    return {"method": cfg.method, "engine": engine or cfg.engine, "observer": cfg.observer,
-            "per_channel": cfg.per_channel}
 
 
 def qconfig(observer: str, per_channel: bool, qat: bool = False) -> tq.QConfig:
@@ -78,7 +56,7 @@ def _set_engine() -> None:
     torch.backends.quantized.engine = ENGINE
 
 
-def _prepared(model: nn.Module, observer: str, per_channel: bool, qat: bool) -> nn.Module:
+def prepare(model: nn.Module, observer: str, per_channel: bool, qat: bool) -> nn.Module:
     _set_engine()
     model = copy.deepcopy(model).cpu()
     model.train() if qat else model.eval()
@@ -105,25 +83,19 @@ def calibrate(prepared: nn.Module, batches: Iterable[torch.Tensor], limit: int) 
 
 
 def quantize_static(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantizeConfig) -> nn.Module:
-    prepared = _prepared(model, cfg.observer, cfg.per_channel, qat=False)
+    prepared = prepare(model, cfg.observer, cfg.per_channel, qat=False)
     calibrate(prepared, batches, cfg.calibration_batches)
     return tq.convert(prepared.eval(), inplace=False)
 
 
 def quantize_qat(model: nn.Module, cfg: QuantizeConfig, finetune: Callable[[nn.Module], None]) -> nn.Module:
     """Fake-quant fine-tune with ``finetune(prepared)`` (the shared training loop), then convert."""
-    prepared = _prepared(model, cfg.observer, cfg.per_channel, qat=True)
+    prepared = prepare(model, cfg.observer, cfg.per_channel, qat=True)
     finetune(prepared)
     return tq.convert(prepared.cpu().eval(), inplace=False)
 
 
-def quantized_skeleton(model: nn.Module, quant: dict[str, Any]) -> nn.Module:
-    """An int8 model of the right structure with placeholder qparams, ready for load_state_dict."""
-    if quant["method"] == "dynamic":
-        if quant.get("engine") == "pt2e":
-            from pipelines.quantize_pt2e import quantize_dynamic as torchao_dynamic
-
-            return torchao_dynamic(model)
-        return quantize_dynamic(model)
-    prepared = _prepared(model, quant["observer"], quant["per_channel"], qat=False)
+def skeleton(model: nn.Module, quant: dict[str, Any]) -> nn.Module:
+    """A static int8 model of ``model``'s structure with placeholder qparams, for load_state_dict."""
+    prepared = prepare(model, quant["observer"], quant["per_channel"], qat=False)
     return tq.convert(prepared.eval(), inplace=False)

@@ -11,7 +11,7 @@ A checkpoint is a plain dict of primitives and tensors:
   (fuse -> prepare -> convert) so the quantized ``state_dict`` fits;
 - ``program``: for a PT2E int8 graph (engine ``pt2e``, static/qat) instead of a state_dict, its
   torch.export archive as a uint8 tensor (activation scales live in the graph, not in weights),
-  rebuilt by :func:`pipelines.quantize_pt2e.load_program`, which refuses pickled entries;
+  rebuilt by :func:`pipelines.compression.quantize.load_program`, which refuses pickled entries;
 - ``state_dict`` and free-form ``extra`` metadata.
 
 No pickled code is ever loaded.
@@ -26,14 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipelines.io import atomic_write
+from pipelines.compression.quantize import load_program, program_tensor, skeleton
+from pipelines.core.errors import CheckpointError, error_line, first_line
+from pipelines.core.io import atomic_write
+from pipelines.core.kinds import is_pt2e
 from pipelines.models import build_from_spec
 
 FORMAT = 2  # 2: shapes of every tensor plus module size attributes (1: conv/bn/linear weights)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used, with the file named."""
 
 
 @dataclass
@@ -86,15 +85,9 @@ def resize_to(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> nn.Module:
     return model
 
 
-def _is_torchao(quant: dict[str, Any] | None) -> bool:
-    return bool(quant) and quant.get("engine") == "pt2e" and quant.get("method") == "dynamic"
-
-
 def save_model(path: str | Path, model: nn.Module, spec: dict[str, Any], *,
                shapes: dict[str, list[int]] | None = None, quant: dict[str, Any] | None = None,
                extra: dict[str, Any] | None = None) -> Path:
-    from pipelines.quantize_pt2e import is_pt2e, program_tensor
-
     pt2e = is_pt2e(model)
     payload = {
         "format": FORMAT,
@@ -117,8 +110,7 @@ def load_model(path: str | Path) -> Loaded:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupted, or not a torch file at all
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         older = isinstance(payload, dict) and isinstance(payload.get("format"), int) and payload["format"] < FORMAT
         raise CheckpointError(f"{path}: " + ("written by an older compression-lab; re-run the stage that writes it "
@@ -126,18 +118,14 @@ def load_model(path: str | Path) -> Loaded:
                                              f"not a compression-lab checkpoint (format {FORMAT} expected)"))
     try:
         if payload.get("program") is not None:
-            from pipelines.quantize_pt2e import load_program
-
             model = load_program(payload["program"])
         else:
             model = resize_to(build_from_spec(payload["spec"]), payload["shapes"])
+            assign = False
             if payload["quant"]:
-                from pipelines.quantize import quantized_skeleton
-
-                model = quantized_skeleton(model, payload["quant"])
-            # assign: torchao int8 weights (tensor subclasses) replace the skeleton's, not copy into them
-            model.load_state_dict(payload["state_dict"], assign=_is_torchao(payload["quant"]))
+                model, assign = skeleton(model, payload["quant"])
+            model.load_state_dict(payload["state_dict"], assign=assign)
     except Exception as exc:
         raise CheckpointError(f"{path}: weights do not fit the model they describe "
-                              f"({str(exc).splitlines()[0][:200]})") from None
+                              f"({first_line(exc)})") from None
     return Loaded(model.eval(), payload["spec"], payload["quant"], payload["extra"])

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from pipelines.config import PruneConfig
+from pipelines.core.config import PruneConfig
 
 
 @dataclass

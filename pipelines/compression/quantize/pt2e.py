@@ -10,7 +10,7 @@
   with ``per_channel: false`` the weights are stored int8 per tensor but Inductor runs them as
   dequantize + fp32 conv).
 - ``qat``: the same graph exported in train mode, ``prepare_qat_pt2e`` (fake-quant, conv+bn
-  simulated), fine-tuned by the project's one training loop (:func:`pipelines.training.fit`),
+  simulated), fine-tuned by the project's one training loop (:func:`pipelines.training.loop.fit`),
   then converted. Exported graphs refuse ``.train()``/``.eval()``; :func:`allow_train_eval` maps
   them onto the dropout/batch-norm rewrites of torchao's ``move_exported_model_to_train/eval``,
   so ``fit`` works unchanged.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import io
 import json
 import os
@@ -48,33 +47,15 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from pipelines.config import QuantizeConfig
-from pipelines.quantize import QuantizeError
+from pipelines.core.config import QuantizeConfig
+from pipelines.core.errors import QuantizeError, first_line
+from pipelines.core.kinds import is_pt2e
+from pipelines.core.pt2e_graph import ADD, CONV_LINEAR, dequant_ops, register_int8_ops, weight_quantized
 
 EPS = 2**-12  # torchao's default observer eps for the x86 config
 MAX_BATCH = 1 << 16
 EXAMPLE_KEY = "pt2e_example"
 REPORT_KEY = "pt2e_report"
-
-_CONV_LINEAR = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
-                torch.ops.aten.linear.default}
-_ADD = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor}
-
-
-@functools.cache
-def register_int8_ops() -> None:
-    """Register the ``quantized_decomposed`` ops (needed to deserialize a saved graph) and the
-    torchao Inductor passes that lower them to oneDNN int8 kernels (needed before compiling one)."""
-    import torch.ao.quantization.fx._decomposed  # noqa: F401
-    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
-
-
-@functools.cache
-def _dequant_ops() -> frozenset:
-    register_int8_ops()
-    q = torch.ops.quantized_decomposed
-    return frozenset({q.dequantize_per_tensor.default, q.dequantize_per_tensor.tensor,
-                      q.dequantize_per_channel.default})
 
 
 # --- export and quantizer -------------------------------------------------------------------------
@@ -86,8 +67,7 @@ def export_failure(exc: BaseException) -> str:
     """One line for a model ``torch.export`` cannot capture: the graph break or unsupported op
     (the error's first line) and where it is in the model's code (the last frame outside torch)."""
     text = str(exc)
-    lines = text.strip().splitlines()
-    what = f"{type(exc).__name__}: {lines[0].strip()[:160]}" if lines else type(exc).__name__
+    what = f"{type(exc).__name__}: {first_line(exc, 160)}"
     torch_dir = os.path.dirname(torch.__file__)
     frames = [m for m in _FRAME.finditer(text) if not m.group(1).startswith(torch_dir)]
     where = ""
@@ -96,10 +76,6 @@ def export_failure(exc: BaseException) -> str:
         where = f" at {path}:{line} in {func}" + (f" (`{code.strip()[:80]}`)" if code.strip() else "")
     return (f"quantize.engine: pt2e needs torch.export, which cannot capture this model ({what}{where}); "
             "make that code exportable, or use quantize.method: dynamic or none")
-
-def is_pt2e(model: nn.Module) -> bool:
-    """True for a PT2E graph (exported, prepared or converted), as opposed to an eager module."""
-    return isinstance(model, fx.GraphModule)
 
 
 def allow_train_eval(model: fx.GraphModule) -> fx.GraphModule:
@@ -185,7 +161,7 @@ def _quantizer(config, tolerant: bool):
             try:
                 return original(self, *args, **kwargs)
             except ValueError as exc:
-                self.skipped.append(f"{name.removeprefix('_annotate_')}: {str(exc).splitlines()[0][:120]}")
+                self.skipped.append(f"{name.removeprefix('_annotate_')}: {first_line(exc, 120)}")
                 return None
 
         return annotate
@@ -217,7 +193,7 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
             graph = export(model, example, strict=False)
         except Exception:  # noqa: BLE001 - neither way: the strict error names the graph break best
             raise QuantizeError(export_failure(exc)) from None
-        warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+        warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {first_line(exc, 160)}); "
                       "exported non-strict", RuntimeWarning, stacklevel=2)
         strict = False
         report["export"] = "non-strict"
@@ -226,7 +202,7 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
     try:
         prepared = insert_observers(graph, _quantizer(config, tolerant=False))
     except ValueError as exc:  # a fusion pattern the quantizer refuses: annotate without it
-        warnings.warn(f"pt2e: quantizer refused a pattern ({str(exc).splitlines()[0][:160]}); retrying with the "
+        warnings.warn(f"pt2e: quantizer refused a pattern ({first_line(exc, 160)}); retrying with the "
                       "refusing fusion annotators skipped, see fp32_layers", RuntimeWarning, stacklevel=2)
         quantizer = _quantizer(config, tolerant=True)
         prepared = insert_observers(export(model, example, strict), quantizer)  # fresh graph: no stale annotations
@@ -266,7 +242,7 @@ def strip_unused(model: fx.GraphModule) -> fx.GraphModule:
 
 @torch.no_grad()
 def _calibrate(prepared: fx.GraphModule, batches: Iterable[torch.Tensor], limit: int) -> int:
-    from pipelines.quantize import calibrate
+    from pipelines.compression.quantize.eager import calibrate
 
     return calibrate(prepared, (x.cpu() for x in batches), limit)
 
@@ -298,23 +274,6 @@ def quantize_dynamic(model: nn.Module) -> nn.Module:
     return model
 
 
-def quantize(model: nn.Module, cfg: QuantizeConfig, ctx) -> nn.Module:
-    """int8 copy of ``model`` per ``cfg`` (method dynamic / static / qat) on the pt2e engine."""
-    if cfg.method == "dynamic":
-        return quantize_dynamic(model)
-    example = ctx.example(2)
-    if cfg.method == "static":
-        return quantize_static(model, (b[0] for b in ctx.loader("train", shuffle=True)), cfg, example)
-    if cfg.method == "qat":
-        from pipelines.workflow import _train
-
-        def finetune(prepared: nn.Module) -> None:
-            _train(ctx, prepared, cfg.qat_epochs, cfg.qat_lr, "qat (pt2e)")
-
-        return quantize_qat(model, cfg, example, finetune)
-    raise ValueError(f"quantize.method: unknown value {cfg.method!r} for engine pt2e")
-
-
 # --- what stayed fp32 -----------------------------------------------------------------------------
 
 def _layer_name(node: fx.Node) -> str:
@@ -326,25 +285,20 @@ def _layer_name(node: fx.Node) -> str:
     return node.name
 
 
-def _weight_quantized(node: fx.Node) -> bool:
-    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-    return isinstance(weight, fx.Node) and weight.op == "call_function" and weight.target in _dequant_ops()
-
-
 def _graph_fp32_layers(model: fx.GraphModule) -> list[str]:
     out = []
     quantized_compute: set[fx.Node] = set()
     for node in model.graph.nodes:
         if node.op != "call_function":
             continue
-        if node.target in _CONV_LINEAR:
-            if _weight_quantized(node):
+        if node.target in CONV_LINEAR:
+            if weight_quantized(node):
                 quantized_compute.add(node)
             else:
                 out.append(_layer_name(node))
-        elif node.target in _ADD:
+        elif node.target in ADD:
             inputs = [a for a in node.args if isinstance(a, fx.Node)]
-            ok = all(a in quantized_compute or (a.op == "call_function" and a.target in _dequant_ops()) for a in inputs)
+            ok = all(a in quantized_compute or (a.op == "call_function" and a.target in dequant_ops()) for a in inputs)
             if ok:
                 quantized_compute.add(node)  # fused conv/linear + add: int8 in, int8 out
             else:
@@ -382,48 +336,13 @@ def quantize_ops(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def weight_tensors(model: fx.GraphModule) -> dict[str, torch.Tensor]:
-    """The (dequantized) weights of a PT2E graph's conv/linear layers, for size and sparsity metrics."""
-    out: dict[str, torch.Tensor] = {}
-    for node in model.graph.nodes:
-        if node.op != "call_function" or node.target not in _CONV_LINEAR:
-            continue
-        weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-        if not isinstance(weight, fx.Node):
-            continue
-        if weight.op == "call_function" and weight.target in _dequant_ops():
-            out[node.name] = _eval_constant(model, weight)
-        elif weight.op == "get_attr":
-            out[node.name] = _fetch(model, weight.target).detach()
-    return out
-
-
-def _fetch(model: fx.GraphModule, target: str) -> Any:
-    obj: Any = model
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _eval_constant(model: fx.GraphModule, node: fx.Node) -> torch.Tensor:
-    def value(arg: Any) -> Any:
-        if isinstance(arg, fx.Node):
-            return _fetch(model, arg.target) if arg.op == "get_attr" else _eval_constant(model, arg)
-        return arg
-
-    args = [value(a) for a in node.args]
-    kwargs = {k: value(v) for k, v in node.kwargs.items()}
-    with torch.no_grad():
-        return node.target(*args, **kwargs)
-
-
 # --- persistence ----------------------------------------------------------------------------------
 
 def program_bytes(model: fx.GraphModule) -> bytes:
     """The converted graph as a torch.export archive (weights stored as raw tensors, no pickle)."""
     example = model.meta.get(EXAMPLE_KEY)
     if example is None:
-        raise ValueError("pt2e model carries no example input; build it with pipelines.quantize_pt2e")
+        raise ValueError("pt2e model carries no example input; build it with pipelines.compression.quantize")
     strip_unused(model)
     program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=False)
     buffer = io.BytesIO()

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from pipelines.core.errors import ParamsError
+from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CppWrapper
+
+__all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "read_yaml", "validate"]
+
 PARAMS_FILE = "params.yaml"
-
-
-class ParamsError(ValueError):
-    """A user error in params.yaml, already phrased as one line."""
 
 
 class Section(BaseModel):
@@ -47,7 +48,6 @@ def _numeric(annotation: Any) -> bool:
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
-CppWrapper = Literal["auto", "always", "never"]  # benchmark.cpp_wrapper, see pipelines.benchmark
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -151,6 +151,12 @@ class BenchmarkConfig(Section):
     iters: PositiveInt = 60
     runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default"]
     include_batch_one: bool = True
+    # A timed loop is disturbed when other processes took more than max_other_cpu of our CPUs' time
+    # during it, or some variant's p90/p50 exceeds max_spread; it is then measured again (up to
+    # retries times) and, if still disturbed, its rows are flagged noisy (see pipelines/measurement/timing.py).
+    max_other_cpu: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    max_spread: Annotated[float, Field(gt=1.0)] = 3.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
     # Inductor's C++ wrapper (the compiled graph's glue code in C++ instead of Python). auto: on
     # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated
     # them from eager int8 on small models; it costs ~6 s more compile time per graph.
@@ -180,8 +186,6 @@ class BenchmarkConfig(Section):
         if not value:
             return value
         import torch._inductor.config as inductor_config
-
-        from pipelines.benchmark import FIXED_INDUCTOR_SETTINGS
 
         known = inductor_config.get_config_copy()
         for key, setting in value.items():

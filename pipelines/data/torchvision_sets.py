@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
-from pipelines.config import DataConfig
-from pipelines.data import DataError
+from pipelines.core.config import DataConfig
+from pipelines.core.errors import DataError, error_line
 
 
 class _PresentCIFAR10(tvd.CIFAR10):
@@ -80,11 +80,6 @@ def _missing_message(cfg: DataConfig) -> str | None:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def open_split(cfg: DataConfig, train: bool) -> tvd.VisionDataset:
     cls = TORCHVISION[cfg.name]
     if cls is tvd.CIFAR10 and not cfg.download:
@@ -99,7 +94,7 @@ def open_split(cfg: DataConfig, train: bool) -> tvd.VisionDataset:
         what = "could not download or read" if cfg.download else "could not read"
         raise DataError(
             f"data.name={cfg.name}: {what} dataset files under data.root={cfg.root!r} "
-            f"({type(exc).__name__}: {_first_line(exc)})"
+            f"({error_line(exc)})"
         ) from None
 
 

@@ -8,6 +8,9 @@ import io
 import torch
 from torch import nn
 
+from pipelines.core.kinds import is_pt2e
+from pipelines.core.pt2e_graph import weight_tensors
+
 
 def serialized_bytes(model: nn.Module) -> bytes:
     buffer = io.BytesIO()
@@ -17,9 +20,7 @@ def serialized_bytes(model: nn.Module) -> bytes:
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
     """Prunable weights: conv and linear, float or int8 (dequantized view)."""
-    if isinstance(model, torch.fx.GraphModule):  # PT2E int8 graph: weights are graph constants
-        from pipelines.quantize_pt2e import weight_tensors
-
+    if is_pt2e(model):  # PT2E int8 graph: weights are graph constants
         return list(weight_tensors(model).values())
     out = []
     for module in model.modules():
@@ -39,7 +40,7 @@ def size_metrics(model: nn.Module) -> dict[str, float]:
     total = sum(w.numel() for w in weights)
     zeros = sum(int((w == 0).sum()) for w in weights)
     num_params = sum(p.numel() for p in model.parameters()) or total
-    if isinstance(model, torch.fx.GraphModule):  # int8 weights are buffers there, biases parameters
+    if is_pt2e(model):  # int8 weights are buffers there, biases parameters
         num_params = total + sum(p.numel() for p in model.parameters())
     return {
         "size_mb": len(blob) / 1e6,

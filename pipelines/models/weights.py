@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipelines.models import ModelError
+from pipelines.core.errors import ModelError, error_line
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 PREFIXES = ("module.", "_orig_mod.")
@@ -53,9 +53,8 @@ def read_state_dict(path: str | Path, key: str) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickled code, truncated file, not a torch file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ModelError(f"{where}: not loadable with torch.load(weights_only=True) ({type(exc).__name__}: "
-                         f"{first}); save model.state_dict(), not the model object") from None
+        raise ModelError(f"{where}: not loadable with torch.load(weights_only=True) ({error_line(exc, 160)}); "
+                         "save model.state_dict(), not the model object") from None
     return _state_dict(payload, where)
 
 

@@ -1,0 +1,140 @@
+"""The one benchmarking routine: every (model, runtime, batch size) of a comparison, each compiled
+variant checked, all timed side by side (:mod:`.timing`), ratios against a reference measured in
+the same loop.
+
+Every compiled variant is checked: it must have compiled graphs of its own (dynamo silently
+reuses or skips code otherwise, see :func:`benchmark_models`) and agree with the eager output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipelines.core.errors import error_line
+from pipelines.core.kinds import is_quantized
+from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_root, compile_for, warm_compilers
+from pipelines.measurement.graphs import GraphReport, explain_graphs
+from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for
+from pipelines.measurement.timing import NoiseLimits, measure
+
+def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
+    rel = 5e-2 if (rt.amp is not None or quantized) else 1e-3
+    return rel * (1.0 + scale)
+
+
+def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: torch.Tensor,
+           example: torch.Tensor, quantized: bool) -> float | None:
+    """Sets ``comp.error`` when the compiled variant did not really compile its own code, or
+    disagrees with eager; returns the max abs difference to the eager output."""
+    if report is not None and report.graphs > 0 and comp.graphs == 0:
+        comp.error = ("no graph compiled for this variant: dynamo reused another variant's code or "
+                      "fell back to eager (recompile limit?)")
+        return None
+    try:
+        with torch.inference_mode():
+            out = comp.fn(example)
+        diff = float((out.float().cpu() - reference.float()).abs().max())
+    except Exception as exc:  # noqa: BLE001
+        comp.error = f"compiled model fails on its input: {error_line(exc)}"
+        return None
+    tol = _tolerance(rt, quantized, float(reference.float().abs().max()))
+    if not diff <= tol:
+        comp.error = f"compiled output differs from eager: max abs diff {diff:.3g} > {tol:.3g}"
+    return diff
+
+
+def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor], runtimes: list[str],
+                     warmup: int, iters: int, reference: str | None = None,
+                     amp: list[str] | None = None,
+                     settings: CompileSettings = CompileSettings(),
+                     noise: NoiseLimits = NoiseLimits()) -> list[dict[str, Any]]:
+    """One row per (model, runtime, batch_size). All variants at one batch size are timed
+    together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
+    row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
+    Each batch size's loop is watched for disturbance (:func:`~pipelines.measurement.timing.measure`):
+    re-measured while disturbed, and its rows say ``noisy`` when even the quietest attempt was.
+
+    Dynamo keeps one code cache per Python function, shared by every instance of a class and by
+    every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
+    then, per batch size, reset dynamo and compile a fresh set, and check that each compiled
+    variant produced graphs of its own and matches eager before it is timed."""
+    import torch._dynamo
+
+    wanted = expand_runtimes(runtimes, amp)
+    per_model = {name: runtimes_for(model, wanted) for name, model in models.items()}
+    quantized = {name: is_quantized(model) for name, model in models.items()}
+    reports: dict[str, GraphReport | None] = {}
+    explain_notes: dict[str, str] = {}
+    if any(parse_runtime(r).mode for r in wanted):
+        first = examples[min(examples)]
+        for name, model in models.items():
+            try:
+                reports[name] = explain_graphs(model, first)
+            except Exception as exc:  # noqa: BLE001 - recorded with the rows below
+                reports[name] = None
+                explain_notes[name] = f"graph breaks unknown, explain failed: {error_line(exc)}"
+    with cold_cache_root():
+        try:
+            warm_compilers((r for rs in per_model.values() for r in rs), settings)
+            return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
+                            settings, noise)
+        finally:
+            torch._dynamo.reset()
+
+
+def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
+             reference, settings, noise) -> list[dict[str, Any]]:
+    import torch._dynamo
+
+    rows: list[dict[str, Any]] = []
+    for batch_size, example in examples.items():
+        torch._dynamo.reset()
+        variants: dict[tuple[str, str], Compiled] = {}
+        diffs: dict[tuple[str, str], float | None] = {}
+        for name, model in models.items():
+            try:
+                with torch.inference_mode():
+                    eager_out = model(example)
+            except Exception as exc:  # noqa: BLE001 - a model that cannot run is a row, not a crash
+                for runtime in per_model[name]:
+                    variants[(name, runtime)] = Compiled(model, float("nan"), error=error_line(exc))
+                continue
+            for runtime in per_model[name]:
+                rt = parse_runtime(runtime)
+                comp = compile_for(model, runtime, example, reports.get(name), settings)
+                if rt.mode is not None and comp.error is None:
+                    device_example = example.to(comp.device)
+                    diffs[(name, runtime)] = _check(comp, rt, reports.get(name), eager_out, device_example,
+                                                    quantized[name])
+                variants[(name, runtime)] = comp
+        inputs = {dev: example.to(dev) for dev in {c.device for c in variants.values()}}
+        runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items() if c.error is None}
+        measured = measure(runnable, warmup, iters, noise) if runnable else None
+        timings = measured.timings if measured else {}
+        ref = timings.get((reference, "eager")) if reference else None
+        for (name, runtime), comp in variants.items():
+            rt = parse_runtime(runtime)
+            report = reports.get(name)
+            row: dict[str, Any] = {
+                "model": name, "runtime": runtime, "batch_size": batch_size, "device": comp.device,
+                "compile_time_s": comp.compile_time_s, "wrapper": comp.wrapper,
+                "graphs": comp.graphs if rt.mode else "",
+                "graph_breaks": (report.graph_breaks if report else "") if rt.mode else 0,
+                "break_reasons": " | ".join(report.reasons) if (report and rt.mode) else "",
+                "max_abs_diff_vs_eager": diffs.get((name, runtime), ""),
+                "note": "; ".join(n for n in (comp.note, explain_notes.get(name, "") if rt.mode else "") if n),
+                "error": comp.error or "",
+            }
+            lat = timings.get((name, runtime))
+            if lat is not None:
+                row.update(latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,
+                           throughput_sps=lat.throughput(batch_size), noisy=measured.noisy,
+                           other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
+                           timing_attempts=measured.attempts)
+                if ref is not None:
+                    row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
+            rows.append(row)
+    return rows

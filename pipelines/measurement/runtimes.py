@@ -1,0 +1,73 @@
+"""Runtimes (``benchmark.runtimes``): how a model is run when it is timed.
+
+- ``eager``: the module as it is.
+- ``compile-<mode>`` (``default``, ``reduce-overhead``, ``max-autotune``): ``torch.compile``, see
+  :mod:`pipelines.measurement.compile`.
+- ``compile-<mode>-fp16`` / ``-bf16``: added automatically when CUDA is present, for float models
+  only: the model on the GPU, compiled the same way, run under ``torch.autocast`` (Tensor Cores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipelines.core.kinds import is_quantized
+
+RUNTIME_MODES = {
+    "compile-default": "default",
+    "compile-reduce-overhead": "reduce-overhead",
+    "compile-max-autotune": "max-autotune",
+}
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    mode: str | None = None            # torch.compile mode; None = eager
+    amp: torch.dtype | None = None     # autocast dtype (CUDA rows only)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.amp is not None else "cpu"
+
+
+def parse_runtime(name: str) -> Runtime:
+    """``eager``, ``compile-<mode>`` or ``compile-<mode>-fp16|bf16``."""
+    if name == "eager":
+        return Runtime(name)
+    base, _, suffix = name.rpartition("-")
+    if suffix in AMP_DTYPES and base in RUNTIME_MODES:
+        return Runtime(name, RUNTIME_MODES[base], AMP_DTYPES[suffix])
+    if name in RUNTIME_MODES:
+        return Runtime(name, RUNTIME_MODES[name])
+    allowed = ["eager", *RUNTIME_MODES, *(f"{m}-{s}" for m in RUNTIME_MODES for s in AMP_DTYPES)]
+    raise ValueError(f"unknown runtime {name!r}; allowed: {', '.join(allowed)}")
+
+
+def cuda_amp_dtypes() -> list[str]:
+    """Autocast dtypes this machine's GPU runs on Tensor Cores ([] without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    return ["fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+
+
+def expand_runtimes(runtimes: list[str], amp: list[str] | None = None) -> list[str]:
+    """The configured runtimes plus, for each ``compile-*`` one, its autocast variants
+    (``amp`` defaults to :func:`cuda_amp_dtypes`, i.e. none on a CPU-only machine)."""
+    amp = cuda_amp_dtypes() if amp is None else amp
+    out = list(dict.fromkeys(runtimes))
+    for runtime in list(out):
+        if runtime in RUNTIME_MODES:
+            out += [f"{runtime}-{suffix}" for suffix in amp if f"{runtime}-{suffix}" not in out]
+    return out
+
+
+def runtimes_for(model: nn.Module, runtimes: list[str]) -> list[str]:
+    """Autocast rows make sense for float models only; int8 models keep the rest."""
+    if not is_quantized(model):
+        return list(runtimes)
+    return [r for r in runtimes if parse_runtime(r).amp is None]

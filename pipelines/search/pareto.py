@@ -1,0 +1,74 @@
+"""Reading a study: the feasible Pareto front, the one selection rule, hypervolume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from pipelines.search.constraints import is_feasible
+
+SELECTION_RULE = ("highest accuracy among feasible trials (every constraint <= 0); ties go to the "
+                  "lower latency_ms_p50, then to the lower trial number")
+
+
+def _dominates(a: list[float], b: list[float], dirs: list[str]) -> bool:
+    signed_a = [v if d == "minimize" else -v for v, d in zip(a, dirs)]
+    signed_b = [v if d == "minimize" else -v for v, d in zip(b, dirs)]
+    return all(x <= y for x, y in zip(signed_a, signed_b)) and any(x < y for x, y in zip(signed_a, signed_b))
+
+
+def feasible_front(trials: list[FrozenTrial], dirs: list[str]) -> list[FrozenTrial]:
+    """Non-dominated feasible trials, by trial number."""
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
+    front = [t for t in feasible if not any(_dominates(o.values, t.values, dirs) for o in feasible if o is not t)]
+    return sorted(front, key=lambda t: t.number)
+
+
+def pick_best(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """:data:`SELECTION_RULE` over the feasible trials."""
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
+    if not feasible:
+        return None
+    return min(feasible, key=lambda t: (-t.user_attrs["metrics"]["accuracy"],
+                                        t.user_attrs["metrics"]["latency_ms_p50"], t.number))
+
+
+def trial_record(t: FrozenTrial) -> dict[str, Any]:
+    return {"number": t.number, "params": dict(t.params), "overrides": t.user_attrs.get("overrides", {}),
+            "values": list(t.values), "constraints": dict(t.constraints),
+            "metrics": t.user_attrs.get("metrics", {}), "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")}
+
+
+def first_feasible(trials: list[FrozenTrial]) -> int | None:
+    """1-based position of the first feasible trial in order of trial number (None if none)."""
+    for i, t in enumerate(sorted(trials, key=lambda t: t.number), start=1):
+        if t.state == TrialState.COMPLETE and is_feasible(t.constraints):
+            return i
+    return None
+
+
+def _hv(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
+    """Volume dominated by ``points`` (all minimized, each strictly better than ``ref`` on every
+    axis) up to ``ref``: slice along the last axis, recurse on the rest (fronts here are small)."""
+    if not points:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in points)
+    ordered = sorted(points, key=lambda p: p[-1])
+    volume = 0.0
+    for i, point in enumerate(ordered):
+        upper = ordered[i + 1][-1] if i + 1 < len(ordered) else ref[-1]
+        if upper > point[-1]:
+            volume += (upper - point[-1]) * _hv([p[:-1] for p in ordered[:i + 1]], ref[:-1])
+    return volume
+
+
+def hypervolume(front: list[FrozenTrial], dirs: list[str], reference: list[float]) -> float:
+    """Hypervolume of ``front`` against ``reference`` (in objective units), maximized objectives
+    negated so that every axis is minimized; points not better than ``reference`` on every axis
+    do not count."""
+    sign = [1.0 if d == "minimize" else -1.0 for d in dirs]
+    ref = tuple(r * s for r, s in zip(reference, sign))
+    points = [tuple(v * s for v, s in zip(t.values, sign)) for t in front]
+    return _hv([p for p in points if all(x < r for x, r in zip(p, ref))], ref)

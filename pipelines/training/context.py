@@ -1,0 +1,80 @@
+"""One process's view of an experiment: params bound to their data, device and models, and the
+one way to train a model under ``params.train`` (:func:`train`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipelines.core.config import Params
+from pipelines.core.kinds import cpu_only
+from pipelines.data import DataBundle, load_data, make_loader
+from pipelines.models import build_model, check_output, load_weights, model_spec
+from pipelines.training.loop import EpochCallback, History, evaluate, fit, resolve_device, seed_everything
+
+
+@dataclass
+class Context:
+    """Params plus the lazily loaded data and chosen device, shared by one process's steps."""
+
+    params: Params
+
+    @cached_property
+    def data(self) -> DataBundle:
+        return load_data(self.params.data, self.params.seed)
+
+    @cached_property
+    def device(self) -> torch.device:
+        return resolve_device(self.params.train.device)
+
+    def derive(self, params: Params) -> "Context":
+        """A context for ``params`` (e.g. one search trial's) that reuses this one's loaded data
+        when the data section and seed (which decide the split) are the same."""
+        ctx = Context(params)
+        if params.data == self.params.data and params.seed == self.params.seed:
+            ctx.data = self.data  # type: ignore[misc]  # fills the cached_property's slot
+        return ctx
+
+    def loader(self, split: str, shuffle: bool = False, dataset=None):
+        ds = dataset if dataset is not None else getattr(self.data, split)
+        return make_loader(ds, self.params.data.batch_size, shuffle, seed=self.params.seed)
+
+    def example(self, batch_size: int = 2) -> torch.Tensor:
+        images = self.data.test.tensors[0]
+        reps = -(-batch_size // len(images))
+        return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
+
+    def accuracy(self, model: nn.Module, split: str = "test") -> float:
+        # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
+        return evaluate(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
+
+    def spec(self, which: str) -> dict[str, Any]:
+        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
+                          self.data.image_size)
+
+    def new_model(self, which: str) -> nn.Module:
+        """``which`` (teacher | student) as params say: built, checked on a batch of the data, and
+        started from ``<which>.weights`` when given."""
+        cfg = getattr(self.params, which)
+        seed_everything(self.params.seed)
+        model = build_model(cfg, self.data.in_channels, self.data.num_classes, self.data.image_size, key=which)
+        check_output(model, self.example(2), self.data.num_classes, which, cfg.arch)
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, which, cfg.arch)
+        return model
+
+
+def train(ctx: Context, model: nn.Module, epochs: int, lr: float, desc: str, loss_fn=None,
+          train_set=None, after_epoch: EpochCallback | None = None) -> History:
+    """Train ``model`` in place for ``epochs`` with ``params.train``'s optimizer and weight decay,
+    validating on the validation split after every epoch (``after_epoch(epoch, val_accuracy)``)."""
+    t = ctx.params.train
+    kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
+    seed_everything(ctx.params.seed)
+    return fit(model, ctx.loader("train", shuffle=True, dataset=train_set), ctx.loader("val"), epochs=epochs,
+               lr=lr, weight_decay=t.weight_decay, optimizer=t.optimizer, device=ctx.device, desc=desc,
+               after_epoch=after_epoch, **kwargs)

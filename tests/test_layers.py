@@ -1,0 +1,83 @@
+"""The package's structure: imports point one way, and DVC knows every file a stage runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+import yaml
+from conftest import ROOT, venv_env
+from dvc_deps import code_deps, declared_code_deps, dvc_stages
+
+from pipelines.stage import SECTIONS
+
+
+def test_import_linter_layer_contract_is_kept():
+    """pyproject.toml's layers contract, checked by import-linter itself."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT,
+                          env=venv_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 kept, 0 broken" in proc.stdout
+
+
+def test_no_import_cycle_in_pipelines():
+    graph = grimp.build_graph("pipelines", include_external_packages=False)
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            # a package imports its own submodules (re-exports); a submodule importing a sibling is fine
+            if imported.startswith(module + ".") or module.startswith(imported + "."):
+                continue
+            if graph.chain_exists(importer=imported, imported=module):
+                cycles.append(f"{module} <-> {imported}")
+    assert cycles == []
+
+
+@pytest.mark.parametrize("stage", list(SECTIONS))
+def test_dvc_code_deps_are_exactly_what_the_stage_imports(stage):
+    declared = declared_code_deps(dvc_stages()[stage])
+    assert declared == code_deps(stage), "run `.venv/bin/python tests/dvc_deps.py --write`"
+
+
+@pytest.mark.parametrize("stage", list(SECTIONS))
+def test_dvc_params_are_the_sections_the_stage_logs(stage):
+    assert dvc_stages()[stage]["params"] == SECTIONS[stage]
+
+
+def test_every_stage_entry_point_is_a_dvc_stage():
+    entry_points = {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__", "promote"}
+    assert entry_points == set(dvc_stages()) == set(SECTIONS)
+
+
+@pytest.mark.slow
+def test_editing_any_imported_module_makes_dvc_status_list_the_stage(repo):
+    """In a repo where `dvc repro` ran: touch each pipelines module's content, and `dvc status`
+    must list every stage that imports it (and only those)."""
+    from dvc.repo import Repo
+
+    root, _, _ = repo
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    users: dict[str, set[str]] = {}
+    for name, stage in stages.items():
+        for dep in declared_code_deps(stage):
+            users.setdefault(dep, set()).add(name)
+    with Repo(str(root)) as dvc:
+        assert dvc.status() == {}, "the repo must start up to date"
+    wrong = {}
+    for path, expected in sorted(users.items()):
+        if not path.startswith("pipelines/"):
+            continue
+        file = root / path
+        original = file.read_bytes()
+        try:
+            file.write_bytes(original + b"\n# edited\n")
+            with Repo(str(root)) as dvc:
+                changed = {name.split(":")[-1] for name in dvc.status()}
+        finally:
+            file.write_bytes(original)
+        if changed != expected:
+            wrong[path] = (sorted(expected), sorted(changed))
+    assert wrong == {}

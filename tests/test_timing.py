@@ -1,0 +1,94 @@
+"""Latency that knows when it was disturbed: a real CPU hog on our cores (other processes) is seen,
+our own work is not, and a disturbed benchmark is flagged and not quoted by the report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pipelines import report
+from pipelines.measurement.benchmark import benchmark_models
+from pipelines.measurement.timing import CpuWatch, NoiseLimits, measure
+from pipelines.models import CNN
+from tests.conftest import fast_params
+
+
+@contextlib.contextmanager
+def cpu_hog():
+    """One busy-looping process per CPU this process may run on."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _own_work() -> None:
+    x = torch.randn(256, 256)
+    for _ in range(20):
+        x = torch.tanh(x @ x)
+
+
+def test_own_cpu_work_is_not_counted_as_other_processes():
+    with CpuWatch() as watch:
+        for _ in range(20):
+            _own_work()
+    assert watch.own_cpu > 0.1
+    # busy time minus our own: whatever the rest of the machine does, the two shares fit in 100%
+    assert watch.other_cpu is not None and watch.other_cpu <= 1.0 - watch.own_cpu + 0.03
+
+
+def test_a_cpu_hog_on_our_cores_is_seen():
+    with cpu_hog(), CpuWatch() as watch:
+        time.sleep(1.0)
+    assert watch.other_cpu is not None and watch.other_cpu > 0.6  # the hogs had our CPUs while we slept
+
+
+def test_a_loop_timed_beside_a_hog_is_retried_then_flagged_noisy():
+    limits = NoiseLimits(max_other_cpu=0.2, max_spread=50.0, retries=1)
+    with cpu_hog():
+        m = measure({"work": _own_work}, warmup=1, iters=10, limits=limits)
+    assert m.noisy and m.attempts == 2
+    assert m.disturbance.other_cpu > 0.2
+
+
+def test_a_spread_over_the_limit_is_noisy_even_without_other_processes():
+    calls = iter(range(10**6))
+
+    def jittery() -> None:  # every 3rd call 20x slower (timed calls too, between re-warms): p90/p50 ~ 20
+        time.sleep(0.02 if next(calls) % 3 == 0 else 0.001)
+
+    m = measure({"j": jittery}, warmup=0, iters=20, limits=NoiseLimits(max_other_cpu=1.0, max_spread=3.0,
+                                                                        retries=0))
+    assert m.noisy and m.disturbance.spread > 3.0
+
+
+@pytest.fixture(scope="module")
+def hogged_rows():
+    models = {"teacher": CNN(1, 10, [8, 16], 1).eval(), "student": CNN(1, 10, [4, 8], 1).eval()}
+    with cpu_hog():
+        return benchmark_models(models, {8: torch.randn(8, 1, 8, 8)}, ["eager"], warmup=1, iters=8,
+                                reference="teacher", noise=NoiseLimits(0.2, 3.0, retries=0))
+
+
+def test_benchmark_rows_timed_under_load_say_noisy(hogged_rows):
+    assert all(r["noisy"] is True and r["other_cpu"] > 0.2 for r in hogged_rows)
+    assert all(r["timing_attempts"] == 1 for r in hogged_rows)
+
+
+def test_report_of_a_noisy_run_says_so_and_quotes_no_speedup(hogged_rows):
+    params = fast_params()
+    notice = report.noise_notice(hogged_rows, params)
+    assert notice is not None and "not to be trusted" in notice
+    summary = {r["model"]: {**r, "num_params": 1, "accuracy": 0.9, "size_mb": 1.0} for r in hogged_rows}
+    text = report.table(summary, 8, noisy=True)
+    assert report.NOT_QUOTED in text and "x |" not in text
