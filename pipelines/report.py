@@ -123,6 +123,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         # int8 is judged on its fastest runtime: a PT2E model's "eager" is its reference graph
         # (quantize/dequantize around fp32 ops); its int8 kernels only exist once compiled.
         q_rt, q_ms = _fastest(q)
+        engine = stages.get("quantize", {}).get("engine", params.quantize.engine)  # what `auto` chose
         vs_best = ""
         if p.get("best_latency_ms_p50") not in (None, ""):
             ratio = _ratio(float(p["best_latency_ms_p50"]), q_ms)
@@ -133,9 +134,9 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                                                 "compute-bound')"))
         reference = (f" Run eagerly, the PT2E graph is its reference form (quantize/dequantize around fp32 ops, "
                      f"{float(q['latency_ms_p50']):.3f} ms): deploy it compiled."
-                     if params.quantize.engine == "pt2e" and params.quantize.method != "dynamic" else "")
+                     if engine == "pt2e" and params.quantize.method != "dynamic" else "")
         out.append(
-            f"**Quantization** ({params.quantize.method}, {params.quantize.engine} engine): size "
+            f"**Quantization** ({params.quantize.method}, {engine} engine): size "
             f"{_ratio(float(q['size_mb']), float(p['size_mb'])):.2f}x of fp32 (int8 weights are 1/4 of fp32 plus "
             f"scales/zero-points); "
             + ("int8 speed not quoted (noisy run)" if noisy else

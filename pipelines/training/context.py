@@ -14,7 +14,7 @@ from torch import nn
 from pipelines.core.config import Params
 from pipelines.core.kinds import cpu_only
 from pipelines.data import DataBundle, load_data, make_loader
-from pipelines.models import build_model, model_spec
+from pipelines.models import build_model, check_output, load_weights, model_spec
 from pipelines.training.loop import EpochCallback, History, evaluate, fit, resolve_device, seed_everything
 
 
@@ -62,11 +62,19 @@ class Context:
         return evaluate(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
 
     def spec(self, which: str) -> dict[str, Any]:
-        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
+        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
+                          self.data.image_size)
 
     def new_model(self, which: str) -> nn.Module:
+        """``which`` (teacher | student) as params say: built, checked on a batch of the data, and
+        started from ``<which>.weights`` when given."""
+        cfg = getattr(self.params, which)
         seed_everything(self.params.seed)
-        return build_model(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
+        model = build_model(cfg, self.data.in_channels, self.data.num_classes, self.data.image_size, key=which)
+        check_output(model, self.example(2), self.data.num_classes, which, cfg.arch)
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, which, cfg.arch)
+        return model
 
 
 def train(ctx: Context, model: nn.Module, epochs: int, lr: float, desc: str, loss_fn=None,
