@@ -23,7 +23,7 @@ SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize s
 
 def body(ctx, run):
     cfg = ctx.params.benchmark
-    models = {name: stage.load(name) for name in CHAIN}
+    models = {name: stage.load(ctx, name) for name in CHAIN}
     accuracy = {name: ctx.accuracy(model) for name, model in models.items()}
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
