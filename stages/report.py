@@ -21,7 +21,7 @@ def body(ctx, run):
     write_json(stage.PLOTS / "pareto.json", report.pareto_points(summary))
     write_text(stage.REPORTS / "summary.md", text)
     run.log_artifact(report.pareto_plot(summary, stage.REPORTS / "pareto.png", ctx.params.benchmark.batch_size))
-    shown = report.for_mlflow(text, run.run_id)
+    shown = report.for_mlflow(text, run.artifact_url("pareto.png"))
     run.log_text(shown, "summary.md")
     run.log_metrics(headline)
     registered = register_final(ctx.params, stage.model_path("quantized"), headline, run.parent_id)
