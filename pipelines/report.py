@@ -328,12 +328,10 @@ def pareto_points(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def for_mlflow(text: str, run_id: str | None) -> str:
-    """``summary.md`` with its image links pointing at the run's artifacts, so MLflow's artifact
-    view (and the run description) shows the plot instead of a broken relative link."""
-    if not run_id:
-        return text
-    return text.replace("](pareto.png)", f"](get-artifact?path=pareto.png&run_uuid={run_id})")
+def for_mlflow(text: str, image_url: str) -> str:
+    """``summary.md`` with its plot linked by ``image_url``: MLflow 3.17's Markdown view (artifacts
+    and run description) draws only absolute http(s) images and shows a relative one as text."""
+    return text.replace("](pareto.png)", f"]({image_url})") if image_url else text
 
 
 def search_section(front: dict[str, Any] | None) -> list[str]:

@@ -167,11 +167,20 @@ def init_repo(root: Path) -> dict[str, str]:
     env = venv_env(MLFLOW_TRACKING_URI="")
     env.pop("MLFLOW_TRACKING_URI")
     env.pop("DVC_ROOT", None)
+    env["MLFLOW_PORT"] = str(free_port())  # the UI tests serve this store there (MLflow links name the port)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
                 ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "init"]):
         run_cmd(cmd, root, env)
     return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def under_ci() -> bool:

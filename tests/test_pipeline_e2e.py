@@ -70,7 +70,7 @@ def _first_pipeline(root):
 
 
 def test_mlflow_parent_carries_headline_params_and_report(repo):
-    root, _, _ = repo
+    root, env, _ = repo
     _, _, parent, _ = _first_pipeline(root)
     for key in ("acc", "drop_pp", "size_ratio", "p50_ms", "p50_ms_bs1", "speedup", "mb"):
         assert key in parent.data.metrics, key
@@ -78,14 +78,14 @@ def test_mlflow_parent_carries_headline_params_and_report(repo):
             "search.objectives", "tracking.experiment"} <= set(parent.data.params)
     assert parent.info.run_name.startswith("params ")
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith("# Compression report") and "get-artifact?path=pareto.png&run_uuid=" in note
+    assert note.startswith("# Compression report")
+    assert f"](http://127.0.0.1:{env['MLFLOW_PORT']}/get-artifact?path=pareto.png&run_uuid=" in note  # drawn by the UI
 
 
 def test_mlflow_stage_models_registry_and_dataset(repo):
     root, _, _ = repo
     client, exp, parent, stages = _first_pipeline(root)
-    models = {m.source_run_id: m for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id],
-                                                                        output_format="list")}
+    models = {m.source_run_id: m for m in client.search_logged_models([exp.experiment_id])}
     for stage, name in [("train_baseline", "teacher"), ("distill", "student"), ("prune", "pruned"),
                         ("quantize", "quantized")]:
         model = models[stages[stage].info.run_id]
