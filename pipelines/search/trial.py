@@ -24,7 +24,7 @@ from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
 from pipelines.measurement.compile import CompileSettings
 from pipelines.measurement.timing import NoiseLimits, set_threads
-from pipelines.search.attrs import record_overrides, record_result
+from pipelines.search.attrs import record_curve, record_overrides, record_result
 from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.current import ORIGIN
 from pipelines.search.fidelity import Curve, Fidelity
@@ -215,7 +215,7 @@ class Objective:
             except optuna.TrialPruned as exc:
                 step = curve.step if curve is not None else 0
                 trial.set_user_attr("pruned_at_step", step)
-                trial.set_user_attr("val_accuracy_curve", list(curve.values) if curve is not None else [])
+                record_curve(trial, list(curve.values) if curve is not None else [])
                 child.set_tags({"state": "PRUNED", "pruned_at_step": step, "pruned_reason": str(exc)})
                 child.log_metrics({"pruned_at_step": step, "duration_s": time.perf_counter() - started})
                 if curve is not None:
@@ -238,7 +238,7 @@ class Objective:
             record_result(trial, metrics, constraints, feasible, child.url)
             trial.set_user_attr("test_accuracy", metrics["accuracy"])  # reported only: never read by the search
             if curve is not None:
-                trial.set_user_attr("val_accuracy_curve", list(curve.values))
+                record_curve(trial, list(curve.values))
                 curve.finish(TrialState.COMPLETE, metrics["val_accuracy"])
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
