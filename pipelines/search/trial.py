@@ -23,6 +23,7 @@ from pipelines.core.errors import ParamsError, error_line
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
 from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.runtimes import parse_runtime
 from pipelines.measurement.timing import NoiseLimits, set_threads
 from pipelines.search.attrs import record_curve, record_overrides, record_result
 from pipelines.search.constraints import constraint_values, is_feasible
@@ -95,7 +96,10 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     judged on (:func:`judged_runtime`, as in ``compile_benchmark``'s summary)."""
     cfg = ctx.params.benchmark
     set_threads(cfg.num_threads)
-    runtimes = list(cfg.runtimes) if cfg.deploy_runtime == FASTEST else [cfg.deploy_runtime]
+    # deploy targets (ort-*, ov-*, aoti) need the trial's fp32 source and a calibrated conversion:
+    # trials time the PyTorch runtimes only
+    runtimes = [r for r in cfg.runtimes if not parse_runtime(r).deploy] if cfg.deploy_runtime == FASTEST \
+        else [cfg.deploy_runtime]
     rows = benchmark_models({"teacher": teacher, "trial": model}, {cfg.batch_size: ctx.example(cfg.batch_size)},
                             {"teacher": ["eager"], "trial": runtimes}, cfg.warmup, cfg.iters, reference="teacher",
                             settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
