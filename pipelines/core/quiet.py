@@ -24,7 +24,8 @@ _MESSAGES = [
     (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),
     # MLflow registers its local-file dataset source twice (schemes "" and "file") and warns that
     # a local path "can be interpreted in multiple ways" by two identical classes.
-    (UserWarning, r"can be interpreted in multiple ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource\."),
+    (UserWarning, r"The specified dataset source can be interpreted in multiple ways: LocalArtifactDatasetSource, "
+                  r"LocalArtifactDatasetSource\."),
     # MLflow's log_table asks pandas 3 for "object" columns the pandas-2 way (a deprecation for MLflow).
     (Warning, r"For backward compatibility, 'str' dtypes are included by select_dtypes"),
     # torch-pruning found nn.Parameters used outside any layer (ViT's class_token and
