@@ -213,28 +213,26 @@ def test_unreachable_optuna_storage_is_one_line_masked():
 
 # --- 3. YAML bombs ----------------------------------------------------------------------------------
 
-def _laughs(levels: int = 9, width: int = 9, leaf: str = "1", mapping: bool = False) -> str:
-    """Billion laughs: each level aliases the previous one ``width`` times (width**levels nodes)."""
-    lines = [f"l0: &l0 [{', '.join([leaf] * width)}]"]
-    for i in range(1, levels):
-        items = [f"*l{i - 1}"] * width
-        body = "{" + ", ".join(f"k{j}: {v}" for j, v in enumerate(items)) + "}" if mapping else f"[{', '.join(items)}]"
-        lines.append(f"l{i}: &l{i} {body}")
-    return "\n".join(lines)
+def _laughs(levels: int = 9, width: int = 9, mapping: bool = False) -> str:
+    """Billion laughs as one flow node: item i anchors a node that aliases item i-1 ``width``
+    times, so the last of ``levels`` items (``*l<levels-1>``) stands for width**levels values."""
+    def node(items: list[str]) -> str:
+        return "{" + ", ".join(f"k{j}: {v}" for j, v in enumerate(items)) + "}" if mapping else f"[{', '.join(items)}]"
+
+    return node([f"&l0 {node(['1'] * width)}"] + [f"&l{i} {node([f'*l{i - 1}'] * width)}" for i in range(1, levels)])
 
 
 def _bomb_params(where: str) -> str:
     """The committed params.yaml with a bomb planted where a reader walks it: a mapping bomb under
-    an unknown top-level key or in ``benchmark.inductor`` (both walked key by key), a list bomb in
-    ``seed`` or in a search ``choices`` list (both quoted in error messages)."""
+    an unknown top-level key or as ``benchmark.inductor`` (both walked key by key), a list bomb as
+    ``seed`` or as a search ``choices`` list (both validated and quoted in error messages)."""
     committed = (ROOT / "params.yaml").read_text()
-    mapping = where in ("dict", "inductor")
-    anchors = "anchors:\n  " + _laughs(mapping=mapping).replace("\n", "\n  ") + "\n"
-    old, new = {"dict": ("seed: 0\n", "seed: 0\nbomb: *l8\n"), "seed": ("seed: 0\n", "seed: *l8\n"),
-                "inductor": ("inductor: {}", "inductor: *l8"),
-                "choices": ("choices: [minmax, histogram]", "choices: *l8")}[where]
+    bomb = _laughs(mapping=where in ("dict", "inductor"))
+    old, new = {"dict": ("seed: 0\n", f"seed: 0\nbomb: {bomb}\n"), "seed": ("seed: 0\n", f"seed: {bomb}\n"),
+                "inductor": ("inductor: {}", f"inductor: {bomb}"),
+                "choices": ("choices: [minmax, histogram]", f"choices: {bomb}")}[where]
     assert old in committed
-    return anchors + committed.replace(old, new, 1)
+    return committed.replace(old, new, 1)
 
 
 @pytest.mark.parametrize("where", ["dict", "seed", "inductor", "choices"])
@@ -310,7 +308,7 @@ def yaml_with_anchors(draw) -> str:
     prefix = ""
     if draw(st.booleans()):
         levels = draw(st.integers(2, 9))
-        prefix = f"bomb: {{{_laughs(levels, draw(st.integers(2, 9)), mapping=draw(st.booleans())).replace(chr(10), ', ')}}}\n"
+        prefix = f"bomb: {_laughs(levels, draw(st.integers(2, 9)), mapping=draw(st.booleans()))}\n"
         anchors.append(f"l{levels - 1}")
 
     def node(depth: int) -> str:
