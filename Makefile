@@ -15,12 +15,16 @@ MLFLOW_SERVER_ARGS ?=
 # make worker STORAGE=postgresql://user:pw@db:5432/optuna N=10: one of many search workers on one
 # shared study (STORAGE empty: $OPTUNA_STORAGE / search.storage / optuna.db, as make search).
 STORAGE ?=
+# make dashboard DASHBOARD_PORT=8081; make ui MLFLOW_PORT=5001 (also what `make server` listens on)
+DASHBOARD_PORT ?= 8080
+# make plots REVS="exp-a exp-b": the experiments' plots on one chart (dvc plots diff); empty: the workspace
+REVS ?=
 
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test search worker promote ui server dashboard clean
+.PHONY: setup repro test search worker promote ui server dashboard compare plots clean
 
 setup: $(STAMP)
 
@@ -43,10 +47,11 @@ worker: setup
 	@$(PY) -m stages.search --worker $(if $(STORAGE),--storage "$(STORAGE)",) $(if $(N),--n-trials $(N),)
 
 promote: setup
-	$(PY) -m stages.promote
+	$(PY) -m stages.promote $(if $(FORCE),--force,)
 
+# Prints the URL of the experiment's training-runs view, then serves the UI on 127.0.0.1:$(MLFLOW_PORT).
 ui: setup
-	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+	$(PY) -m stages.ui --port $(MLFLOW_PORT)
 
 # @ and a masked echo: the command line would show the store's password.
 server: setup
@@ -57,7 +62,15 @@ server: setup
 		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(MLFLOW_SERVER_ARGS)
 
 dashboard: setup
-	optuna-dashboard "$${OPTUNA_STORAGE:-sqlite:///$(CURDIR)/optuna.db}" --host 127.0.0.1 --port 8080
+	optuna-dashboard "$${OPTUNA_STORAGE:-sqlite:///$(CURDIR)/optuna.db}" --host 127.0.0.1 --port $(DASHBOARD_PORT)
+
+# dvc exp show narrowed to the headline and the params that differ (fits 120 columns).
+compare: setup
+	$(PY) -m stages.compare
+
+# dvc plots show (or diff $(REVS)) as dvc_plots/index.html, Vega bundled inline: renders offline.
+plots: setup
+	$(PY) -m stages.plots $(REVS)
 
 clean:
-	rm -rf models metrics reports plots
+	rm -rf models metrics reports plots dvc_plots

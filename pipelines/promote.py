@@ -2,17 +2,20 @@
 into its section, keeping the file's comments, order and layout (ruamel.yaml round trip).
 
 The result is validated by the schema before anything is written, and written atomically, so a
-bad ``best_params.yaml`` leaves ``params.yaml`` untouched.
+bad ``best_params.yaml`` leaves ``params.yaml`` untouched. A trial that the current
+configuration's own trial dominates (same study and context, see :mod:`pipelines.search.current`)
+is refused unless ``force``, which says what is lost.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import load_params, parse_yaml, read_yaml, validate
-from pipelines.core.errors import ParamsError
+from pipelines.core.errors import ParamsError, UserError
 from pipelines.core.io import write_text
 
 BEST_PARAMS = Path("reports/search/best_params.yaml")
@@ -29,29 +32,45 @@ def read_best(path: str | Path) -> dict[str, Any]:
 
 
 def _round_trip():
+    """ruamel configured as DVC's own `dvc exp run -S` writer (``dvc.utils.serialize._yaml``), so
+    promote and -S leave the same text: block lists at the key's indent, ``key:`` for null."""
     from ruamel.yaml import YAML
 
     rt = YAML()
+    rt.default_flow_style = False
     rt.preserve_quotes = True
-    rt.width = 4096
-    rt.indent(mapping=2, sequence=4, offset=2)
-    rt.representer.add_representer(
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))  # keep `null`
     return rt
 
 
+class DominatedError(UserError):
+    """The trial to promote is worse than the current configuration on every objective."""
+
+
 def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "params.yaml",
-            dry_run: bool = False) -> dict[str, tuple[Any, Any]]:
+            dry_run: bool = False, force: bool = False,
+            say: Callable[[str], None] = lambda line: None) -> dict[str, tuple[Any, Any]]:
     """Write ``best_path``'s values into ``params_path``; returns ``{key: (old, new)}`` for the
     keys whose value changed. Raises :class:`ParamsError` (nothing written) when the result would
-    not validate."""
+    not validate, :class:`DominatedError` when the current configuration's trial dominates the
+    one to promote (unless ``force``). ``say`` gets the notes (what ``force`` loses, a check
+    that could not be made)."""
+    from pipelines.search import compare_to_current
+
     best = read_best(best_path)
     params_path = Path(params_path)
     if not params_path.exists():
         raise ParamsError(f"{params_path}: file not found")
     current = load_params(params_path)  # refuses what a stage would refuse (not UTF-8, empty, ...)
     text = params_path.read_text()
-    current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
+    promoted = current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
+    if promoted != current:
+        comparison = compare_to_current(current, best)
+        if comparison.dominated and not force:
+            raise DominatedError(f"{best_path}: {comparison.refusal()}")
+        if comparison.dominated:
+            say(comparison.loss())
+        elif comparison.note():
+            say(comparison.note())
 
     rt = _round_trip()
     doc = rt.load(text)

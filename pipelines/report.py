@@ -53,8 +53,10 @@ def noise_notice(rows: list[dict[str, Any]], params: Any) -> str | None:
 
 
 def table(summary: dict[str, dict[str, Any]], batch_size: int, noisy: bool = False) -> str:
-    head = ("| model | accuracy | drop vs teacher (pp) | p50 ms @bs{bs} (eager) | speedup | best runtime | best p50 ms "
-            "| best speedup | size MB | size ratio | gzip MB | params | sparsity |").format(bs=batch_size)
+    """Columns named as the metrics are in ``metrics/compile_benchmark.json`` and MLflow."""
+    head = ("| model | accuracy | accuracy_drop_vs_teacher (pp) | latency_ms_p50 (eager, bs{bs}) | speedup_vs_teacher "
+            "| best_runtime | best_latency_ms_p50 | best_speedup_vs_teacher | size_mb | size_ratio_vs_teacher "
+            "| size_gzip_mb | num_params | sparsity |").format(bs=batch_size)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in CHAIN:
         m = summary.get(name)
@@ -71,7 +73,9 @@ def table(summary: dict[str, dict[str, Any]], batch_size: int, noisy: bool = Fal
 
 
 def _fastest(m: dict[str, Any]) -> tuple[str, float]:
-    """A model's fastest measured runtime and its p50 (a PT2E int8 graph is only int8 once compiled)."""
+    """The runtime a model is judged on and its p50, as the benchmark summary chose it
+    (:func:`~pipelines.measurement.comparison.judged_runtime`: ``benchmark.deploy_runtime``, by
+    default the fastest measured; a PT2E int8 graph is only int8 once compiled)."""
     return m.get("best_runtime") or "eager", float(m.get("best_latency_ms_p50") or m["latency_ms_p50"])
 
 
@@ -202,6 +206,80 @@ def pareto_plot(summary: dict[str, dict[str, Any]], path: Path, batch_size: int)
     return path
 
 
+# The headline (metrics/summary.json, the MLflow pipeline run, the registered version's tags, the
+# report's first line): short names so `make compare` fits a 120-column terminal; each is the
+# final model's number named in the right column.
+HEADLINE = {
+    "acc": "accuracy",
+    "drop_pp": "accuracy_drop_vs_teacher",
+    "mb": "size_mb",
+    "size_ratio": "size_ratio_vs_teacher",
+    "runtime": "best_runtime",
+    "p50_ms": "best_latency_ms_p50",
+    "p50_ms_bs1": "best_latency_ms_p50 at batch 1",
+    "speedup": "best_speedup_vs_teacher",
+}
+
+
+def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
+             front: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics/summary.json``: the final model in a few numbers (:data:`HEADLINE`): its fastest
+    runtime with the p50 at ``benchmark.batch_size`` and at batch 1, speedup and size against the
+    teacher; ``noisy`` when the benchmark says its timings were disturbed; and the search's chosen
+    trial (``search.*``, named as in the trial's metrics) when a search ran."""
+    final = summary[CHAIN[-1]]
+    runtime, p50 = _fastest(final)
+    out: dict[str, Any] = {
+        "acc": float(final["accuracy"]),
+        "drop_pp": float(final["accuracy_drop_vs_teacher"]),
+        "mb": float(final["size_mb"]),
+        "size_ratio": float(final["size_ratio_vs_teacher"]),
+        "runtime": runtime,
+        "p50_ms": p50,
+        "speedup": float(final.get("best_speedup_vs_teacher") or final["speedup_vs_teacher"]),
+    }
+    at_one = [r for r in rows if r["model"] == CHAIN[-1] and r["runtime"] == runtime and int(r["batch_size"]) == 1
+              and r.get("latency_ms_p50") not in (None, "")]
+    if at_one:
+        out["p50_ms_bs1"] = float(at_one[0]["latency_ms_p50"])
+    if any("noisy" in r for r in rows):  # the benchmark says whether its timings were disturbed
+        out["noisy"] = bool(noisy_rows(rows))
+    chosen = next((t for t in (front or {}).get("trials", []) if t["number"] == (front or {}).get("best_trial")), None)
+    if chosen is not None:
+        m = chosen.get("metrics", {})
+        out["search"] = {"trial": chosen["number"], **{k: float(m[k]) for k in (
+            "val_accuracy", "accuracy", "latency_ms_p50", "speedup_vs_teacher", "size_mb") if k in m}}
+    return out
+
+
+def headline_line(head: dict[str, Any]) -> str:
+    """The headline as one line of the report, under the same names; a noisy run quotes no speed."""
+    hidden = ("p50_ms", "p50_ms_bs1", "speedup") if head.get("noisy") else ()
+    parts = [f"`{k}` {NOT_QUOTED if k in hidden else v if isinstance(v, str) else _f(v, '.4g')}"
+             for k, v in head.items() if k in HEADLINE]
+    return "**Headline** (final model, `metrics/summary.json`): " + ", ".join(parts) + "."
+
+
+def pareto_points(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """``plots/pareto.json``: one point per model (accuracy vs its fastest runtime's p50), the
+    data of the DVC scatter plot that ``dvc plots diff`` overlays across experiments."""
+    points = []
+    for name in CHAIN:
+        if name in summary:
+            runtime, p50 = _fastest(summary[name])
+            points.append({"model": name, "accuracy": float(summary[name]["accuracy"]), "best_latency_ms_p50": p50,
+                           "best_runtime": runtime, "size_mb": float(summary[name]["size_mb"])})
+    return points
+
+
+def for_mlflow(text: str, run_id: str | None) -> str:
+    """``summary.md`` with its image links pointing at the run's artifacts, so MLflow's artifact
+    view (and the run description) shows the plot instead of a broken relative link."""
+    if not run_id:
+        return text
+    return text.replace("](pareto.png)", f"](get-artifact?path=pareto.png&run_uuid={run_id})")
+
+
 def search_section(front: dict[str, Any] | None) -> list[str]:
     """The search's feasible Pareto front (from ``reports/search/pareto.json``), best trial first."""
     if not front:
@@ -212,21 +290,29 @@ def search_section(front: dict[str, Any] | None) -> list[str]:
         limits.append(f"p50 <= {cons['max_latency_ms']} ms")
     if cons.get("min_speedup") is not None:
         limits.append(f"speedup vs teacher >= {cons['min_speedup']}x")
+    current = front.get("current_trial") or {}
     lines = ["## Search", "",
-             f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('failed', 0)} failed, "
-             f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}; feasible Pareto front "
-             f"({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), chosen one first "
-             f"({front.get('selection_rule', '')}). "
-             "`make promote` writes the chosen trial into params.yaml.", ""]
+             f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('pruned', 0)} pruned "
+             f"(pruner {front.get('pruner', 'none')}), {counts.get('failed', 0)} failed, "
+             f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}, judged on validation accuracy; "
+             f"feasible Pareto front ({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), "
+             f"chosen one first ({front.get('selection_rule', '')}). "
+             + (f"Trial {current['number']} is the current configuration. " if current else "")
+             + "`make promote` writes the chosen trial into params.yaml.", ""]
     trials = sorted(front.get("trials", []), key=lambda t: t["number"] != front.get("best_trial"))
+    if current and current["number"] not in {t["number"] for t in trials}:
+        trials.append(current)  # the starting point, even when off the feasible front
     if not trials:
         return lines + ["No feasible trial yet: loosen the constraints or add trials (`make search N=...`).", ""]
-    lines += ["| trial | accuracy | p50 ms | speedup | size MB | settings |", "|---|---|---|---|---|---|"]
+    lines += ["| trial | val accuracy | test accuracy | p50 ms | speedup | size MB | settings |",
+              "|---|---|---|---|---|---|---|"]
     for t in trials:
         m = t["metrics"]
-        settings = ", ".join(f"{k}={_f(v, '.3g') if isinstance(v, float) else v}" for k, v in t["params"].items())
-        lines.append(f"| {t['number']} | {_f(m.get('accuracy'), '.4f')} | {_f(m.get('latency_ms_p50'), '.3f')} "
-                     f"| {_f(m.get('speedup_vs_teacher'), '.2f')}x | {_f(m.get('size_mb'), '.3f')} | {settings} |")
+        settings = ", ".join(f"{k}={_f(v, '.3g') if isinstance(v, float) else v}" for k, v in t["overrides"].items())
+        mark = " (current)" if current and t["number"] == current["number"] else ""
+        lines.append(f"| {t['number']}{mark} | {_f(m.get('val_accuracy'), '.4f')} | {_f(m.get('accuracy'), '.4f')} "
+                     f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_f(m.get('speedup_vs_teacher'), '.2f')}x "
+                     f"| {_f(m.get('size_mb'), '.3f')} | {settings} |")
     return lines + [""]
 
 
@@ -241,6 +327,8 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None)
         "",
         *([notice, ""] if (notice := noise_notice(rows, params)) else []),
         table(summary, bs, noisy=bool(noisy_rows(rows))),
+        "",
+        headline_line(headline(summary, rows, front)),
         "",
         "## What each technique did",
         "",

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from pipelines.compression.checkpoint import Loaded, load_model, save_model
-from pipelines.core.config import load_params
+from pipelines.core.config import Params, load_params
 from pipelines.core.errors import CheckpointError, UserError
 from pipelines.core.io import write_json
 from pipelines.tracking import Run, check_reachable, close_pipeline, stage_run
@@ -29,16 +29,24 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
-# The params sections each stage reads (seed is logged with every stage).
+def _all_but(section: str, *fields: str) -> list[str]:
+    """A section's keys except ``fields``, dotted (as dvc.yaml's params and MLflow take them)."""
+    model = Params.model_fields[section].annotation
+    return [f"{section}.{name}" for name in model.model_fields if name not in fields]
+
+
+# The params sections (or dotted keys) each stage reads (seed is logged with every stage).
 SECTIONS: dict[str, list[str]] = {
     "train_baseline": ["seed", "data", "teacher", "train"],
     "distill": ["seed", "data", "student", "train", "distill"],
     "prune": ["seed", "data", "train", "prune"],
     "quantize": ["seed", "data", "train", "quantize"],
     "compile_benchmark": ["data", "benchmark"],
-    # The teacher comes from models/teacher.pt; the space overrides distill/prune/quantize per trial,
-    # so promoting a trial into those sections must not re-run (and change) the search.
-    "search": ["seed", "data", "student", "train", "benchmark", "search"],
+    # The teacher comes from models/teacher.pt; the default space sets distill/prune/quantize, the
+    # student's width and depth and the deploy runtime per trial, so promoting a trial into those
+    # keys must not re-run (and change) the search.
+    "search": ["seed", "data", *_all_but("student", "channels", "depth"), "train",
+               *_all_but("benchmark", "deploy_runtime"), "search"],
     "report": ["data", "distill", "prune", "quantize", "benchmark"],
 }
 
@@ -72,23 +80,46 @@ def load(ctx: Context, name: str) -> nn.Module:
     return load_checkpoint(ctx, name).model
 
 
+def data_source(params: Params) -> Path:
+    """Where the training data comes from: scikit-learn's bundled digits file, else ``data.root``."""
+    if params.data.name == "digits":
+        import sklearn.datasets
+
+        return Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+    return Path(params.data.root).resolve()
+
+
+def log_training_data(ctx: Context, run: Run) -> None:
+    """The train split as the run's MLflow dataset input (name, digest, source)."""
+    images, labels = ctx.data.train.tensors
+    run.log_dataset(f"{ctx.data.name}-train", images.numpy(), labels.numpy(), data_source(ctx.params))
+
+
 def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *,
                   model: nn.Module | None = None, model_name: str | None = None,
                   spec: dict[str, Any] | None = None, save_kwargs: dict[str, Any] | None = None,
-                  history: list[dict[str, float]] | None = None, artifacts: list[Path] = ()) -> None:
-    """Checkpoint (atomic), ``metrics/<stage>.json``, training curve, and the same to MLflow."""
+                  history: list[dict[str, float]] | None = None, artifacts: list[Path] = (),
+                  logged_metrics: dict[str, Any] | None = None) -> None:
+    """Checkpoint (atomic), ``metrics/<stage>.json``, training curve, and the same to MLflow:
+    the numbers of ``metrics`` (or ``logged_metrics``) under their dotted names, the model as a
+    logged model named ``model_name`` with those numbers linked to it, and the train split."""
+    checkpoint = None
     if model is not None:
-        save_model(model_path(model_name), model, spec, **(save_kwargs or {}),
-                   extra={"stage": stage, "metrics": metrics})
+        checkpoint = save_model(model_path(model_name), model, spec, **(save_kwargs or {}),
+                                extra={"stage": stage, "metrics": metrics})
     if history:
         write_json(PLOTS / f"{stage}.json", history)
         run.log_history(history)
     write_json(METRICS / f"{stage}.json", metrics)
-    run.log_metrics(metrics)
     for path in artifacts:
         run.log_artifact(path)
-    if model is not None and ctx.params.tracking.log_models:
-        run.log_model(model, ctx.example(2))
+    logged = metrics if logged_metrics is None else logged_metrics
+    if model is not None:
+        log_training_data(ctx, run)
+        if ctx.params.tracking.log_models:
+            run.log_model(model, ctx.example(2), name=model_name, checkpoint=checkpoint, metrics=logged)
+            return
+    run.log_metrics(logged)
 
 
 def main(stage: str, body: Callable[[Context, Run], None], closes_pipeline: bool = False) -> None:
@@ -102,7 +133,7 @@ def main(stage: str, body: Callable[[Context, Run], None], closes_pipeline: bool
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         if params.tracking.enabled:
             check_reachable()
-        if "benchmark" in SECTIONS[stage]:
+        if any(key.partition(".")[0] == "benchmark" for key in SECTIONS[stage]):
             import torch
 
             torch.set_num_threads(params.benchmark.num_threads)

@@ -6,7 +6,13 @@ Layout in the store (DESIGN.md, Tracking):
 - one *pipeline* parent run per pipeline execution (keyed by the DVC experiment name, or
   ``workspace``), opened by the first stage that runs and closed by ``report``;
 - one run per stage execution under it, tagged ``stage``, ``git_commit``, ``params_hash`` and
-  ``dvc_exp``; Optuna trials are nested runs under the search run.
+  ``dvc_exp``; Optuna trials are nested runs under the search run;
+- the parent carries every params section, the headline metrics (``metrics/summary.json``) and
+  the report as its description; it is named by the DVC experiment (or params hash) and time;
+- each stage's model is a logged model named after it (``teacher`` ... ``quantized``), tagged with
+  its checkpoint's sha256 so later stages find it and link their measurements to it; the final
+  one is registered under ``tracking.registered_model``, and the ``champion`` alias moves to the
+  new version unless the version holding it dominates it.
 """
 
 from __future__ import annotations
@@ -26,17 +32,25 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import Params
 from pipelines.core.cpu import cpu_model, isa_summary
+from pipelines.core.dominance import dominates_named
 from pipelines.core.errors import TrackingError, error_line, first_line
-from pipelines.core.io import project_root
+from pipelines.core.io import file_digest, project_root
 from pipelines.core.kinds import is_eager_int8
 from pipelines.core.urls import mask_url, redact, without_userinfo
 
 PIPELINE_ROLE = "pipeline"
+CHECKPOINT_TAG = "checkpoint_sha256"
+CHAMPION = "champion"
+# How the champion alias compares two final models (headline names, see pipelines/report.py):
+# ratios measured side by side, so versions measured on different days stay comparable.
+CHAMPION_DIRECTIONS = {"acc": "maximize", "speedup": "maximize", "mb": "minimize"}
+MAX_DESCRIPTION = 8000  # MLflow's limit on a tag value (the run description is a tag)
 # A remote server gets this many seconds to answer the start-up probe (env var overrides).
 PROBE_TIMEOUT_ENV = "COMPRESSION_LAB_TRACKING_PROBE_TIMEOUT_S"
 _reachable: set[str] = set()
@@ -152,6 +166,27 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def numeric_leaves(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numbers of a (nested) metrics dict under their dotted path: ``{"teacher": {"size_mb": 1}}``
+    -> ``{"teacher.size_mb": 1.0}``, the names ``dvc metrics show`` prints for the same file."""
+    return {k: float(v) for k, v in flatten("", metrics).items()
+            if isinstance(v, (int, float))}
+
+
+def ui_base() -> str:
+    """Where this store's MLflow UI answers: the tracking server itself, else what `make ui`
+    serves (127.0.0.1 on ``$MLFLOW_PORT``, default 5000)."""
+    uri = tracking_uri()
+    if uri.lower().startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT') or 5000}"
+
+
+def runs_url(experiment_id: str) -> str:
+    """The experiment's training-runs view (MLflow 3.17 may otherwise open its GenAI overview)."""
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs"
+
+
 def environment_tags() -> dict[str, str]:
     import torch
 
@@ -175,12 +210,23 @@ def environment_tags() -> dict[str, str]:
 class Run:
     """Thin handle over an MLflow run; a no-op when tracking is disabled."""
 
-    def __init__(self, run_id: str | None) -> None:
+    def __init__(self, run_id: str | None, experiment_id: str | None = None, parent_id: str | None = None) -> None:
         self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.parent_id = parent_id
 
     @property
     def enabled(self) -> bool:
         return self.run_id is not None
+
+    @property
+    def url(self) -> str:
+        return f"{runs_url(self.experiment_id)}/{self.run_id}" if self.enabled else ""
+
+    @property
+    def pipeline(self) -> "Run":
+        """The pipeline parent run this stage run sits under (a no-op handle when none)."""
+        return Run(self.parent_id, self.experiment_id)
 
     def _client(self):
         import mlflow
@@ -194,13 +240,15 @@ class Run:
             # a URL (search.storage) is logged with its password masked
             mlflow.log_params({k: mask_url(str(v))[:500] for k, v in params.items()}, run_id=self.run_id)
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None, model_id: str | None = None) -> None:
+        """Every number of ``metrics`` under its dotted path (nested dicts flattened, strings
+        skipped); with ``model_id`` the values are also the logged model's metrics."""
         if self.enabled:
             import mlflow
 
-            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            numeric = numeric_leaves(metrics)
             if numeric:
-                mlflow.log_metrics(numeric, step=step, run_id=self.run_id)
+                mlflow.log_metrics(numeric, step=step, run_id=self.run_id, model_id=model_id)
 
     def log_history(self, rows: list[dict[str, float]], prefix: str = "") -> None:
         for row in rows:
@@ -212,24 +260,63 @@ class Run:
 
             self._client().log_batch(self.run_id, tags=[RunTag(k, mask_url(str(v))) for k, v in tags.items()])
 
+    def set_description(self, markdown: str) -> None:
+        """The run's description (rendered as Markdown on its overview page)."""
+        if len(markdown) > MAX_DESCRIPTION:
+            markdown = markdown[:MAX_DESCRIPTION - 40].rsplit("\n", 1)[0] + "\n\n(cut: see summary.md)"
+        self.set_tags({"mlflow.note.content": markdown})
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and Path(path).exists():
             self._client().log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_model(self, model: Any, example: Any, name: str = "model") -> None:
-        """Log a PyTorch model with an input example (MLflow infers the signature from it)."""
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.enabled:
+            self._client().log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table artifact (the run's Artifacts tab shows it as a table and the
+        Evaluation view can compare it across runs)."""
+        if self.enabled and rows:
+            import pandas as pd
+
+            self._client().log_table(self.run_id, pd.DataFrame(rows), artifact_file)
+
+    def log_dataset(self, name: str, features: Any, targets: Any, source: str | Path,
+                    context: str = "training") -> None:
+        """A dataset input (name, digest of the arrays, source path) on this run."""
         if not self.enabled:
             return
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = mlflow.data.from_numpy(features, targets=targets, source=str(source), name=name)
+        self._client().log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
+    def log_model(self, model: Any, example: Any, name: str = "model", checkpoint: str | Path | None = None,
+                  metrics: dict[str, Any] | None = None) -> str | None:
+        """Log a PyTorch model named ``name`` with an input example (MLflow infers the signature
+        from it), tagged with ``checkpoint``'s sha256; ``metrics`` are logged to this run and
+        linked to the model. Returns the logged model's id."""
+        if not self.enabled:
+            return None
         import mlflow
         import torch
 
+        tags = {"stage_model": name}
+        if checkpoint is not None:
+            tags[CHECKPOINT_TAG] = file_digest(checkpoint)
         # torch.export (MLflow's default "pt2") cannot trace torch.ao's packed int8 params.
         fmt = "pickle" if is_eager_int8(model) else "pt2"
         with _quiet_mlflow():
-            mlflow.pytorch.log_model(
-                model, name=name, input_example=example.numpy(), run_id=self.run_id,
+            info = mlflow.pytorch.log_model(
+                model, name=name, input_example=example.numpy(), run_id=self.run_id, tags=tags,
                 serialization_format=fmt, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
+        if metrics:
+            self.log_metrics(metrics, model_id=info.model_id)
+        return info.model_id
 
 
 @contextmanager
@@ -265,8 +352,15 @@ def pipeline_key() -> str:
     return os.environ.get("DVC_EXP_NAME") or "workspace"
 
 
-def pipeline_parent(exp_id: str, create: bool = True) -> str | None:
-    """The open pipeline run for this execution (DVC experiment or workspace), made if missing."""
+def pipeline_label(params: Params | None = None) -> str:
+    """What tells pipeline executions apart at a glance: the DVC experiment name, else the params
+    hash (the run name adds the time)."""
+    return os.environ.get("DVC_EXP_NAME") or (f"params {params_hash(params)[:8]}" if params else "workspace")
+
+
+def pipeline_parent(exp_id: str, create: bool = True, params: Params | None = None) -> str | None:
+    """The open pipeline run for this execution (DVC experiment or workspace), made if missing;
+    a new one carries every params section."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri())
@@ -282,10 +376,20 @@ def pipeline_parent(exp_id: str, create: bool = True) -> str | None:
     if not create:
         return None
     tags = {"role": PIPELINE_ROLE, "pipeline_key": key, "git_commit": git_commit(),
-            "mlflow.runName": f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}"}
+            "mlflow.runName": f"{pipeline_label(params)} {time.strftime('%m-%d %H:%M:%S')}"}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
-    return client.create_run(exp_id, tags=tags).info.run_id
+    if params is not None:
+        tags["params_hash"] = params_hash(params)
+    run_id = client.create_run(exp_id, tags=tags).info.run_id
+    if params is not None:
+        Run(run_id).log_params(all_params(params))
+    return run_id
+
+
+def all_params(params: Params) -> dict[str, Any]:
+    """Every params section as dotted keys (``distill.temperature`` ...), as the stage runs log theirs."""
+    return flatten("", params.model_dump())
 
 
 def close_pipeline(params: Params) -> None:
@@ -297,6 +401,98 @@ def close_pipeline(params: Params) -> None:
     parent = pipeline_parent(experiment_id(params.tracking.experiment), create=False)
     if parent:
         mlflow.MlflowClient(tracking_uri()).set_terminated(parent, "FINISHED")
+
+
+# --- logged models and the registry -------------------------------------------------------------
+
+def find_logged_model(params: Params, checkpoint: str | Path) -> Any | None:
+    """The newest logged model of ``params.tracking.experiment`` made from this checkpoint file
+    (matched by sha256), or None (tracking or model logging was off when it was written)."""
+    if not (params.tracking.enabled and params.tracking.log_models) or not Path(checkpoint).exists():
+        return None
+    import mlflow
+
+    exp_id = experiment_id(params.tracking.experiment)
+    found = mlflow.search_logged_models(
+        experiment_ids=[exp_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{file_digest(checkpoint)}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1, output_format="list")
+    return found[0] if found else None
+
+
+def link_model_metrics(params: Params, checkpoint: str | Path, metrics: dict[str, Any]) -> str | None:
+    """Attach measurements made later (latency, speedup ...) to the logged model of
+    ``checkpoint``: logged to the run that logged the model, so each run keeps one value per
+    name. Returns the model id, or None when there is no such model."""
+    model = find_logged_model(params, checkpoint)
+    if model is None:
+        return None
+    Run(model.source_run_id).log_metrics(metrics, model_id=model.model_id)
+    return model.model_id
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    champion: bool  # the alias now points at this version
+    reason: str
+
+
+def register_final(params: Params, checkpoint: str | Path, headline: dict[str, Any],
+                   pipeline_run: str | None = None) -> Registration | None:
+    """Register the logged model of ``checkpoint`` as a new version of
+    ``tracking.registered_model``, tagged with the headline numbers; move the :data:`CHAMPION`
+    alias to it unless the version holding the alias dominates it on :data:`CHAMPION_DIRECTIONS`
+    (or this run's latency was measured while the machine was busy, ``noisy``)."""
+    name = params.tracking.registered_model
+    model = find_logged_model(params, checkpoint) if name else None
+    if model is None:
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri())
+    numbers = numeric_leaves(headline)
+    tags = {**{k: repr(v) for k, v in numbers.items()}, "params_hash": params_hash(params),
+            "dvc_exp": os.environ.get("DVC_EXP_NAME", ""), "pipeline_run": pipeline_run or ""}
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = str(client.create_model_version(name, f"models:/{model.model_id}", run_id=model.source_run_id,
+                                              tags=tags, model_id=model.model_id).version)
+    try:
+        holder = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        holder = None
+    mine = {k: numbers.get(k) for k in CHAMPION_DIRECTIONS}
+    theirs = {k: _number(holder.tags.get(k)) for k in CHAMPION_DIRECTIONS} if holder else {}
+    if headline.get("noisy"):
+        move, reason = False, "latency measured while the machine was busy (noisy): not compared"
+    elif holder is None:
+        move, reason = True, "first version"
+    elif None in mine.values() or None in theirs.values():
+        move, reason = True, f"version {holder.version} has no comparable numbers"
+    elif dominates_named(theirs, mine, CHAMPION_DIRECTIONS):
+        move, reason = False, f"dominated by version {holder.version} ({_compare(theirs)})"
+    else:
+        move, reason = True, f"not dominated by version {holder.version} ({_compare(theirs)})"
+    if move:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "champion_decision", reason)
+    return Registration(name, str(version), move, reason)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _compare(numbers: dict[str, float | None]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if v is not None)
 
 
 def _alive(pid: int) -> bool:
@@ -346,14 +542,14 @@ def _dead_here(run: Any) -> bool:
 @contextmanager
 def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
     """One MLflow run for one stage execution, under the pipeline parent, with the stage's
-    sections logged as dotted params. Marked FAILED if the body raises."""
+    sections (or dotted keys) logged as dotted params. Marked FAILED if the body raises."""
     if not params.tracking.enabled:
         yield Run(None)
         return
     import mlflow
 
     exp_id = experiment_id(params.tracking.experiment)
-    parent = pipeline_parent(exp_id)
+    parent = pipeline_parent(exp_id, params=params)
     mark_killed(exp_id, parent, stage)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
             **_process_tags(), **environment_tags()}
@@ -361,11 +557,12 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
         tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
     with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent,
                                            tags=tags) as active:
-        run = Run(active.info.run_id)
+        run = Run(active.info.run_id, exp_id, parent)
         raw = params.model_dump()
         logged: dict[str, Any] = {}
-        for section in sections:
-            logged.update(flatten(section, raw[section]))
+        for key in sections:  # a section, or one dotted key of it
+            section, _, field = key.partition(".")
+            logged.update(flatten(key, raw[section][field] if field else raw[section]))
         run.log_params(logged)
         try:
             yield run
@@ -375,8 +572,10 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
 
 
 @contextmanager
-def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None) -> Iterator[Run]:
-    """A nested run under ``parent`` (used for Optuna trials); FAILED if the body raises."""
+def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None,
+              stopped: tuple[type[BaseException], ...] = ()) -> Iterator[Run]:
+    """A nested run under ``parent`` (used for Optuna trials); FAILED if the body raises, KILLED
+    if it raises one of ``stopped`` (a trial stopped on purpose, e.g. pruned)."""
     if not parent.enabled:
         yield Run(None)
         return
@@ -386,10 +585,10 @@ def child_run(parent: Run, name: str, tags: dict[str, Any] | None = None) -> Ite
     info = client.get_run(parent.run_id).info
     created = client.create_run(info.experiment_id, run_name=name,
                                 tags={"mlflow.parentRunId": parent.run_id, **_process_tags(), **(tags or {})})
-    run = Run(created.info.run_id)
+    run = Run(created.info.run_id, info.experiment_id, parent.run_id)
     try:
         yield run
     except BaseException as exc:
-        client.set_terminated(run.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        client.set_terminated(run.run_id, "KILLED" if isinstance(exc, (KeyboardInterrupt, *stopped)) else "FAILED")
         raise
     client.set_terminated(run.run_id, "FINISHED")

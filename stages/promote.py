@@ -1,14 +1,17 @@
 """`make promote`: write reports/search/best_params.yaml into params.yaml (comments kept), so the
 next `dvc repro` rebuilds the chosen trial's model.
 
-    python -m stages.promote [--best reports/search/best_params.yaml] [--params params.yaml] [--dry-run]
+    python -m stages.promote [--best reports/search/best_params.yaml] [--params params.yaml] [--dry-run] [--force]
+
+Refuses (exit 2, params.yaml untouched) a trial that the current configuration's own trial in the
+study dominates; ``--force`` (``make promote FORCE=1``) promotes it anyway and says what is lost.
 """
 
 import argparse
 import os
 import sys
 
-from pipelines.core.errors import ParamsError
+from pipelines.core.errors import UserError
 from pipelines.promote import BEST_PARAMS, promote
 
 
@@ -17,10 +20,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--best", default=str(BEST_PARAMS))
     parser.add_argument("--params", default=os.environ.get("PARAMS_FILE", "params.yaml"))
     parser.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="promote even a trial that the current configuration's trial dominates")
     args = parser.parse_args(argv)
     try:
-        changes = promote(args.best, args.params, dry_run=args.dry_run)
-    except ParamsError as exc:
+        changes = promote(args.best, args.params, dry_run=args.dry_run, force=args.force,
+                          say=lambda line: print(f"promote: {line}"))
+    except UserError as exc:
         print(f"promote: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if not changes:

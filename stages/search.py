@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def body(ctx, run):
         run_search(ctx.params, stage.load(ctx, "teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
-                   timeout_s=args.timeout, storage=args.storage, worker=args.worker)
+                   timeout_s=args.timeout, storage=args.storage, worker=args.worker,
+                   plots_dir=stage.REPORTS / "search_plots")
 
     # A worker never closes the pipeline run: the others may still be logging under it.
     stage.main("search", body, closes_pipeline=not args.worker and _opens_pipeline())

@@ -30,7 +30,7 @@ def code_deps(stage: str) -> list[str]:
     """Every source file ``stages/<stage>.py`` imports, itself and the packages' ``__init__``s included."""
     import grimp
 
-    graph = grimp.build_graph("pipelines", "stages", include_external_packages=False)
+    graph = grimp.build_graph("pipelines", "stages", include_external_packages=False, cache_dir=None)
     entry = f"stages.{stage}"
     modules = graph.find_upstream_modules(entry) | {entry}
     parents = {".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 1)}

@@ -17,7 +17,7 @@ from pipelines.measurement.timing import time_interleaved
 from pipelines.core.config import QuantizeConfig
 from pipelines.models import CNN
 from pipelines.compression.quantize.eager import quantize_static
-from tests.conftest import ROOT, venv_env
+from tests.conftest import ROOT, Broken, venv_env
 
 # --- time_interleaved ---------------------------------------------------------------------------
 
@@ -88,20 +88,6 @@ def test_autocast_rows_are_for_float_models_only(int8_model):
 
 
 # --- benchmark_models on tiny real models ------------------------------------------------------
-
-
-class Broken(nn.Module):
-    """Runs in eager; torch.compile refuses it (a graph break where none is allowed)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(64, 10)
-
-    @torch._dynamo.error_on_graph_break(True)
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc(x.flatten(1))
-        torch._dynamo.graph_break()
-        return y
 
 
 def _cnn(channels: list[int], seed: int) -> nn.Module:
@@ -269,3 +255,40 @@ def test_inductor_settings_reach_the_compiled_graph():
         comp.fn(x)
     torch._dynamo.reset()
     assert "mkldnn::_convolution_pointwise" in {e.key for e in prof.key_averages()}
+
+
+# --- runtimes per model, and the runtime a model is judged on -------------------------------------
+
+
+def test_each_model_can_have_its_own_runtimes():
+    """The search times the teacher on eager only (the speedup's reference) beside the trial's runtime."""
+    torch.set_num_threads(2)
+    models = {"teacher": _cnn([4, 8], 0), "trial": _cnn([4, 8], 1)}
+    rows = bm.benchmark_models(models, {2: torch.randn(2, 1, 8, 8)},
+                               {"teacher": ["eager"], "trial": ["compile-default"]}, warmup=1, iters=3,
+                               reference="teacher")
+    assert {(r["model"], r["runtime"]) for r in rows} == {("teacher", "eager"), ("trial", "compile-default")}
+    trial = _row(rows, "trial", "compile-default", 2)
+    assert trial["error"] == "" and trial["max_abs_diff_vs_eager"] < 1e-3 and trial["speedup_vs_teacher"] > 0
+
+
+def test_judged_runtime_is_the_deploy_runtime_or_the_fastest():
+    from pipelines.measurement.comparison import judged_runtime
+
+    p50 = {"eager": 2.0, "compile-default": 1.0}
+    assert judged_runtime(p50) == "compile-default"
+    assert judged_runtime(p50, "eager") == "eager"
+    assert judged_runtime(p50, "compile-max-autotune") is None  # not measured (or failed its check)
+    assert judged_runtime({}) is None
+
+
+def test_benchmark_summary_judges_on_the_deploy_runtime():
+    from pipelines.measurement.comparison import summary_metrics
+
+    rows = [{"model": "m", "runtime": rt, "batch_size": 4, "latency_ms_p50": ms, "compile_time_s": 1.0,
+             "graphs": 1, "graph_breaks": 0} for rt, ms in (("eager", 2.0), ("compile-default", 1.0))]
+    assert summary_metrics(rows, 4)["m"]["best_runtime"] == "compile-default"
+    eager = summary_metrics(rows, 4, "eager")["m"]
+    assert eager["best_runtime"] == "eager" and eager["best_latency_ms_p50"] == 2.0
+    missing = summary_metrics(rows, 4, "compile-max-autotune")["m"]
+    assert missing["best_runtime"] == "compile-default" and "deploy_runtime_error" in missing

@@ -50,6 +50,15 @@ def test_committed_params_validate_and_spell_out_every_section():
         (lambda r: r["search"].update(space={"distill.temperature": {"type": "float", "low": 0, "high": 8,
                                                                      "log": True}}),
          "search.space.distill.temperature", "log scale"),
+        (lambda r: r["search"].update(pruner="asha"), "search.pruner", "hyperband"),
+        (lambda r: r["search"].update(objectives=["accuracy", "latency_ms_p50"]), "search.objectives",
+         "use 'val_accuracy'"),
+        (lambda r: r["search"].update(distill_epochs=3), "search.distill_epochs", "pipeline's own distill.epochs"),
+        (lambda r: r["benchmark"].update(runtimes=["eager"], deploy_runtime="compile-default"),
+         "benchmark.deploy_runtime", "not in benchmark.runtimes"),
+        (lambda r: r["search"].update(space={"benchmark.deploy_runtime": {"type": "categorical",
+                                                                          "choices": ["fastest", "onnx"]}}),
+         "search.space.benchmark.deploy_runtime", "'onnx'"),
     ],
 )
 def test_bad_values_name_the_dotted_key(mutate, key, hint):

@@ -22,7 +22,10 @@ import yaml
 from optuna.trial import TrialState
 
 from pipelines import search
+from pipelines.core.errors import ParamsError
+from pipelines.search import storage as search_storage
 from pipelines.compression.checkpoint import save_model
+from pipelines.search.attrs import overrides_of
 from pipelines.training.context import Context
 from tests.conftest import missing_system_dependency, venv_env
 from tests.test_search import SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
@@ -72,7 +75,7 @@ def project(teacher, tmp_path):  # noqa: F811 - the fixture imported above
     params = params.with_overrides({"tracking.enabled": False, "benchmark.num_threads": 1})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
     save_model(tmp_path / "models" / "teacher.pt", teacher, Context(params).spec("teacher"))
-    env = venv_env(**{search.HEARTBEAT_ENV: str(HEARTBEAT_S), search.GRACE_ENV: str(GRACE_S)})
+    env = venv_env(**{search_storage.HEARTBEAT_ENV: str(HEARTBEAT_S), search_storage.GRACE_ENV: str(GRACE_S)})
     for name in ("OPTUNA_STORAGE", "DVC_ROOT", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     return tmp_path, env
@@ -135,11 +138,11 @@ def test_three_workers_on_postgres_run_exactly_their_trials(project, pg_url):
 
 
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(project, pg_url):
-    # the victim's trials train for many epochs (a different epoch budget, the same study and
+    # the victim's trials train for many epochs (a different epoch budget: the same study, its own
     # context), so that the kill lands mid-trial
     root, _ = project
     slow = yaml.safe_load((root / "params.yaml").read_text())
-    slow["search"]["distill_epochs"] = 60
+    slow["distill"]["epochs"] = 60
     (root / "slow.yaml").write_text(yaml.safe_dump(slow, sort_keys=False))
     victim, log = _worker(project, pg_url, 50, "victim", "--worker", PARAMS_FILE=str(root / "slow.yaml"))
     deadline = time.monotonic() + 90
@@ -147,7 +150,7 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(project, pg_url)
     while time.monotonic() < deadline and victim.poll() is None:
         try:
             # sampled and into the chain (the overrides are recorded right before training starts)
-            running = [t for t in _trials(pg_url) if t.state == TrialState.RUNNING and "overrides" in t.user_attrs]
+            running = [t for t in _trials(pg_url) if t.state == TrialState.RUNNING and overrides_of(t)]
         except KeyError:  # the study does not exist yet
             running = []
         if running:
@@ -193,17 +196,17 @@ def test_two_processes_share_a_journal_file(project):
 
 def test_heartbeat_settings_are_checked_and_a_dead_storage_is_named_masked(monkeypatch):
     # every way a password can sit in a URL: tests/test_hostile.py
-    monkeypatch.delenv(search.HEARTBEAT_ENV, raising=False)
-    monkeypatch.delenv(search.GRACE_ENV, raising=False)
-    assert search.heartbeat_settings() == (search.HEARTBEAT_INTERVAL_S, search.GRACE_PERIOD_S)
-    monkeypatch.setenv(search.HEARTBEAT_ENV, "20")
+    monkeypatch.delenv(search_storage.HEARTBEAT_ENV, raising=False)
+    monkeypatch.delenv(search_storage.GRACE_ENV, raising=False)
+    assert search.heartbeat_settings() == (search_storage.HEARTBEAT_INTERVAL_S, search_storage.GRACE_PERIOD_S)
+    monkeypatch.setenv(search_storage.HEARTBEAT_ENV, "20")
     assert search.heartbeat_settings() == (20, 120)  # the default grace follows a longer interval
-    monkeypatch.setenv(search.GRACE_ENV, "20")
-    with pytest.raises(search.ParamsError, match="must exceed"):
+    monkeypatch.setenv(search_storage.GRACE_ENV, "20")
+    with pytest.raises(ParamsError, match="must exceed"):
         search.heartbeat_settings()
-    monkeypatch.setenv(search.GRACE_ENV, "1.5")
-    with pytest.raises(search.ParamsError, match=r"\$OPTUNA_GRACE_PERIOD: '1.5'"):
+    monkeypatch.setenv(search_storage.GRACE_ENV, "1.5")
+    with pytest.raises(ParamsError, match=r"\$OPTUNA_GRACE_PERIOD: '1.5'"):
         search.make_storage("sqlite:///never-created.db")
-    with pytest.raises(search.ParamsError, match=r"cannot open 'postgresql://u:\*\*\*@127.0.0.1:1/x'"):
-        monkeypatch.delenv(search.GRACE_ENV)
+    with pytest.raises(ParamsError, match=r"cannot open 'postgresql://u:\*\*\*@127.0.0.1:1/x'"):
+        monkeypatch.delenv(search_storage.GRACE_ENV)
         search.make_storage("postgresql://u:pw@127.0.0.1:1/x")  # nothing listens on port 1

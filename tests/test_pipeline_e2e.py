@@ -57,6 +57,62 @@ def test_one_mlflow_run_per_stage_under_one_parent(repo):
     assert by_stage["distill"].data.params["distill.temperature"] == "4.0"
 
 
+def _first_pipeline(root):
+    """The store, and the runs of the first pipeline execution (the session's `dvc repro`) by stage."""
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("compression-lab")
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    parent = min((r for r in runs if r.data.tags.get("role") == "pipeline"), key=lambda r: r.info.start_time)
+    stages = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    return client, exp, parent, stages
+
+
+def test_mlflow_parent_carries_headline_params_and_report(repo):
+    root, _, _ = repo
+    _, _, parent, _ = _first_pipeline(root)
+    for key in ("acc", "drop_pp", "size_ratio", "p50_ms", "p50_ms_bs1", "speedup", "mb"):
+        assert key in parent.data.metrics, key
+    assert {"seed", "teacher.channels", "distill.alpha", "prune.method", "quantize.method", "benchmark.runtimes",
+            "search.objectives", "tracking.experiment"} <= set(parent.data.params)
+    assert parent.info.run_name.startswith("params ")
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("# Compression report") and "get-artifact?path=pareto.png&run_uuid=" in note
+
+
+def test_mlflow_stage_models_registry_and_dataset(repo):
+    root, _, _ = repo
+    client, exp, parent, stages = _first_pipeline(root)
+    models = {m.source_run_id: m for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id],
+                                                                        output_format="list")}
+    for stage, name in [("train_baseline", "teacher"), ("distill", "student"), ("prune", "pruned"),
+                        ("quantize", "quantized")]:
+        model = models[stages[stage].info.run_id]
+        assert model.name == name
+        linked = {m.key for m in model.metrics}
+        assert {"accuracy", "size_mb", "latency_ms_p50", "speedup_vs_teacher", "size_ratio_vs_teacher",
+                "throughput_sps"} <= linked, (name, linked)
+        inputs = stages[stage].inputs.dataset_inputs
+        assert [i.dataset.name for i in inputs] == ["digits-train"]
+    reports = [r for r in client.search_runs([exp.experiment_id], "tags.stage = 'report'")]
+    versions = client.search_model_versions("name = 'compression-lab'")
+    assert len(versions) == len(reports) >= 1  # one version per pipeline run
+    first = min(versions, key=lambda v: int(v.version))
+    assert first.run_id == stages["quantize"].info.run_id and float(first.tags["acc"]) == parent.data.metrics["acc"]
+    assert "champion" in first.aliases or "champion" in [a for v in versions for a in v.aliases]
+
+
+def test_mlflow_benchmark_is_a_table_plus_a_few_metrics_per_model(repo):
+    root, _, _ = repo
+    client, _, _, stages = _first_pipeline(root)
+    bench = stages["compile_benchmark"]
+    names = set(bench.data.metrics)
+    assert {"quantized.size_ratio_vs_teacher", "quantized.throughput_sps", "teacher.latency_ms_p50"} <= names
+    assert len(names) <= 4 * 8 and not any(".bs" in n for n in names)
+    assert "benchmark_table.json" in {a.path for a in client.list_artifacts(bench.info.run_id)}
+    summary = json.loads((root / "metrics" / "compile_benchmark.json").read_text())
+    assert bench.data.metrics["quantized.throughput_sps"] == pytest.approx(summary["quantized"]["throughput_sps"])
+
+
 def test_changing_quantize_method_reruns_only_downstream_then_nothing(repo):
     root, env, _ = repo
     params = root / "params.yaml"

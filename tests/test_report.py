@@ -59,3 +59,21 @@ def test_compile_reading_names_the_wrapper_and_flags_slower_runs():
     line = next(r for r in readings({}, {}, rows, tuned) if r.startswith("**torch.compile**"))
     assert "Inductor settings: layout_optimization=False." in line
     assert "quantized 2.50x (compile-default, 0 graph breaks, compiled in 9.0 s, C++ wrapper)" in line
+
+
+def test_search_section_shows_val_and_test_accuracy_pruned_trials_and_the_starting_point():
+    from pipelines.report import search_section
+
+    def record(number, val, test, ms):
+        return {"number": number, "overrides": {"prune.amount": 0.1 * number},
+                "metrics": {"val_accuracy": val, "accuracy": test, "latency_ms_p50": ms, "speedup_vs_teacher": 9.0,
+                            "size_mb": 0.4}}
+
+    front = {"study": "s", "pruner": "hyperband", "best_trial": 3, "selection_rule": "rule",
+             "counts": {"trials": 6, "pruned": 2, "failed": 0, "feasible": 3, "front": 1},
+             "constraints": {"max_accuracy_drop_pp": 1.0},
+             "trials": [record(3, 0.99, 0.98, 0.5)], "current_trial": record(0, 0.985, 0.99, 0.6)}
+    text = "\n".join(search_section(front))
+    assert "2 pruned (pruner hyperband)" in text and "judged on validation accuracy" in text
+    assert "| 3 | 0.9900 | 0.9800 | 0.500 |" in text
+    assert "| 0 (current) | 0.9850 | 0.9900 | 0.600 |" in text  # off the front, still shown

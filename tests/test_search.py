@@ -22,6 +22,8 @@ from pipelines.compression.checkpoint import save_model
 from pipelines.core.errors import ParamsError
 from pipelines.core.config import load_params, validate
 from pipelines.promote import promote
+from pipelines.search.attrs import metrics_of, named_constraints, overrides_of
+from pipelines.search.pareto import no_worse
 from pipelines.training.context import Context
 from pipelines.workflow import train_teacher
 from tests.conftest import ROOT, fast_params, venv_env
@@ -30,7 +32,8 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 SPACE = {
     "distill.temperature": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
-    "distill.lr": {"type": "categorical", "choices": [0.003, 1e30]},  # 1e30: the loss becomes NaN
+    # 1e30: the loss becomes NaN; 1e-7: learns nothing (a trial for the pruner to stop)
+    "distill.lr": {"type": "categorical", "choices": [0.003, 1e30, 1e-7]},
     "prune.amount": {"type": "float", "low": 0.1, "high": 0.6, "step": 0.1},
     "prune.steps": {"type": "int", "low": 1, "high": 2},
     "quantize.method": {"type": "categorical", "choices": ["none", "static"]},
@@ -39,9 +42,11 @@ SPACE = {
 
 
 def search_params(**search_overrides):
-    cfg = {"study_name": "t", "space": SPACE, "distill_epochs": 1, "finetune_epochs": 0, "n_trials": 2,
-           "max_accuracy_drop": 100.0, "max_latency_ms": 1000.0, **search_overrides}
-    return fast_params(train={"epochs": 2}, data={"max_train_samples": 400}, search=cfg,
+    cfg = {"study_name": "t", "space": SPACE, "n_trials": 2, "max_accuracy_drop": 100.0, "max_latency_ms": 1000.0,
+           **search_overrides}
+    # trials train with the pipeline's own epochs: 1 distillation epoch, no fine-tuning
+    return fast_params(train={"epochs": 2}, distill={"epochs": 1}, prune={"finetune_epochs": 0},
+                       data={"max_train_samples": 400}, search=cfg,
                        tracking={"experiment": "search-test"},
                        benchmark={"warmup": 1, "iters": 3, "runtimes": ["eager"]})
 
@@ -65,7 +70,7 @@ def test_space_sampling_covers_declared_types():
         assert set(values) == set(SPACE)
         for key, value in values.items():
             seen[key].add(value)
-        params.with_overrides(search.trial_overrides(params, values))  # every sample passes the schema
+        params.with_overrides(values)  # every sample passes the schema
         study.tell(trial, [0.5, 1.0])
     dists = study.trials[0].distributions
     assert dists["distill.temperature"] == FloatDistribution(1.0, 8.0, log=True)
@@ -75,8 +80,6 @@ def test_space_sampling_covers_declared_types():
     assert all(1.0 <= v <= 8.0 for v in seen["distill.temperature"])
     assert seen["quantize.per_channel"] == {True, False} and seen["prune.steps"] == {1, 2}
     assert all(round(v * 10) == pytest.approx(v * 10) for v in seen["prune.amount"])
-    over = search.trial_overrides(params, {"prune.amount": 0.3})
-    assert over == {"distill.epochs": 1, "prune.finetune_epochs": 0, "prune.amount": 0.3}
 
 
 def test_search_space_keys_are_schema_checked():
@@ -88,12 +91,12 @@ def test_search_space_keys_are_schema_checked():
 
 def test_constraint_values_and_feasibility():
     cfg = fast_params(search={"max_accuracy_drop": 1.0, "max_latency_ms": 2.0, "min_speedup": 3.0}).search
-    ok = {"accuracy": 0.95, "latency_ms_p50": 1.5, "speedup_vs_teacher": 4.0}
-    c = search.constraint_values(ok, teacher_accuracy=0.955, cfg=cfg)
+    ok = {"val_accuracy": 0.95, "latency_ms_p50": 1.5, "speedup_vs_teacher": 4.0}
+    c = search.constraint_values(ok, teacher_val_accuracy=0.955, cfg=cfg)
     assert set(c) == {"accuracy", "latency_ms", "speedup"}
     assert c["accuracy"] == pytest.approx(0.5 - 1.0) and c["latency_ms"] == pytest.approx(-0.5)
     assert c["speedup"] == pytest.approx(-1.0) and search.is_feasible(c)
-    assert not search.is_feasible(search.constraint_values({**ok, "accuracy": 0.94}, 0.955, cfg))  # 1.5 pp drop
+    assert not search.is_feasible(search.constraint_values({**ok, "val_accuracy": 0.94}, 0.955, cfg))  # 1.5 pp
     assert not search.is_feasible(search.constraint_values({**ok, "latency_ms_p50": 2.1}, 0.955, cfg))
     assert not search.is_feasible(search.constraint_values({**ok, "speedup_vs_teacher": 2.9}, 0.955, cfg))
     assert search.is_feasible({"accuracy": 0.0, "speedup": 0.0})  # on the boundary counts as feasible
@@ -107,7 +110,7 @@ def _trial(number, values, constraints, accuracy=None, latency=None):
         distributions={"prune.amount": FloatDistribution(0.0, 0.9)}, params={"prune.amount": 0.1 * number},
         system_attrs={f"constraints:{k}": v for k, v in constraints.items()},
         user_attrs={"context": "c", "overrides": {"prune.amount": 0.1 * number},
-                    "metrics": {"accuracy": values[0] if accuracy is None else accuracy,
+                    "metrics": {"val_accuracy": values[0] if accuracy is None else accuracy,
                                 "latency_ms_p50": values[1] if latency is None else latency}})
     return trial
 
@@ -124,9 +127,9 @@ def test_front_only_feasible_and_selection_rule(tmp_path):
     outcome = search.summarize(study, "c")
     assert [t.number for t in outcome.front] == [2, 3]
     assert outcome.best.number == 3  # highest feasible accuracy; tie with 0 goes to lower latency
-    assert outcome.counts == {"trials": 5, "complete": 5, "failed": 0, "feasible": 3, "front": 2}
+    assert outcome.counts == {"trials": 5, "complete": 5, "pruned": 0, "failed": 0, "feasible": 3, "front": 2}
     assert search.first_feasible(outcome.trials) == 1
-    files = search.write_outputs(outcome, tmp_path, ["accuracy", "latency_ms_p50"])
+    files = search.write_outputs(outcome, tmp_path, ["val_accuracy", "latency_ms_p50"])
     pareto = json.loads((tmp_path / "pareto.json").read_text())
     assert [t["number"] for t in pareto["trials"]] == [2, 3] and pareto["best_trial"] == 3
     assert all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
@@ -153,7 +156,7 @@ def test_storage_resolution(monkeypatch, in_tmp):
     assert (in_tmp / "studies" / "s.journal").exists()
     assert len(search.open_study(params).trials) == 2  # resumed from the journal file
     with pytest.raises(ParamsError, match="objectives"):
-        search.open_study(params.with_overrides({"search.objectives": ["accuracy", "latency_ms_p50", "size_mb"]}))
+        search.open_study(params.with_overrides({"search.objectives": ["val_accuracy", "latency_ms_p50", "size_mb"]}))
     with pytest.raises(ParamsError, match="not an Optuna storage URL"):
         search.make_storage("no-scheme.db")
 
@@ -162,9 +165,10 @@ def test_storage_resolution(monkeypatch, in_tmp):
 
 @pytest.fixture(scope="module")
 def searched(teacher, tmp_path_factory):
-    """One real search, resumed once, on a real sqlite study and a real MLflow store: the first run
-    has a trial that raises (NaN loss) then a normal one; the resume changes the space (a new
-    context) and adds two more trials."""
+    """One real search, resumed, on a real sqlite study and a real MLflow store. First context
+    (pruner successive_halving): the current configuration (enqueued by the search itself), then
+    three enqueued trials: one that raises (NaN loss), a normal one, and one that learns nothing
+    (for the pruner to stop). The resume changes the space (a new context) and adds two trials."""
     from types import SimpleNamespace
 
     from pipelines.tracking import stage_run
@@ -178,41 +182,80 @@ def searched(teacher, tmp_path_factory):
         mp.delenv("DVC_EXP_NAME", raising=False)
         mp.delenv("DVC_ROOT", raising=False)
         mp.chdir(root)
-        params = search_params()
-        study = search.open_study(params, storage=storage)
-        study.enqueue_trial({"distill.lr": 1e30, "quantize.method": "static"})
-        study.enqueue_trial({"distill.lr": 0.003, "quantize.method": "static"})
+        params = search_params(pruner="successive_halving")
         with stage_run(params, "search", ["search"]) as run:
-            first = search.run_search(params, teacher, run, out, n_trials=2, storage=storage)
+            search.run_search(params, teacher, run, out, n_trials=1, storage=storage)
+            study = search.open_study(params, storage=storage)
+            for lr, temperature in ((1e30, 4.0), (0.003, 2.0), (1e-7, 4.0)):
+                study.enqueue_trial({"distill.lr": lr, "distill.temperature": temperature, "quantize.method": "static"})
+            first = search.run_search(params, teacher, run, out, n_trials=3, storage=storage)
         first_trials = first.study.get_trials()
-        params2 = params.with_overrides({"distill.lr": 0.003, "search.space": {
-            k: v for k, v in SPACE.items() if k != "distill.lr"}})
+        first_pareto = json.loads((out / "pareto.json").read_text())
+        params2 = params.with_overrides({"search.space": {k: v for k, v in SPACE.items() if k != "distill.lr"}})
         with stage_run(params2, "search", ["search"]) as run2:
             second = search.run_search(params2, teacher, run2, out, n_trials=2, storage=storage)
-    return SimpleNamespace(first=first, first_trials=first_trials, second=second, out=out, uri=uri,
-                           run_id=run.run_id, run2_id=run2.run_id, params=params, params2=params2)
+    return SimpleNamespace(first=first, first_trials=first_trials, first_pareto=first_pareto, second=second,
+                           out=out, uri=uri, run_id=run.run_id, run2_id=run2.run_id, params=params, params2=params2)
+
+
+def test_a_new_context_starts_with_the_current_configuration(searched):
+    for trial, params in ((searched.first_trials[0], searched.params), (searched.second.trials[0], searched.params2)):
+        assert trial.user_attrs["origin"] == "params.yaml"
+        expected = {key: getattr(getattr(params, key.partition(".")[0]), key.partition(".")[2])
+                    for key in params.search.space}
+        assert overrides_of(trial) == expected and trial.state == TrialState.COMPLETE
+    assert searched.second.trials[0].number == len(searched.first_trials)  # first of its context
+    assert searched.first.current.number == 0 and searched.first_pareto["current_trial"]["number"] == 0
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(searched):
-    assert [t.state for t in searched.first_trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    reason = searched.first_trials[0].user_attrs["fail_reason"]
+    assert [t.state for t in searched.first_trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
+                                                       TrialState.PRUNED]
+    reason = searched.first_trials[1].user_attrs["fail_reason"]
     assert "TrainingError" in reason and "nan" in reason
+
+
+def test_a_hopeless_trial_is_pruned_in_optuna_mlflow_and_the_outputs(searched):
+    pruned = searched.first_trials[3]
+    assert pruned.user_attrs["pruned_at_step"] == 1 and len(pruned.user_attrs["val_accuracy_curve"]) == 1
+    assert searched.first_pareto["counts"]["pruned"] == 1
+    assert [p["number"] for p in searched.first_pareto["pruned"]] == [3]
+    assert searched.first_pareto["pruned"][0]["pruned_at_step"] == 1
+    client = mlflow.MlflowClient(searched.uri)
+    experiment = client.get_run(searched.run_id).info.experiment_id
+    run = client.search_runs([experiment], filter_string="tags.`optuna.trial` = '3'")[0]
+    assert run.info.status == "KILLED"
+    assert run.data.tags["state"] == "PRUNED" and run.data.tags["pruned_at_step"] == "1"
+    # the companion study that drove the pruner holds the same curve, as Optuna intermediate values
+    twin = optuna.load_study(study_name=f"t:val_accuracy:{pruned.user_attrs['context']}",
+                             storage=f"sqlite:///{searched.out.parents[1] / 'optuna.db'}")
+    mirror = next(t for t in twin.trials if t.user_attrs["search_trial"] == 3)
+    assert mirror.state == TrialState.PRUNED and list(mirror.intermediate_values) == [1]
+
+
+def test_objective_is_validation_accuracy_and_test_accuracy_is_apart(searched):
+    teacher_val = searched.first_pareto["teacher_val_accuracy"]
+    for t in [*searched.first.trials, *searched.second.trials]:
+        assert t.values[0] == t.user_attrs["val_accuracy"] == metrics_of(t)["val_accuracy"]
+        assert t.user_attrs["test_accuracy"] == metrics_of(t)["accuracy"]
+        assert t.constraints["accuracy"] == pytest.approx(100 * (teacher_val - t.values[0]) - 100.0)
+    assert 0 < searched.first_pareto["teacher_accuracy"] <= 1  # the teacher's test accuracy: reported apart
 
 
 def test_resume_keeps_finished_trials_and_offers_only_this_context(searched):
     trials = searched.second.study.get_trials()
-    assert len(trials) == 4
+    assert len(trials) == 6
     done = {t.number: t.values for t in searched.first_trials if t.state == TrialState.COMPLETE}
     for number, values in done.items():
         assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
     # the space changed, so the first run's trials belong to another context and are not offered
-    assert searched.second.counts["trials"] == 2 and all(t.number >= 2 for t in searched.second.trials)
+    assert searched.second.counts["trials"] == 2 and all(t.number >= 4 for t in searched.second.trials)
 
 
 def test_completed_trials_carry_constraints_and_pareto_holds_feasible_only(searched):
     for t in searched.second.trials:
-        assert set(t.constraints) == {"accuracy", "latency_ms"}
-        assert t.user_attrs["metrics"]["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
+        assert set(named_constraints(t)) == {"accuracy", "latency_ms"}
+        assert metrics_of(t)["latency_ms_p50"] > 0 and 0 <= t.values[0] <= 1
     pareto = json.loads((searched.out / "pareto.json").read_text())
     assert pareto["trials"] and all(v <= 0 for t in pareto["trials"] for v in t["constraints"].values())
 
@@ -228,11 +271,12 @@ def test_each_trial_is_a_nested_mlflow_run_with_its_state(searched):
     experiment = client.get_run(searched.run_id).info.experiment_id
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{searched.run_id}'")
     by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
-    assert set(by_trial) == {0, 1}
-    assert by_trial[0].info.status == "FAILED" and "TrainingError" in by_trial[0].data.tags["fail_reason"]
-    assert by_trial[1].info.status == "FINISHED" and by_trial[1].data.tags["state"] == "COMPLETE"
-    assert by_trial[1].data.params["distill.lr"] == "0.003"
-    assert {"accuracy", "latency_ms_p50", "constraint.accuracy", "feasible"} <= set(by_trial[1].data.metrics)
+    assert set(by_trial) == {0, 1, 2, 3}
+    assert by_trial[1].info.status == "FAILED" and "TrainingError" in by_trial[1].data.tags["fail_reason"]
+    assert by_trial[2].info.status == "FINISHED" and by_trial[2].data.tags["state"] == "COMPLETE"
+    assert by_trial[2].data.params["distill.lr"] == "0.003"
+    assert {"val_accuracy", "accuracy", "latency_ms_p50", "constraint.accuracy", "feasible"} <= set(
+        by_trial[2].data.metrics)
     artifacts = {a.path for a in client.list_artifacts(searched.run2_id, "search")}
     assert {"search/pareto.json", "search/best_params.yaml", "search/pareto_front.png"} <= artifacts
 
@@ -245,8 +289,10 @@ def _chosen(searched):
 def test_best_params_are_the_chosen_trials_overrides(searched):
     best = yaml.safe_load((searched.out / "best_params.yaml").read_text())
     chosen = _chosen(searched)
-    assert best == chosen.user_attrs["overrides"]
-    assert max(t.values[0] for t in searched.second.trials if search.is_feasible(t.constraints)) == chosen.values[0]
+    assert best == overrides_of(chosen)
+    # never worse than the (feasible) starting point on any objective
+    current = searched.second.current
+    assert search.is_feasible(current.constraints) and no_worse(chosen.values, current.values, ["maximize", "minimize"])
     searched.params.with_overrides(best)  # valid params keys and values
 
 
@@ -254,7 +300,9 @@ def test_promote_writes_the_best_params_keeping_comments(searched, in_tmp):
     best_file = searched.out / "best_params.yaml"
     best = yaml.safe_load(best_file.read_text())
     target = in_tmp / "params.yaml"
-    target.write_text((ROOT / "params.yaml").read_text())
+    original = (ROOT / "params.yaml").read_text()
+    assert "temperature: 4.0\n" in original
+    target.write_text(original.replace("temperature: 4.0\n", "temperature: 9.5\n"))  # differ from the best
     changes = promote(best_file, target)
     assert changes and set(changes) <= set(best)
     promoted = load_params(target)
@@ -286,7 +334,7 @@ def test_promoted_params_rebuild_the_chosen_trial(searched, teacher, in_tmp):
         module.body(Context(ctx.params), Run(None))
     final = read_json(in_tmp / "metrics" / "compile_benchmark.json")["quantized"]
     one_sample = 1.0 / len(ctx.data.test)
-    assert abs(final["accuracy"] - _chosen(searched).user_attrs["metrics"]["accuracy"]) <= one_sample + 1e-9
+    assert abs(final["accuracy"] - metrics_of(_chosen(searched))["accuracy"]) <= one_sample + 1e-9
 
 
 def test_promote_refuses_invalid_keys_and_leaves_params_untouched(in_tmp):
@@ -338,11 +386,11 @@ def test_ctrl_c_keeps_finished_trials_and_writes_outputs(teacher, tmp_path, in_t
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     calls = []
 
-    def chain(baseline, trial_params):
+    def chain(baseline, trial_params, after_epoch=None):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return search.run_chain(baseline, trial_params)
+        return search.run_chain(baseline, trial_params, after_epoch)
 
     with pytest.raises(KeyboardInterrupt):
         search.run_search(params, teacher, Run(None), in_tmp / "out", n_trials=10, storage=storage, chain=chain)

@@ -1,10 +1,13 @@
+import re
+
 import mlflow
 import pytest
 import torch
 
 from pipelines.models import CNN
 from pipelines.stage import SECTIONS
-from pipelines.tracking import child_run, close_pipeline, params_hash, stage_run
+from pipelines.tracking import (child_run, close_pipeline, experiment_id, link_model_metrics, params_hash,
+                                register_final, stage_run)
 from tests.conftest import fast_params
 
 
@@ -79,3 +82,157 @@ def test_disabled_tracking_writes_no_store(tmp_path, monkeypatch):
     with stage_run(fast_params(tracking={"enabled": False}), "x", ["data"]) as run:
         run.log_metrics({"a": 1})
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- the pipeline parent, logged models, the registry, datasets (a real sqlite store) -----------
+
+def _logged(params, name, tmp_path, metrics):
+    """One stage run that saves a checkpoint and logs it as model ``name`` (as stage.write_outputs does)."""
+    from pipelines.compression.checkpoint import save_model
+    from pipelines.training.context import Context
+
+    model = CNN(1, 10, [4, 8]).eval()
+    path = save_model(tmp_path / f"{name}.pt", model, Context(params).spec("student"))
+    with stage_run(params, name, ["data"]) as run:
+        model_id = run.log_model(model, torch.randn(2, 1, 8, 8), name=name, checkpoint=path, metrics=metrics)
+    return run, model_id, path
+
+
+def test_pipeline_parent_is_named_by_params_hash_and_time_and_carries_every_section(mlflow_store):
+    params = fast_params(tracking={"experiment": "t"})
+    with stage_run(params, "train_baseline", SECTIONS["train_baseline"]) as run:
+        pass
+    parent = _client(mlflow_store).get_run(run.parent_id)
+    assert parent.info.run_name.startswith(f"params {params_hash(params)[:8]} ")
+    assert re.fullmatch(r"params \w{8} \d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
+    logged = set(parent.data.params)
+    assert {"seed", "distill.temperature", "prune.amount", "quantize.method", "benchmark.batch_size",
+            "search.min_speedup", "tracking.registered_model"} <= logged
+
+
+def test_pipeline_parent_is_named_by_the_dvc_experiment(mlflow_store, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "ruddy-bobs")
+    with stage_run(fast_params(tracking={"experiment": "t"}), "distill", ["distill"]) as run:
+        pass
+    parent = _client(mlflow_store).get_run(run.parent_id)
+    assert parent.info.run_name.startswith("ruddy-bobs ") and parent.data.tags["dvc_exp"] == "ruddy-bobs"
+
+
+def test_parent_gets_headline_metrics_and_the_summary_as_description(mlflow_store):
+    params = fast_params(tracking={"experiment": "t"})
+    with stage_run(params, "report", ["benchmark"]) as run:
+        run.pipeline.log_metrics({"acc": 0.97, "runtime": "eager", "search": {"trial": 3}})
+        run.pipeline.set_description("# Compression report\n\n" + "x" * 9000)
+    parent = _client(mlflow_store).get_run(run.parent_id)
+    assert parent.data.metrics == {"acc": 0.97, "search.trial": 3.0}
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("# Compression report") and len(note) <= 8000 and "cut: see summary.md" in note
+
+
+def test_stage_models_are_named_and_later_measurements_link_to_them(mlflow_store, tmp_path):
+    params = fast_params(tracking={"experiment": "t"})
+    run, model_id, path = _logged(params, "pruned", tmp_path, {"accuracy": 0.9, "size_mb": 0.1})
+    assert link_model_metrics(params, path, {"latency_ms_p50": 1.5, "speedup_vs_teacher": 4.0}) == model_id
+    model = mlflow.get_logged_model(model_id)
+    assert model.name == "pruned" and model.source_run_id == run.run_id
+    assert {m.key: m.value for m in model.metrics} == {"accuracy": 0.9, "size_mb": 0.1, "latency_ms_p50": 1.5,
+                                                       "speedup_vs_teacher": 4.0}
+    # the measurement lands on the run that logged the model: one value per name per run
+    assert _client(mlflow_store).get_run(run.run_id).data.metrics["latency_ms_p50"] == 1.5
+
+
+def test_an_unlogged_checkpoint_links_nothing(mlflow_store, tmp_path):
+    params = fast_params(tracking={"experiment": "t"})
+    _logged(params, "pruned", tmp_path, {"accuracy": 0.9})
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not the logged checkpoint")
+    assert link_model_metrics(params, other, {"latency_ms_p50": 1.0}) is None
+
+
+def test_champion_alias_moves_only_to_a_version_its_holder_does_not_dominate(mlflow_store, tmp_path):
+    params = fast_params(tracking={"experiment": "t", "registered_model": "final"})
+    _, _, path = _logged(params, "quantized", tmp_path, {"accuracy": 0.9})
+    first = register_final(params, path, {"acc": 0.95, "speedup": 10.0, "mb": 0.4})
+    worse = register_final(params, path, {"acc": 0.94, "speedup": 9.0, "mb": 0.4})  # dominated by v1
+    trade = register_final(params, path, {"acc": 0.96, "speedup": 8.0, "mb": 0.4})  # better acc, slower
+    assert (first.version, first.champion) == ("1", True)
+    assert (worse.version, worse.champion) == ("2", False) and "dominated by version 1" in worse.reason
+    assert (trade.version, trade.champion) == ("3", True)
+    client = _client(mlflow_store)
+    assert str(client.get_model_version_by_alias("final", "champion").version) == "3"
+    v2 = client.get_model_version("final", "2")
+    assert float(v2.tags["acc"]) == 0.94 and v2.tags["champion_decision"] == worse.reason
+
+
+def test_noisy_latency_never_moves_the_champion(mlflow_store, tmp_path):
+    params = fast_params(tracking={"experiment": "t", "registered_model": "final"})
+    _, _, path = _logged(params, "quantized", tmp_path, {"accuracy": 0.9})
+    register_final(params, path, {"acc": 0.90, "speedup": 5.0, "mb": 0.4})
+    busy = register_final(params, path, {"acc": 0.99, "speedup": 50.0, "mb": 0.1, "noisy": True})
+    assert not busy.champion and "noisy" in busy.reason
+    assert str(_client(mlflow_store).get_model_version_by_alias("final", "champion").version) == "1"
+
+
+def test_training_data_is_logged_as_a_dataset_input(mlflow_store):
+    from pipelines.stage import data_source, log_training_data
+    from pipelines.training.context import Context
+
+    params = fast_params(tracking={"experiment": "t"})
+    ctx = Context(params)
+    with stage_run(params, "distill", ["distill"]) as run:
+        log_training_data(ctx, run)
+    inputs = _client(mlflow_store).get_run(run.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name == "digits-train" and len(dataset.digest) >= 8
+    assert str(data_source(params)) in dataset.source and data_source(params).exists()
+    assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
+
+
+def test_benchmark_rows_are_a_table_artifact(mlflow_store, tmp_path):
+    rows = [{"model": "teacher", "runtime": "eager", "latency_ms_p50": 2.0},
+            {"model": "quantized", "runtime": "eager", "latency_ms_p50": 0.5, "error": None}]
+    with stage_run(fast_params(tracking={"experiment": "t"}), "compile_benchmark", ["benchmark"]) as run:
+        run.log_table(rows, "benchmark_table.json")
+    table = _client(mlflow_store).load_table(experiment_id("t"), "benchmark_table.json", run_ids=[run.run_id])
+    assert list(table["model"]) == ["teacher", "quantized"] and list(table["latency_ms_p50"]) == [2.0, 0.5]
+
+
+def test_make_ui_prints_the_training_runs_url_and_serves_on_mlflow_port(mlflow_store, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import venv_env
+
+    exp_id = experiment_id("compression-lab")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "stages.ui"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            env=venv_env(MLFLOW_PORT=str(port), MLFLOW_TRACKING_URI=mlflow_store))
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs" in line
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # mlflow ui runs its server in child processes
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()

@@ -127,3 +127,32 @@ def test_every_stage_run_is_listed_under_its_pipeline_parent_in_the_ui(repo, tmp
         assert set(rows[at + 1: at + 1 + len(kids)]) == set(kids), (parent.info.run_name, seen[pid])
         assert {names[k] for k in kids} == set(kids.values())
     assert shot.stat().st_size > 10_000
+
+
+IMAGE_JS = """(() => [...document.querySelectorAll('img')].filter(i => i.src.includes('get-artifact?path=pareto.png'))
+  .map(i => [i.complete, i.naturalWidth]))()"""
+
+
+def test_report_summary_shows_its_plot_in_the_artifact_view(repo, tmp_path):
+    """The report run's summary.md, opened in the run's Artifacts tab, renders with its image loaded."""
+    root, env, _ = repo
+    binary = chromium_binary()
+    if not binary:
+        missing_system_dependency("no Chromium found (/usr/bin/chromium): install Debian's `chromium` package")
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("compression-lab")
+    report = client.search_runs([exp.experiment_id], "tags.stage = 'report'", order_by=["attributes.start_time"])[0]
+
+    async def look(url: str) -> list:
+        async with Browser(binary, tmp_path / "chromium") as browser:
+            await browser.open(f"{url}/#/experiments/{exp.experiment_id}/runs/{report.info.run_id}/artifacts/summary.md")
+            images = await browser.wait_for(f"{IMAGE_JS}.filter(([done, width]) => done && width > 0).length",
+                                            timeout=90)
+            await browser.screenshot(root / "reports" / "ui" / "summary_md.png")
+            return images
+
+    proc, url = _start_server(root, env)
+    try:
+        assert asyncio.run(look(url)) == 1
+    finally:
+        _stop(proc)

@@ -55,6 +55,17 @@ def write_dir(path: str | Path, fill: Callable[[Path], list[Path]]) -> list[Path
     return [path / Path(f).relative_to(staging) for f in files]
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (names one checkpoint across stages, runs and stores)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 

@@ -22,6 +22,11 @@ _MESSAGES = [
     (FutureWarning, r"`torch\.cpu\.amp\.autocast"),
     # MLflow's sqlalchemy store configures a deprecated loader at start-up (not ours to fix).
     (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),
+    # MLflow registers its local-file dataset source twice (schemes "" and "file") and warns that
+    # a local path "can be interpreted in multiple ways" by two identical classes.
+    (UserWarning, r"can be interpreted in multiple ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource\."),
+    # MLflow's log_table asks pandas 3 for "object" columns the pandas-2 way (a deprecation for MLflow).
+    (Warning, r"For backward compatibility, 'str' dtypes are included by select_dtypes"),
 ]
 
 # torch.compile on a torch.ao eager-int8 model: dynamo cannot trace its kernels and falls back

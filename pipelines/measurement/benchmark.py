@@ -46,7 +46,8 @@ def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: t
     return diff
 
 
-def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor], runtimes: list[str],
+def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor],
+                     runtimes: list[str] | dict[str, list[str]],
                      warmup: int, iters: int, reference: str | None = None,
                      amp: list[str] | None = None,
                      settings: CompileSettings = CompileSettings(),
@@ -54,6 +55,8 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
+    ``runtimes`` is one list for every model or ``{model: its runtimes}`` (the search times the
+    teacher on eager only, the reference of the speedup).
     Each batch size's loop is watched for disturbance (:func:`~pipelines.measurement.timing.measure`):
     re-measured while disturbed, and its rows say ``noisy`` when even the quietest attempt was.
 
@@ -63,14 +66,14 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     variant produced graphs of its own and matches eager before it is timed."""
     import torch._dynamo
 
-    wanted = expand_runtimes(runtimes, amp)
-    per_model = {name: runtimes_for(model, wanted) for name, model in models.items()}
+    wanted = runtimes if isinstance(runtimes, dict) else dict.fromkeys(models, runtimes)
+    per_model = {name: runtimes_for(model, expand_runtimes(wanted[name], amp)) for name, model in models.items()}
     quantized = {name: is_quantized(model) for name, model in models.items()}
     reports: dict[str, GraphReport | None] = {}
     explain_notes: dict[str, str] = {}
-    if any(parse_runtime(r).mode for r in wanted):
-        first = examples[min(examples)]
-        for name, model in models.items():
+    first = examples[min(examples)]
+    for name, model in models.items():
+        if any(parse_runtime(r).mode for r in per_model[name]):
             try:
                 reports[name] = explain_graphs(model, first)
             except Exception as exc:  # noqa: BLE001 - recorded with the rows below

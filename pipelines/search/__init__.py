@@ -1,30 +1,35 @@
 """Optuna search of the whole chain under an accuracy floor and a latency ceiling.
 
-Each trial samples ``search.space`` (dotted params keys), applies it to ``params`` through the
-schema (:meth:`Params.with_overrides`), and runs distill -> prune -> quantize -> benchmark
-in-process through :mod:`pipelines.workflow` and :mod:`pipelines.benchmark`, the very functions
-the DVC stages call. The teacher comes from ``train_baseline``; its logits on the training set
-are computed once per search process and handed to every trial.
+Each trial samples ``search.space`` (dotted params keys, :mod:`.space`), applies it to ``params``
+through the schema (:meth:`Params.with_overrides`), and runs distill -> prune -> quantize ->
+benchmark in-process through :mod:`pipelines.workflow` and the benchmark's own
+:func:`~pipelines.measurement.benchmark.benchmark_models` (output check included), the very
+functions the DVC stages call. A trial sets only the sampled keys: it trains with the pipeline's
+own epochs, so what is promoted is what was measured. The teacher comes from ``train_baseline``;
+its logits on the training set are computed once per search process and handed to every trial.
 
-Objectives: ``accuracy`` (maximize), ``latency_ms_p50`` (minimize; fastest of
-``benchmark.runtimes`` at ``benchmark.batch_size``) and ``size_mb`` (minimize) as listed in
-``search.objectives``. Constraints (Optuna 5 ``trial.set_constraint``; feasible = every value
-<= 0):
+Everything that steers the search is measured on the **validation** split: the objective
+``val_accuracy`` (maximize; also ``latency_ms_p50`` and ``size_mb``, minimize, as listed in
+``search.objectives``; the latency is the one of the runtime the model is judged on,
+``benchmark.deploy_runtime``) and the constraints (Optuna 5 ``trial.set_constraint``; feasible =
+every value <= 0):
 
-- ``accuracy``: ``100 * (teacher_accuracy - accuracy) - max_accuracy_drop``;
+- ``accuracy``: ``100 * (teacher_val_accuracy - val_accuracy) - max_accuracy_drop``;
 - ``latency_ms``: ``latency_ms_p50 - max_latency_ms`` (when set);
 - ``speedup``: ``min_speedup - speedup_vs_teacher`` (when set), the ratio of the teacher's eager
   p50 over the trial's, both timed interleaved in the same trial (survives a slower machine).
 
-Every trial stores the complete set of params keys it changed (``overrides``: the sampled keys
-plus the per-trial epoch budget), so applying a trial's overrides to ``params.yaml``
-(:mod:`pipelines.promote`) makes ``dvc repro`` rebuild exactly that trial's model. Trials also
-carry a *context* fingerprint (teacher weights + every other setting a trial depends on); the
-outputs only consider trials of the current context, so a study resumed after the teacher or
-the constraints changed never promotes a stale result.
+The test split is evaluated for the report only (user attr ``test_accuracy``, ``metrics.accuracy``)
+and never read by the sampler or the selection rule.
 
-Choosing one trial (``best_params.yaml``): the highest accuracy among feasible trials, ties
-broken by lower latency, then by lower trial number.
+Trials carry a *context* fingerprint (teacher weights + every setting a trial depends on besides
+the keys it samples); the outputs only consider trials of the current context, so a study resumed
+after the teacher or the constraints changed never promotes a stale result. A context starts with
+the configuration params.yaml holds now as an enqueued trial (:mod:`.current`), never pruned, so
+the front always contains the starting point; the selection rule (:mod:`.pareto`) and ``make
+promote`` never take a trial it dominates. ``search.pruner`` stops hopeless trials from their
+per-epoch validation accuracy (:mod:`.fidelity`); they end PRUNED in Optuna, in MLflow and in
+``pareto.json``.
 
 Many workers (processes or machines) share one study through its storage: an RDB URL
 (PostgreSQL for several machines) or a journal file (several processes on one machine). On an
@@ -38,15 +43,20 @@ A trial that raised is *not* retried: it failed for a reason that would repeat.
 
 from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.outputs import SearchOutcome, best_params_yaml, summarize, write_outputs, write_plots
-from pipelines.search.pareto import SELECTION_RULE, feasible_front, first_feasible, hypervolume, pick_best, trial_record
+from pipelines.search.current import Comparison, compare_to_current, current_trial, enqueue_current
+from pipelines.search.fidelity import Fidelity, make_pruner
+from pipelines.search.pareto import (SELECTION_RULE, dominates, feasible_front, first_feasible, hypervolume,
+                                     pick_best, trial_record)
 from pipelines.search.run import SearchError, run_search
-from pipelines.search.space import EPOCH_KEYS, suggest, trial_overrides
-from pipelines.search.storage import (DIRECTIONS, STORAGE_ENV, heartbeat_settings, make_sampler,
-                                      make_storage, open_study, storage_url)
-from pipelines.search.trial import Baseline, Objective, context_fingerprint, run_chain, state_hash
+from pipelines.search.space import in_space, suggest, to_optuna
+from pipelines.search.storage import (DIRECTIONS, STORAGE_ENV, directions, heartbeat_settings,
+                                      make_sampler, make_storage, open_study, storage_url)
+from pipelines.search.trial import Baseline, Objective, context_fingerprint, measure_latency, run_chain, state_hash
 
-__all__ = ["DIRECTIONS", "EPOCH_KEYS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Objective", "SearchError", "SearchOutcome", "best_params_yaml",
-           "constraint_values", "context_fingerprint", "feasible_front", "first_feasible",
-           "heartbeat_settings", "hypervolume", "is_feasible", "make_sampler", "make_storage", "open_study",
-           "pick_best", "run_chain", "run_search", "state_hash", "storage_url", "suggest", "summarize",
-           "trial_overrides", "trial_record", "write_outputs", "write_plots"]
+__all__ = ["DIRECTIONS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Comparison", "Fidelity", "Objective",
+           "SearchError", "SearchOutcome", "best_params_yaml", "compare_to_current", "constraint_values", "context_fingerprint",
+           "current_trial", "directions", "dominates", "enqueue_current", "feasible_front",
+           "first_feasible", "heartbeat_settings", "hypervolume", "in_space", "is_feasible", "make_pruner",
+           "make_sampler", "make_storage", "measure_latency", "open_study", "pick_best", "run_chain", "run_search",
+           "state_hash", "storage_url", "suggest", "summarize", "to_optuna", "trial_record", "write_outputs",
+           "write_plots"]

@@ -11,28 +11,38 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from pipelines.core.config import Params
 from pipelines.core.errors import error_line
 from pipelines.core.io import atomic_write, write_dir, write_json, write_text
+from pipelines.search.attrs import metrics_of, overrides_of
 from pipelines.search.constraints import is_feasible
+from pipelines.search.current import current_trial
 from pipelines.search.pareto import SELECTION_RULE, feasible_front, pick_best, trial_record
 from pipelines.search.storage import DIRECTIONS
 
 
-def best_params_yaml(best: FrozenTrial, study_name: str) -> str:
-    metrics = best.user_attrs.get("metrics", {})
+def best_params_yaml(best: FrozenTrial, study_name: str, current: FrozenTrial | None = None) -> str:
+    metrics = metrics_of(best)
+    nan = float("nan")
     lines = [
         f"# Chosen by the search (study {study_name!r}, trial {best.number}).",
         f"# Rule: {SELECTION_RULE}.",
-        f"# Trial metrics: accuracy {metrics.get('accuracy', float('nan')):.4f}, "
-        f"latency_ms_p50 {metrics.get('latency_ms_p50', float('nan')):.3f} ({metrics.get('best_runtime', '?')}), "
-        f"speedup_vs_teacher {metrics.get('speedup_vs_teacher', float('nan')):.2f}, "
-        f"size_mb {metrics.get('size_mb', float('nan')):.4f}.",
-        "# Every key is a dotted params.yaml key; `make promote` writes them into params.yaml.",
+        f"# Trial metrics: val_accuracy {metrics.get('val_accuracy', nan):.4f} (test accuracy "
+        f"{metrics.get('accuracy', nan):.4f}, reported only), "
+        f"latency_ms_p50 {metrics.get('latency_ms_p50', nan):.3f} ({metrics.get('best_runtime', '?')}), "
+        f"speedup_vs_teacher {metrics.get('speedup_vs_teacher', nan):.2f}, "
+        f"size_mb {metrics.get('size_mb', nan):.4f}.",
     ]
+    if current is not None and current.number == best.number:
+        lines.append("# This is the current configuration: nothing measured improves on it.")
+    elif current is not None:
+        lines.append(f"# The current configuration is trial {current.number} "
+                     f"(val_accuracy {metrics_of(current).get('val_accuracy', nan):.4f}, "
+                     f"latency_ms_p50 {metrics_of(current).get('latency_ms_p50', nan):.3f}).")
+    lines.append("# Every key is a dotted params.yaml key; `make promote` writes them into params.yaml.")
     import yaml
 
-    body = yaml.safe_dump(dict(sorted(best.user_attrs["overrides"].items())), sort_keys=False,
-                          default_flow_style=False)
+    body = yaml.safe_dump(dict(sorted(overrides_of(best).items())), sort_keys=False, default_flow_style=None)
     return "\n".join(lines) + "\n" + body
 
 
@@ -44,33 +54,47 @@ class SearchOutcome:
     best: FrozenTrial | None
     counts: dict[str, int] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    current: FrozenTrial | None = None  # the trial of the configuration params.yaml holds now
+    pruned: list[FrozenTrial] = field(default_factory=list)
 
 
-def summarize(study: optuna.Study, context: str | None) -> SearchOutcome:
+def summarize(study: optuna.Study, context: str | None, params: Params | None = None) -> SearchOutcome:
+    """This context's trials, feasible front and chosen trial; ``params`` (the configuration
+    params.yaml holds now) finds the current configuration's trial for the selection rule."""
     all_trials = [t for t in study.get_trials(deepcopy=False)
                   if context is None or t.user_attrs.get("context") == context]
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in all_trials if t.state == TrialState.PRUNED]
     dirs = [d.name.lower() for d in study.directions]
     front = feasible_front(complete, dirs)
+    current = current_trial(complete, params, context) if params is not None and context is not None else None
     counts = {
         "trials": len(all_trials),
         "complete": len(complete),
+        "pruned": len(pruned),
         "failed": sum(t.state == TrialState.FAIL for t in all_trials),
         "feasible": sum(is_feasible(t.constraints) for t in complete),
         "front": len(front),
     }
-    return SearchOutcome(study, complete, front, pick_best(complete), counts)
+    return SearchOutcome(study, complete, front, pick_best(complete, dirs, current), counts, current=current,
+                         pruned=pruned)
 
 
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
-                  meta: dict[str, Any] | None = None) -> list[Path]:
+                  meta: dict[str, Any] | None = None, plots_dir: Path | None = None) -> list[Path]:
     """``pareto.json``, ``best_params.yaml`` (when any trial is feasible), Pareto-front and
-    parameter-importance plots (HTML + PNG), replacing ``out_dir`` as a whole: nothing of an
-    earlier search (a plot this one cannot draw) stays beside them."""
-    return write_dir(out_dir, lambda staging: _write_outputs(outcome, staging, objectives, meta))
+    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``). Each folder is
+    replaced as a whole: nothing of an earlier search (a plot this one cannot draw, a
+    ``best_params.yaml`` no trial supports now) stays beside them."""
+    in_out_dir = plots_dir is None or Path(plots_dir) == Path(out_dir)
+    files = write_dir(out_dir, lambda staging: _write_results(outcome, staging, objectives, meta)
+                      + (write_plots(outcome, staging, objectives) if in_out_dir else []))
+    if not in_out_dir:
+        files += write_dir(plots_dir, lambda staging: write_plots(outcome, staging, objectives))
+    return files
 
 
-def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
+def _write_results(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
                    meta: dict[str, Any] | None) -> list[Path]:
     study = outcome.study
     files = [write_json(out_dir / "pareto.json", {
@@ -79,12 +103,16 @@ def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
         "objectives": {name: DIRECTIONS[name] for name in objectives},
         "selection_rule": SELECTION_RULE,
         "best_trial": outcome.best.number if outcome.best else None,
+        "current_trial": trial_record(outcome.current) if outcome.current else None,
         "counts": outcome.counts,
         "trials": [trial_record(t) for t in outcome.front],
+        "pruned": [{"number": t.number, "pruned_at_step": t.user_attrs.get("pruned_at_step"),
+                    "overrides": overrides_of(t),
+                    "val_accuracy_curve": t.user_attrs.get("val_accuracy_curve", [])} for t in outcome.pruned],
     })]
     if outcome.best is not None:
-        files.append(write_text(out_dir / "best_params.yaml", best_params_yaml(outcome.best, study.study_name)))
-    files += write_plots(outcome, out_dir, objectives)
+        files.append(write_text(out_dir / "best_params.yaml", best_params_yaml(outcome.best, study.study_name,
+                                                                               outcome.current)))
     return files
 
 

@@ -6,38 +6,42 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from pipelines.core.dominance import dominates, no_worse
+from pipelines.search.attrs import metrics_of, named_constraints, overrides_of
 from pipelines.search.constraints import is_feasible
 
-SELECTION_RULE = ("highest accuracy among feasible trials (every constraint <= 0); ties go to the "
+SELECTION_RULE = ("highest val_accuracy among feasible trials (every constraint <= 0) that do not lose to the "
+                  "current configuration's own trial: when that trial is feasible, only trials at least as good "
+                  "on every objective (itself included), else only trials it does not dominate; ties go to the "
                   "lower latency_ms_p50, then to the lower trial number")
-
-
-def _dominates(a: list[float], b: list[float], dirs: list[str]) -> bool:
-    signed_a = [v if d == "minimize" else -v for v, d in zip(a, dirs)]
-    signed_b = [v if d == "minimize" else -v for v, d in zip(b, dirs)]
-    return all(x <= y for x, y in zip(signed_a, signed_b)) and any(x < y for x, y in zip(signed_a, signed_b))
 
 
 def feasible_front(trials: list[FrozenTrial], dirs: list[str]) -> list[FrozenTrial]:
     """Non-dominated feasible trials, by trial number."""
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
-    front = [t for t in feasible if not any(_dominates(o.values, t.values, dirs) for o in feasible if o is not t)]
+    front = [t for t in feasible if not any(dominates(o.values, t.values, dirs) for o in feasible if o is not t)]
     return sorted(front, key=lambda t: t.number)
 
 
-def pick_best(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """:data:`SELECTION_RULE` over the feasible trials."""
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
-    if not feasible:
+def pick_best(trials: list[FrozenTrial], dirs: list[str] | None = None,
+              current: FrozenTrial | None = None) -> FrozenTrial | None:
+    """:data:`SELECTION_RULE` over the feasible trials; ``current`` is the trial of the
+    configuration params.yaml holds now (None: not measured in this context)."""
+    candidates = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
+    if current is not None and current.state == TrialState.COMPLETE and dirs is not None:
+        if is_feasible(current.constraints):
+            candidates = [t for t in candidates if no_worse(t.values, current.values, dirs)]
+        else:
+            candidates = [t for t in candidates if not dominates(current.values, t.values, dirs)]
+    if not candidates:
         return None
-    return min(feasible, key=lambda t: (-t.user_attrs["metrics"]["accuracy"],
-                                        t.user_attrs["metrics"]["latency_ms_p50"], t.number))
+    return min(candidates, key=lambda t: (-metrics_of(t)["val_accuracy"], metrics_of(t)["latency_ms_p50"], t.number))
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "params": dict(t.params), "overrides": t.user_attrs.get("overrides", {}),
-            "values": list(t.values), "constraints": dict(t.constraints),
-            "metrics": t.user_attrs.get("metrics", {}), "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")}
+    return {"number": t.number, "params": dict(t.params), "overrides": overrides_of(t),
+            "values": list(t.values), "constraints": named_constraints(t),
+            "metrics": metrics_of(t), "mlflow_run": t.user_attrs.get("mlflow_run", "")}
 
 
 def first_feasible(trials: list[FrozenTrial]) -> int | None:

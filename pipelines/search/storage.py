@@ -21,7 +21,7 @@ HEARTBEAT_ENV, GRACE_ENV = "OPTUNA_HEARTBEAT_INTERVAL", "OPTUNA_GRACE_PERIOD"
 HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S = 10, 60  # defaults: a dead worker's trial is retried ~1 min later
 MAX_RETRY = 2  # a trial whose worker died is re-queued at most this many times
 TPE_STARTUP_TRIALS = 5
-DIRECTIONS = {"accuracy": "maximize", "latency_ms_p50": "minimize", "size_mb": "minimize"}
+DIRECTIONS = {"val_accuracy": "maximize", "latency_ms_p50": "minimize", "size_mb": "minimize"}
 
 
 def storage_url(cfg: SearchConfig) -> str:
@@ -48,17 +48,19 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def _rdb_storage(url: str, interval: int, grace: int, attempts: int = 4) -> optuna.storages.RDBStorage:
-    """RDBStorage with heartbeats and retry of dead workers' trials. Workers that start at the same
-    moment on an empty PostgreSQL database race to create Optuna's tables; the losers retry."""
+def _rdb_storage(url: str, heartbeat: tuple[int, int] | None, attempts: int = 4) -> optuna.storages.RDBStorage:
+    """RDBStorage, with ``heartbeat=(interval, grace)`` heartbeats and retry of dead workers'
+    trials. Workers that start at the same moment on an empty PostgreSQL database race to create
+    Optuna's tables; the losers retry."""
     engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # survive server restarts
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY))
+                beats = {} if heartbeat is None else {
+                    "heartbeat_interval": heartbeat[0], "grace_period": heartbeat[1],
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)}
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beats)
         except Exception as exc:  # noqa: BLE001
             import sqlalchemy.exc
 
@@ -69,12 +71,13 @@ def _rdb_storage(url: str, interval: int, grace: int, attempts: int = 4) -> optu
     raise AssertionError("unreachable")
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
     """An RDB URL (``sqlite:///``, ``postgresql://`` ...) or a journal file (``journal:<path>`` or a
     path ending in ``.journal``; relative paths are anchored at the project root). RDB storages
-    get heartbeats (:func:`heartbeat_settings`) and retry of trials whose worker died; Optuna's
-    journal storage has no heartbeat, so a killed process leaves its trial RUNNING there (the
-    outputs only count COMPLETE trials)."""
+    get heartbeats (:func:`heartbeat_settings`) and retry of trials whose worker died, unless
+    ``heartbeat=False`` (the pruner's companion study: its trials are closed by the search trial's
+    own code); Optuna's journal storage has no heartbeat, so a killed process leaves its trial
+    RUNNING there (the outputs only count COMPLETE trials)."""
     if url.startswith("journal:") or url.endswith(".journal"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -89,12 +92,12 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise ParamsError(f"search.storage: {url!r} is not an Optuna storage URL "
                           "(use sqlite:///path.db, postgresql://..., or journal:path)")
-    interval, grace = heartbeat_settings()
+    beats = heartbeat_settings() if heartbeat else None
     reason = database_unreachable(url, float(os.environ.get(PROBE_TIMEOUT_ENV) or 5))
     if reason:  # in seconds, with the driver's own reason, instead of a hang on a silent host
         raise ParamsError(f"search.storage: cannot open {mask_url(url)!r} ({reason})")
     try:
-        return _rdb_storage(url, interval, grace)
+        return _rdb_storage(url, beats)
     except Exception as exc:  # noqa: BLE001 - any driver/connection problem becomes one line
         raise ParamsError(f"search.storage: cannot open {mask_url(url)!r} ({redact(error_line(exc), url)})") from None
 

@@ -13,18 +13,24 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 from torch import nn
 
 from pipelines import tracking
 from pipelines.compression.distill import with_teacher_logits
-from pipelines.core.config import Params
-from pipelines.core.errors import ParamsError
-from pipelines.core.errors import error_line
-from pipelines.measurement.compile import CompileSettings, compile_for, warm_compilers
-from pipelines.measurement.timing import NoiseLimits, measure, set_threads
+from pipelines.core.config import FASTEST, Params
+from pipelines.core.errors import ParamsError, error_line
+from pipelines.measurement.benchmark import benchmark_models
+from pipelines.measurement.comparison import judged_runtime
+from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.timing import NoiseLimits, set_threads
+from pipelines.search.attrs import record_overrides, record_result
 from pipelines.search.constraints import constraint_values, is_feasible
-from pipelines.search.space import EPOCH_KEYS, suggest, trial_overrides
+from pipelines.search.current import ORIGIN
+from pipelines.search.fidelity import Curve, Fidelity
+from pipelines.search.space import suggest
 from pipelines.training.context import Context
+from pipelines.training.loop import EpochCallback
 from pipelines.workflow import distill_student, prune_student, quantize_model
 
 # search settings a trial's result depends on (the rest only steer the study)
@@ -55,11 +61,14 @@ def context_fingerprint(params: Params, teacher_hash: str, set_keys: list[str]) 
 
 @dataclass
 class Baseline:
-    """What every trial of one search process shares: the teacher, its accuracy and cached logits."""
+    """What every trial of one search process shares: the teacher, its accuracy on the validation
+    split (what the accuracy constraint is relative to) and on the test split (reported only), and
+    its cached logits."""
 
     ctx: Context
     teacher: nn.Module
-    teacher_accuracy: float
+    teacher_val_accuracy: float
+    teacher_test_accuracy: float
     cached_logits: Any
     teacher_hash: str
 
@@ -69,7 +78,8 @@ class Baseline:
         logits = with_teacher_logits(teacher, ctx.data.train, ctx.device) if ctx.params.distill.cache_teacher_logits \
             else None
         teacher = teacher.cpu().eval()
-        return cls(ctx, teacher, ctx.accuracy(teacher), logits, state_hash(teacher))
+        return cls(ctx, teacher, ctx.accuracy(teacher, "val"), ctx.accuracy(teacher, "test"), logits,
+                   state_hash(teacher))
 
     def logits_for(self, params: Params) -> Any:
         same = params.data == self.ctx.params.data and params.seed == self.ctx.params.seed
@@ -77,149 +87,167 @@ class Baseline:
 
 
 def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[str, Any]:
-    """The trial's model on every ``benchmark.runtimes`` entry, interleaved with the teacher
-    (eager, the reference of ``speedup_vs_teacher``), at ``benchmark.batch_size``. Reported
-    latency is the fastest runtime's p50, as in ``compile_benchmark``'s ``best_latency_ms_p50``."""
-    import torch._dynamo
-
+    """The trial's model timed by :func:`benchmark_models` (the benchmark's own routine, output
+    check included: a compiled variant that disagrees with eager does not count) at
+    ``benchmark.batch_size``, interleaved with the teacher on eager (the reference of
+    ``speedup_vs_teacher``). Runtimes: ``benchmark.deploy_runtime``, or every
+    ``benchmark.runtimes`` entry for ``fastest``; the latency is the one of the runtime it is
+    judged on (:func:`judged_runtime`, as in ``compile_benchmark``'s summary)."""
     cfg = ctx.params.benchmark
     set_threads(cfg.num_threads)
-    torch._dynamo.reset()  # one process compiles many models: never hit dynamo's recompile limit
-    example = ctx.example(cfg.batch_size)
-    settings = CompileSettings.of(cfg)
-    warm_compilers(cfg.runtimes, settings)  # once per process, as in compile_benchmark
-    variants = {("teacher", "eager"): compile_for(teacher, "eager", example)}
-    for runtime in cfg.runtimes:
-        variants[("trial", runtime)] = compile_for(model, runtime, example, settings=settings)
-    errors = {rt: c.error for (who, rt), c in variants.items() if c.error}
-    runnable = {key: (lambda c=c: c.fn(example)) for key, c in variants.items() if c.error is None}
-    if not any(who == "trial" for who, _ in runnable):
+    runtimes = list(cfg.runtimes) if cfg.deploy_runtime == FASTEST else [cfg.deploy_runtime]
+    rows = benchmark_models({"teacher": teacher, "trial": model}, {cfg.batch_size: ctx.example(cfg.batch_size)},
+                            {"teacher": ["eager"], "trial": runtimes}, cfg.warmup, cfg.iters, reference="teacher",
+                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
+    reference = next(r for r in rows if r["model"] == "teacher")
+    if "latency_ms_p50" not in reference:
+        raise RuntimeError(f"the teacher could not be timed: {reference['error']}")
+    mine = {r["runtime"]: r for r in rows if r["model"] == "trial"}
+    errors = {rt: r["error"] for rt, r in mine.items() if r["error"]}
+    judged = judged_runtime({rt: r["latency_ms_p50"] for rt, r in mine.items() if "latency_ms_p50" in r},
+                            cfg.deploy_runtime)
+    if judged is None:
         raise RuntimeError(f"no runtime could run the model: {errors}")
-    measured = measure(runnable, cfg.warmup, cfg.iters, NoiseLimits.of(cfg))
-    timings = measured.timings
-    ref = timings[("teacher", "eager")].p50_ms
-    mine = {rt: lat for (who, rt), lat in timings.items() if who == "trial"}
-    best_rt = min(mine, key=lambda rt: mine[rt].p50_ms)
+    best = mine[judged]
     out: dict[str, Any] = {
-        "latency_ms_p50": mine[best_rt].p50_ms,
-        "latency_ms_p90": mine[best_rt].p90_ms,
-        "speedup_vs_teacher": ref / mine[best_rt].p50_ms,
-        "teacher_latency_ms_p50": ref,
-        "best_runtime": best_rt,
-        "noisy": measured.noisy,
-        "other_cpu": measured.disturbance.other_cpu,
-        "compile_time_s": max((c.compile_time_s for (who, _), c in variants.items()
-                               if who == "trial" and c.error is None), default=0.0),
+        "latency_ms_p50": best["latency_ms_p50"],
+        "latency_ms_p90": best["latency_ms_p90"],
+        "speedup_vs_teacher": best["speedup_vs_teacher"],
+        "teacher_latency_ms_p50": reference["latency_ms_p50"],
+        "best_runtime": judged,
+        "noisy": bool(best.get("noisy")),
+        "other_cpu": best.get("other_cpu", 0.0),
+        "compile_time_s": max((r["compile_time_s"] for rt, r in mine.items() if rt != "eager" and not r["error"]),
+                              default=0.0),
     }
-    for rt, lat in mine.items():
-        out[f"{rt}.latency_ms_p50"] = lat.p50_ms
+    for rt, row in mine.items():
+        if "latency_ms_p50" in row:
+            out[f"{rt}.latency_ms_p50"] = row["latency_ms_p50"]
     if errors:
         out["runtime_errors"] = errors
     return out
 
 
-def run_chain(baseline: Baseline, params: Params) -> dict[str, Any]:
-    """distill -> prune -> quantize -> benchmark for one params set; the metrics of its final model."""
-    ctx = baseline.ctx.derive(params)
+def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """distill -> prune -> quantize -> benchmark for one params set; the metrics of its final
+    model. ``after_epoch`` sees every training epoch of the chain (a pruner's report)."""
+    ctx = baseline.ctx.derive(params, after_epoch=after_epoch)
     clock = time.perf_counter()
-    distilled = distill_student(ctx, baseline.teacher, epochs=params.distill.epochs, compare_without_kd=False,
+    distilled = distill_student(ctx, baseline.teacher, compare_without_kd=False,
                                 cached_logits=baseline.logits_for(params))
     baseline.teacher.cpu().eval()
     timings = {"time_distill_s": time.perf_counter() - clock}
     clock = time.perf_counter()
-    pruned = prune_student(ctx, distilled.student, finetune_epochs=params.prune.finetune_epochs)
+    pruned = prune_student(ctx, distilled.student)
     timings["time_prune_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     final, qmetrics = quantize_model(ctx, pruned.model)
     timings["time_quantize_s"] = time.perf_counter() - clock
     metrics: dict[str, Any] = {
-        "accuracy": qmetrics["accuracy"],
+        "val_accuracy": ctx.accuracy(final, "val"),  # what the search optimizes and constrains
+        "accuracy": qmetrics["accuracy"],            # the test split: reported, never read by the search
+        "val_accuracy_distilled": ctx.accuracy(distilled.student, "val"),
         "accuracy_distilled": distilled.metrics["accuracy"],
+        "val_accuracy_pruned": ctx.accuracy(pruned.model, "val"),
         "accuracy_pruned": pruned.metrics["accuracy"],
         "size_mb": qmetrics["size_mb"],
         "num_params": qmetrics["num_params"],
         "sparsity": qmetrics["sparsity"],
     }
-    if not math.isfinite(metrics["accuracy"]):
-        raise FloatingPointError(f"accuracy is {metrics['accuracy']}")
+    if not math.isfinite(metrics["val_accuracy"]):
+        raise FloatingPointError(f"val_accuracy is {metrics['val_accuracy']}")
     clock = time.perf_counter()
     metrics.update(measure_latency(ctx, baseline.teacher, final))
     timings["time_benchmark_s"] = time.perf_counter() - clock
     metrics.update(timings)
-    metrics["accuracy_drop_vs_teacher"] = 100.0 * (baseline.teacher_accuracy - metrics["accuracy"])
+    metrics["accuracy_drop_vs_teacher"] = 100.0 * (baseline.teacher_test_accuracy - metrics["accuracy"])
+    metrics["val_accuracy_drop_vs_teacher"] = 100.0 * (baseline.teacher_val_accuracy - metrics["val_accuracy"])
     return metrics
 
 
 class Objective:
-    """The Optuna objective: one nested MLflow run per trial, failures recorded with their reason."""
+    """The Optuna objective: one nested MLflow run per trial; failures recorded with their reason,
+    pruned trials with the step they were stopped at.
+
+    ``fidelity`` (the context's companion study, :mod:`pipelines.search.fidelity`) receives every
+    epoch's validation accuracy and decides pruning; the trial of the current configuration
+    (``origin: params.yaml``) reports but is never pruned, so the study always holds it."""
 
     def __init__(self, params: Params, baseline: Baseline, run: tracking.Run,
-                 chain: Callable[[Baseline, Params], dict[str, Any]] = run_chain) -> None:
+                 chain: Callable[..., dict[str, Any]] = run_chain, fidelity: Fidelity | None = None) -> None:
         self.params = params
         self.baseline = baseline
         self.run = run
         self.chain = chain
-        self.set_keys = list(dict.fromkeys([*EPOCH_KEYS, *params.search.space]))
+        self.fidelity = fidelity
+        self.set_keys = list(params.search.space)
         self.context = context_fingerprint(params, baseline.teacher_hash, self.set_keys)
-        self.completed = 0  # trials this process finished, and the reasons of those that failed
+        self.finished = 0  # trials this process completed or pruned, and the reasons of those that failed
         self.failures: list[str] = []
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         cfg = self.params.search
         trial.set_user_attr("context", self.context)
         tags = {"optuna.study": trial.study.study_name, "optuna.trial": trial.number, "search.context": self.context}
-        with tracking.child_run(self.run, f"trial {trial.number}", tags) as child:
+        with tracking.child_run(self.run, f"trial {trial.number}", tags, stopped=(optuna.TrialPruned,)) as child:
             started = time.perf_counter()
+            curve: Curve | None = None
+            if self.fidelity is not None:
+                curve = self.fidelity.curve(trial, may_prune=trial.user_attrs.get("origin") != ORIGIN,
+                                            log=child.log_metrics)
             try:
-                sampled = suggest(trial, cfg.space)
-                overrides = trial_overrides(self.params, sampled)
-                trial.set_user_attr("overrides", overrides)
+                overrides = suggest(trial, cfg.space)
+                record_overrides(trial, overrides)
                 child.log_params(overrides)
                 try:
                     trial_params = self.params.with_overrides(overrides)
                 except ParamsError as exc:
                     raise ParamsError(f"invalid combination: {exc}") from None
-                metrics = self.chain(self.baseline, trial_params)
+                metrics = self.chain(self.baseline, trial_params, curve)
                 values = tuple(float(metrics[name]) for name in cfg.objectives)
                 bad = [n for n, v in zip(cfg.objectives, values) if not math.isfinite(v)]
                 if bad:
                     raise FloatingPointError(f"objective {bad[0]} is not finite")
-                constraints = constraint_values(metrics, self.baseline.teacher_accuracy, cfg)
+                constraints = constraint_values(metrics, self.baseline.teacher_val_accuracy, cfg)
                 bad = [n for n, v in constraints.items() if not math.isfinite(v)]
                 if bad:
                     raise FloatingPointError(f"constraint {bad[0]} is not finite")
-            except Exception as exc:
+            except optuna.TrialPruned as exc:
+                step = curve.step if curve is not None else 0
+                trial.set_user_attr("pruned_at_step", step)
+                trial.set_user_attr("val_accuracy_curve", list(curve.values) if curve is not None else [])
+                child.set_tags({"state": "PRUNED", "pruned_at_step": step, "pruned_reason": str(exc)})
+                child.log_metrics({"pruned_at_step": step, "duration_s": time.perf_counter() - started})
+                if curve is not None:
+                    curve.finish(TrialState.PRUNED)
+                self.finished += 1
+                print(f"[search] trial {trial.number} {exc} [{time.perf_counter() - started:.1f}s]", flush=True)
+                raise
+            except BaseException as exc:
                 reason = error_line(exc)
                 trial.set_user_attr("fail_reason", reason)
                 self.failures.append(reason)
                 child.set_tags({"state": "FAIL", "fail_reason": reason})
                 child.log_metrics({"duration_s": time.perf_counter() - started})
-                print(f"[search] trial {trial.number} failed: {reason}", flush=True)
+                if curve is not None:
+                    curve.finish(TrialState.FAIL)
+                if isinstance(exc, Exception):
+                    print(f"[search] trial {trial.number} failed: {reason}", flush=True)
                 raise
-            for name, value in constraints.items():
-                trial.set_constraint(name, value)
             feasible = is_feasible(constraints)
-            self.completed += 1
-            trial.set_user_attr("metrics", _plain(metrics))
-            trial.set_user_attr("feasible", feasible)
-            trial.set_user_attr("mlflow_run_id", child.run_id or "")
+            self.finished += 1
+            record_result(trial, metrics, constraints, feasible, child.url)
+            trial.set_user_attr("test_accuracy", metrics["accuracy"])  # reported only: never read by the search
+            if curve is not None:
+                trial.set_user_attr("val_accuracy_curve", list(curve.values))
+                curve.finish(TrialState.COMPLETE, metrics["val_accuracy"])
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
                                "feasible": float(feasible), "duration_s": time.perf_counter() - started})
             child.set_tags({"state": "COMPLETE", "feasible": feasible, "best_runtime": metrics["best_runtime"],
                             "noisy": metrics["noisy"]})
-            print(f"[search] trial {trial.number}: accuracy {metrics['accuracy']:.4f} "
-                  f"latency {metrics['latency_ms_p50']:.3f} ms ({metrics['best_runtime']}) "
-                  f"speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
+            print(f"[search] trial {trial.number}: val accuracy {metrics['val_accuracy']:.4f} "
+                  f"(test {metrics['accuracy']:.4f}) latency {metrics['latency_ms_p50']:.3f} ms "
+                  f"({metrics['best_runtime']}) speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
                   f"[{time.perf_counter() - started:.1f}s]", flush=True)
             return values
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value

@@ -3,7 +3,7 @@ one way to train a model under ``params.train`` (:func:`train`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -22,6 +22,8 @@ class Context:
     """Params plus the lazily loaded data and chosen device, shared by one process's steps."""
 
     params: Params
+    # called after every training epoch run under this context (a search trial reports to its pruner)
+    after_epoch: EpochCallback | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def data(self) -> DataBundle:
@@ -31,10 +33,10 @@ class Context:
     def device(self) -> torch.device:
         return resolve_device(self.params.train.device)
 
-    def derive(self, params: Params) -> "Context":
+    def derive(self, params: Params, after_epoch: EpochCallback | None = None) -> "Context":
         """A context for ``params`` (e.g. one search trial's) that reuses this one's loaded data
         when the data section and seed (which decide the split) are the same."""
-        ctx = Context(params)
+        ctx = Context(params, after_epoch)
         if params.data == self.params.data and params.seed == self.params.seed:
             ctx.data = self.data  # type: ignore[misc]  # fills the cached_property's slot
         return ctx
@@ -63,10 +65,11 @@ class Context:
 def train(ctx: Context, model: nn.Module, epochs: int, lr: float, desc: str, loss_fn=None,
           train_set=None, after_epoch: EpochCallback | None = None) -> History:
     """Train ``model`` in place for ``epochs`` with ``params.train``'s optimizer and weight decay,
-    validating on the validation split after every epoch (``after_epoch(epoch, val_accuracy)``)."""
+    validating on the validation split after every epoch (``after_epoch(epoch, val_accuracy)``,
+    by default the context's own)."""
     t = ctx.params.train
     kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
     seed_everything(ctx.params.seed)
     return fit(model, ctx.loader("train", shuffle=True, dataset=train_set), ctx.loader("val"), epochs=epochs,
                lr=lr, weight_decay=t.weight_decay, optimizer=t.optimizer, device=ctx.device, desc=desc,
-               after_epoch=after_epoch, **kwargs)
+               after_epoch=after_epoch if after_epoch is not None else ctx.after_epoch, **kwargs)

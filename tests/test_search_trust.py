@@ -1,0 +1,247 @@
+"""What makes the search's choice trustworthy: the current configuration is the study's starting
+point, nothing it dominates is chosen or promoted, trials are pruned through Optuna's pruners, and
+the space reaches the student's architecture. Real Optuna studies (in memory or sqlite in a temp
+dir); the chain itself runs in tests/test_search.py."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from pipelines import search
+from pipelines.core.errors import ParamsError
+from pipelines.promote import DominatedError, promote
+from tests.conftest import ROOT, Broken, fast_params
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+SPACE = {
+    "student.channels": {"type": "categorical", "choices": [[4, 8], [8, 16]]},
+    "prune.amount": {"type": "float", "low": 0.1, "high": 0.8},
+}
+
+
+def space_params(**search_cfg):
+    return fast_params(search={"space": SPACE, "study_name": "trust", **search_cfg}, tracking={"enabled": False})
+
+
+# --- pruning ------------------------------------------------------------------------------------
+
+def _curve_objective(fidelity, never_prune_first=True):
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        curve = fidelity.curve(trial, may_prune=not (never_prune_first and trial.number == 0))
+        try:
+            for epoch in range(1, 9):
+                curve(epoch, x * (1 - 0.5 ** epoch))
+        except optuna.TrialPruned:
+            curve.finish(TrialState.PRUNED)
+            trial.set_user_attr("pruned_at_step", curve.step)
+            raise
+        curve.finish(TrialState.COMPLETE, x)
+        return x, 1.0 - x
+    return objective
+
+
+def test_hyperband_prunes_trials_of_a_multi_objective_study():
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    fidelity = search.Fidelity(study.study_name, "ctx", "hyperband")
+    study.optimize(_curve_objective(fidelity), n_trials=12)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(1 <= t.user_attrs["pruned_at_step"] < 8 for t in pruned)
+    assert study.trials[0].state == TrialState.COMPLETE
+    twins = {t.user_attrs["search_trial"]: t for t in fidelity.study.trials}
+    for t in study.trials:  # the companion study mirrors every trial, its curve and its state
+        twin = twins[t.user_attrs["fidelity_trial"] if "fidelity_trial" in t.user_attrs else t.number]
+        assert twin.state == t.state
+        assert len(twin.intermediate_values) == t.user_attrs.get("pruned_at_step", 8)
+
+
+def test_pruner_none_records_curves_and_prunes_nothing():
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    fidelity = search.Fidelity(study.study_name, "ctx", "none")
+    study.optimize(_curve_objective(fidelity), n_trials=8)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert all(len(t.intermediate_values) == 8 for t in fidelity.study.trials)
+
+
+@pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
+def test_every_configured_pruner_is_optunas(name):
+    assert isinstance(search.make_pruner(name), optuna.pruners.BasePruner)
+    assert fast_params(search={"pruner": name}).search.pruner == name
+
+
+# --- the space ----------------------------------------------------------------------------------
+
+def test_list_choices_sample_as_labels_and_apply_as_lists():
+    params = space_params()
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(10):
+        trial = study.ask()
+        values = search.suggest(trial, params.search.space)
+        assert values["student.channels"] in ([4, 8], [8, 16])
+        assert params.with_overrides(values).student.channels == values["student.channels"]
+        assert trial.params["student.channels"] == search.to_optuna(params.search.space["student.channels"],
+                                                                    values["student.channels"])
+        seen.add(tuple(values["student.channels"]))
+        study.tell(trial, [0.5, 1.0])
+    assert seen == {(4, 8), (8, 16)}
+    assert study.trials[0].distributions["student.channels"] == CategoricalDistribution(["[4, 8]", "[8, 16]"])
+
+
+# --- the current configuration ------------------------------------------------------------------
+
+def test_a_new_context_starts_with_the_current_configuration():
+    params = space_params().with_overrides({"student.channels": [8, 16], "prune.amount": 0.5})
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert search.enqueue_current(study, params, "c1")
+    assert not search.enqueue_current(study, params, "c1")  # already waiting in this context
+    assert search.enqueue_current(study, params, "c2")      # another context measures it again
+    trial = study.ask()
+    values = search.suggest(trial, params.search.space)
+    assert values == {"student.channels": [8, 16], "prune.amount": 0.5}
+    assert trial.user_attrs["origin"] == "params.yaml" and trial.user_attrs["context"] == "c1"
+
+
+def test_a_current_configuration_outside_the_space_is_one_line():
+    params = space_params().with_overrides({"prune.amount": 0.9})
+    with pytest.raises(ParamsError, match=r"^search\.space\.prune\.amount: the current prune\.amount 0\.9 is outside"):
+        search.enqueue_current(optuna.create_study(directions=["maximize", "minimize"]), params, "c")
+
+
+def _done(number, values, constraints, amount, context="c"):
+    return optuna.trial.create_trial(
+        values=values, distributions={"prune.amount": FloatDistribution(0.0, 0.9)}, params={"prune.amount": amount},
+        system_attrs={f"constraints:{k}": v for k, v in constraints.items()},
+        user_attrs={"context": context, "overrides": {"prune.amount": amount},
+                    "metrics": {"val_accuracy": values[0], "latency_ms_p50": values[1]}})
+
+
+def test_selection_never_beats_a_feasible_starting_point_on_one_objective_by_losing_the_other():
+    current = fast_params(search={"space": {"prune.amount": {"type": "float", "low": 0.0, "high": 0.9}}},
+                          prune={"amount": 0.5})
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials([
+        _done(0, [0.99, 1.0], {"accuracy": -1.0}, 0.5),   # the current configuration
+        _done(1, [0.995, 3.0], {"accuracy": -1.5}, 0.2),  # more accurate, 3x slower: a trade, not an improvement
+        _done(2, [0.98, 2.0], {"accuracy": -0.5}, 0.3),   # dominated by the current configuration
+        _done(3, [0.99, 0.8], {"accuracy": -1.0}, 0.7),   # as accurate, faster: the one to take
+    ])
+    outcome = search.summarize(study, "c", current)
+    assert outcome.current.number == 0 and outcome.best.number == 3
+    study.add_trial(_done(4, [0.995, 0.9], {"accuracy": -1.5}, 0.6))
+    assert search.summarize(study, "c", current).best.number == 4
+
+
+def test_selection_falls_back_to_the_starting_point_when_nothing_improves_on_it():
+    current = fast_params(search={"space": {"prune.amount": {"type": "float", "low": 0.0, "high": 0.9}}},
+                          prune={"amount": 0.5})
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials([_done(0, [0.99, 1.0], {"accuracy": -1.0}, 0.5), _done(1, [0.98, 2.0], {"accuracy": -0.5}, 0.3)])
+    assert search.summarize(study, "c", current).best.number == 0
+
+
+def test_an_infeasible_starting_point_still_vetoes_what_it_dominates():
+    current = fast_params(search={"space": {"prune.amount": {"type": "float", "low": 0.0, "high": 0.9}}},
+                          prune={"amount": 0.5})
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials([
+        _done(0, [0.99, 1.0], {"accuracy": -1.0, "speedup": 0.5}, 0.5),  # current, infeasible
+        _done(1, [0.985, 2.0], {"accuracy": -0.5, "speedup": -0.1}, 0.3),  # feasible but dominated
+        _done(2, [0.97, 0.9], {"accuracy": 0.5 - 1.0, "speedup": -0.2}, 0.7),  # feasible trade
+    ])
+    assert search.summarize(study, "c", current).best.number == 2
+
+
+# --- make promote -------------------------------------------------------------------------------
+
+@pytest.fixture
+def project(in_tmp):
+    """A project dir whose params.yaml is the committed one, with a real sqlite study next to it."""
+    (in_tmp / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load((in_tmp / "params.yaml").read_text())
+    cfg = raw["search"]
+    study = optuna.create_study(study_name=cfg["study_name"], storage=f"sqlite:///{in_tmp / 'optuna.db'}",
+                                directions=["maximize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(cfg["objectives"])
+    current = {key: raw[key.partition(".")[0]][key.partition(".")[2]] for key in cfg["space"]}
+
+    def trial(number, values, **changes):
+        overrides = {**current, **changes}
+        return optuna.trial.create_trial(values=values, user_attrs={"context": "c", "overrides": overrides})
+
+    study.add_trials([trial(0, [0.99, 1.0]), trial(1, [0.98, 2.0], **{"prune.amount": 0.3}),
+                      trial(2, [0.995, 2.0], **{"prune.amount": 0.2})])
+    return in_tmp, current
+
+
+def _best_file(path, overrides):
+    path.write_text(yaml.safe_dump(overrides))
+    return path
+
+
+def test_promote_refuses_a_trial_the_current_configuration_dominates(project):
+    root, current = project
+    before = (root / "params.yaml").read_text()
+    best = _best_file(root / "best.yaml", {**current, "prune.amount": 0.3})
+    with pytest.raises(DominatedError, match=r"trial 1 is dominated by trial 0, the current configuration"):
+        promote(best, root / "params.yaml")
+    assert (root / "params.yaml").read_text() == before
+
+
+def test_promote_force_says_what_is_lost(project):
+    root, current = project
+    said = []
+    best = _best_file(root / "best.yaml", {**current, "prune.amount": 0.3})
+    changes = promote(best, root / "params.yaml", force=True, say=said.append)
+    assert changes == {"prune.amount": (current["prune.amount"], 0.3)}
+    assert len(said) == 1 and "loses val_accuracy 0.99 -> 0.98, latency_ms_p50 1 -> 2" in said[0]
+
+
+def test_promote_takes_a_trade_off_without_a_word(project):
+    root, current = project
+    said = []
+    best = _best_file(root / "best.yaml", {**current, "prune.amount": 0.2})
+    assert promote(best, root / "params.yaml", say=said.append) == {"prune.amount": (current["prune.amount"], 0.2)}
+    assert said == []
+
+
+def test_promote_stage_refusal_is_one_line_exit_2(project, capsys):
+    import stages.promote
+
+    root, current = project
+    best = _best_file(root / "best.yaml", {**current, "prune.amount": 0.3})
+    with pytest.raises(SystemExit) as exit_:
+        stages.promote.main(["--best", str(best), "--params", str(root / "params.yaml")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "--force" in err
+
+
+# --- one latency routine ------------------------------------------------------------------------
+
+def test_a_trial_is_timed_by_the_benchmark_with_its_output_check():
+    """A compiled variant that fails the benchmark's check never wins a trial; judged on the
+    deploy runtime when one is set."""
+    import torch
+
+    from pipelines.models import CNN
+    from pipelines.training.context import Context
+
+    params = fast_params(benchmark={"runtimes": ["eager", "compile-default"], "warmup": 1, "iters": 3})
+    ctx = Context(params)
+    torch.manual_seed(0)
+    teacher = CNN(1, 10, [4, 8], 1).eval()
+    out = search.measure_latency(ctx, teacher, Broken().eval())
+    assert out["best_runtime"] == "eager" and "compile-default" in out["runtime_errors"]
+    assert out["speedup_vs_teacher"] == pytest.approx(out["teacher_latency_ms_p50"] / out["latency_ms_p50"])
+    deployed = Context(params.with_overrides({"benchmark.deploy_runtime": "compile-default"}))
+    with pytest.raises(RuntimeError, match="no runtime could run the model"):
+        search.measure_latency(deployed, teacher, Broken().eval())
