@@ -123,6 +123,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         # int8 is judged on its fastest runtime: a PT2E model's "eager" is its reference graph
         # (quantize/dequantize around fp32 ops); its int8 kernels only exist once compiled.
         q_rt, q_ms = _fastest(q)
+        engine = stages.get("quantize", {}).get("engine", params.quantize.engine)  # what `auto` chose
         vs_best = ""
         if p.get("best_latency_ms_p50") not in (None, ""):
             ratio = _ratio(float(p["best_latency_ms_p50"]), q_ms)
@@ -133,9 +134,9 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                                                 "compute-bound')"))
         reference = (f" Run eagerly, the PT2E graph is its reference form (quantize/dequantize around fp32 ops, "
                      f"{float(q['latency_ms_p50']):.3f} ms): deploy it compiled."
-                     if params.quantize.engine == "pt2e" and params.quantize.method != "dynamic" else "")
+                     if engine == "pt2e" and params.quantize.method != "dynamic" else "")
         out.append(
-            f"**Quantization** ({params.quantize.method}, {params.quantize.engine} engine): size "
+            f"**Quantization** ({params.quantize.method}, {engine} engine): size "
             f"{_ratio(float(q['size_mb']), float(p['size_mb'])):.2f}x of fp32 (int8 weights are 1/4 of fp32 plus "
             f"scales/zero-points); "
             + ("int8 speed not quoted (noisy run)" if noisy else
@@ -145,7 +146,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
             f"{float(q['accuracy']) - float(p['accuracy']):+.4f}.{reference}"
             + (" Dynamic quantization only has int8 kernels for Linear layers, so convolutions stay fp32."
                if params.quantize.method == "dynamic" else ""))
-    compiled = [r for r in rows if r["runtime"] != "eager" and r.get("latency_ms_p50") not in (None, "")]
+    compiled = [r for r in rows if r["runtime"].startswith("compile-") and r.get("latency_ms_p50") not in (None, "")]
     if compiled and noisy:
         out.append("**torch.compile**: compiled-vs-eager speedups not quoted (noisy run); compile times and graph "
                    "breaks are in `reports/benchmark.csv`.")
@@ -173,6 +174,60 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                    + (" Slower compiled than eager: see README, 'When torch.compile is slower than eager'."
                       if slower else "")
                    + (f" Not compiled: {', '.join(failed)} (see `error` in benchmark.csv)." if failed else ""))
+    return out
+
+
+DEPLOY_MODEL = "quantized"
+
+
+def _deploy_line(m: dict[str, Any], suffix: str, batch: int, noisy: bool) -> str:
+    runtime = m.get(f"best_runtime{suffix}")
+    if not runtime:
+        return f"- batch {batch}: not measured"
+    eager = m.get(f"latency_ms_p50{suffix}")
+    artifact = m.get(f"best_artifact{suffix}") or "n/a"
+    return (f"- batch {batch}: **{runtime}**, p50 {_f(m.get(f'best_latency_ms_p50{suffix}'), '.3f')} ms "
+            f"(p90 {_f(m.get(f'best_latency_ms_p90{suffix}'), '.3f')}), accuracy "
+            f"{_f(m.get(f'best_accuracy{suffix}'), '.4f')}, {_speed(m.get(f'best_speedup_vs_eager{suffix}'), noisy)} "
+            f"PyTorch eager ({_f(eager, '.3f')} ms); ship `{artifact}` "
+            f"({_f(m.get(f'best_artifact_mb{suffix}'), '.3f')} MB)")
+
+
+def deploy_section(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]], batch_size: int) -> list[str]:
+    """Which runtime to ship the final model on, at batch 1 and at ``batch_size``, and every
+    runtime it was measured on (accuracy measured in that runtime); ratios unquoted when noisy."""
+    noisy = bool(noisy_rows(rows))
+    m = summary.get(DEPLOY_MODEL)
+    if not m:
+        return []
+    mine = [r for r in rows if r["model"] == DEPLOY_MODEL]
+    runtimes = list(dict.fromkeys(r["runtime"] for r in mine))
+    lines = ["## Deploy", "",
+             f"The final model on every runtime of `benchmark.runtimes`; the choice is the fastest whose test "
+             "accuracy, measured in that runtime, is at most one test sample below PyTorch eager's:", "",
+             _deploy_line(m, "_bs1", 1, noisy), _deploy_line(m, "", batch_size, noisy), "",
+             f"| runtime | accuracy | p50 ms @bs1 | p50 ms @bs{batch_size} | p90 ms @bs{batch_size} | artifact MB "
+             "| build s | note |", "|---|---|---|---|---|---|---|---|"]
+    for runtime in runtimes:
+        at = {int(r["batch_size"]): r for r in mine if r["runtime"] == runtime}
+        row = at.get(batch_size) or next(iter(at.values()))
+        why = row.get("skipped") and f"skipped: {row['skipped']}" or row.get("error") or row.get("note") or ""
+        one, big = at.get(1, {}), at.get(batch_size, {})
+        lines.append(f"| {runtime} | {_f(row.get('accuracy'), '.4f')} | {_f(one.get('latency_ms_p50'), '.3f')} "
+                     f"| {_f(big.get('latency_ms_p50'), '.3f')} | {_f(big.get('latency_ms_p90'), '.3f')} "
+                     f"| {_f(row.get('artifact_mb'), '.3f')} | {_f(row.get('compile_time_s'), '.1f')} | {why} |")
+    return lines + [""]
+
+
+def deploy_fields(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where to deploy the final model (``deploy_*``), at the benchmark batch size and at batch 1."""
+    m = summary.get(DEPLOY_MODEL, {})
+    out: dict[str, Any] = {}
+    for suffix in ("", "_bs1"):
+        for key in ("runtime", "latency_ms_p50", "latency_ms_p90", "accuracy", "artifact", "artifact_mb",
+                    "speedup_vs_eager", "speedup_vs_teacher"):
+            if f"best_{key}{suffix}" in m:
+                out[f"deploy_{key}{suffix}"] = m[f"best_{key}{suffix}"]
     return out
 
 
@@ -249,6 +304,7 @@ def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
         m = chosen.get("metrics", {})
         out["search"] = {"trial": chosen["number"], **{k: float(m[k]) for k in (
             "val_accuracy", "accuracy", "latency_ms_p50", "speedup_vs_teacher", "size_mb") if k in m}}
+    out.update(deploy_fields(summary))
     return out
 
 
@@ -272,12 +328,10 @@ def pareto_points(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def for_mlflow(text: str, run_id: str | None) -> str:
-    """``summary.md`` with its image links pointing at the run's artifacts, so MLflow's artifact
-    view (and the run description) shows the plot instead of a broken relative link."""
-    if not run_id:
-        return text
-    return text.replace("](pareto.png)", f"](get-artifact?path=pareto.png&run_uuid={run_id})")
+def for_mlflow(text: str, image_url: str) -> str:
+    """``summary.md`` with its plot linked by ``image_url``: MLflow 3.17's Markdown view (artifacts
+    and run description) draws only absolute http(s) images and shows a relative one as text."""
+    return text.replace("](pareto.png)", f"]({image_url})") if image_url else text
 
 
 def search_section(front: dict[str, Any] | None) -> list[str]:
@@ -336,6 +390,7 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None)
         "",
         "![accuracy vs latency](pareto.png)",
         "",
+        *deploy_section(summary, rows, bs),
         *search_section(front),
         "Per (model, runtime, batch size) numbers: `reports/benchmark.csv`.",
     ]

@@ -41,7 +41,7 @@ SECTIONS: dict[str, list[str]] = {
     "distill": ["seed", "data", "student", "train", "distill"],
     "prune": ["seed", "data", "train", "prune"],
     "quantize": ["seed", "data", "train", "quantize"],
-    "compile_benchmark": ["data", "benchmark"],
+    "compile_benchmark": ["seed", "data", "quantize", "benchmark"],  # quantize: the deploy int8 calibration
     # The teacher comes from models/teacher.pt; the default space sets distill/prune/quantize, the
     # student's width and depth and the deploy runtime per trial, so promoting a trial into those
     # keys must not re-run (and change) the search.

@@ -223,6 +223,10 @@ class Run:
     def url(self) -> str:
         return f"{runs_url(self.experiment_id)}/{self.run_id}" if self.enabled else ""
 
+    def artifact_url(self, path: str) -> str:
+        """The absolute URL that serves one of this run's artifacts from the UI (see :func:`ui_base`)."""
+        return f"{ui_base()}/get-artifact?path={path}&run_uuid={self.run_id}" if self.enabled else ""
+
     @property
     def pipeline(self) -> "Run":
         """The pipeline parent run this stage run sits under (a no-op handle when none)."""
@@ -413,9 +417,9 @@ def find_logged_model(params: Params, checkpoint: str | Path) -> Any | None:
     import mlflow
 
     exp_id = experiment_id(params.tracking.experiment)
-    found = mlflow.search_logged_models(
-        experiment_ids=[exp_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{file_digest(checkpoint)}'",
-        order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1, output_format="list")
+    found = mlflow.MlflowClient(tracking_uri()).search_logged_models(
+        [exp_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{file_digest(checkpoint)}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1)
     return found[0] if found else None
 
 
@@ -481,7 +485,7 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
     if move:
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "champion_decision", reason)
-    return Registration(name, str(version), move, reason)
+    return Registration(name, version, move, reason)
 
 
 def _number(text: str | None) -> float | None:

@@ -10,13 +10,14 @@ from torch import nn
 
 from pipelines.compression import distill as kd
 from pipelines.compression import prune as pr
-from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize
+from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize, resolve_engine
+from pipelines.data import DataBundle
 from pipelines.measurement.size import size_metrics
 from pipelines.training.context import Context, train
-from pipelines.training.loop import History
+from pipelines.training.loop import History, cross_entropy, predict
 
-__all__ = ["Context", "DistillOutcome", "PruneOutcome", "distill_student", "model_metrics", "prune_student",
-           "quantize_model", "train_teacher"]
+__all__ = ["Context", "DistillOutcome", "PruneOutcome", "data_record", "distill_student", "model_metrics",
+           "prune_student", "quantize_model", "train_teacher"]
 
 
 def model_metrics(ctx: Context, model: nn.Module) -> dict[str, float]:
@@ -26,9 +27,27 @@ def model_metrics(ctx: Context, model: nn.Module) -> dict[str, float]:
 # --- train_baseline ---------------------------------------------------------------------------
 
 def train_teacher(ctx: Context) -> tuple[nn.Module, History]:
+    """The teacher trained for ``train.epochs``; with 0 epochs, ``teacher.weights`` as given and a
+    history of one row (epoch 0: their loss on the train split, their val accuracy)."""
     model = ctx.new_model("teacher")
+    if ctx.params.train.epochs == 0:
+        model.to(ctx.device).eval()
+        loss = cross_entropy(predict(model, ctx.loader("train"), ctx.device), ctx.data.train.tensors[1]).item()
+        val = ctx.accuracy(model, "val")
+        return model.cpu().eval(), History([{"epoch": 0, "train_loss": loss, "val_accuracy": val}], val, 0)
     history = train(ctx, model, ctx.params.train.epochs, ctx.params.train.lr, "teacher")
     return model.cpu().eval(), history
+
+
+def data_record(data: DataBundle) -> dict[str, Any]:
+    """How the images were prepared, for the metrics file: enough to feed the model the same
+    inputs in plain PyTorch (``transforms.Normalize(mean, std)`` on 0..1 pixels)."""
+    out: dict[str, Any] = {"data_mean": list(data.mean), "data_std": list(data.std),
+                           "image_size": data.image_size, "in_channels": data.in_channels,
+                           "num_classes": data.num_classes}
+    if data.classes:
+        out["classes"] = list(data.classes)
+    return out
 
 
 # --- distill ----------------------------------------------------------------------------------
@@ -100,15 +119,17 @@ def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str,
     """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged)."""
     cfg = ctx.params.quantize
     model = model.cpu().eval()
+    engine = resolve_engine(cfg, model)  # what `auto` means for this model
     out = quantize(model, cfg, ctx)
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
+    metrics["engine"] = engine
     metrics["accuracy_fp32"] = ctx.accuracy(model)
     metrics["size_ratio_vs_fp32"] = metrics["size_mb"] / fp32["size_mb"]
     if cfg.method != "none":
         metrics["fp32_layers"] = fp32_layers(out)  # conv/linear/add that stayed fp32 (empty: all int8)
         metrics["num_fp32_layers"] = len(metrics["fp32_layers"])
-        report = getattr(out, "meta", {}).get(REPORT_KEY) if cfg.engine == "pt2e" else None
+        report = getattr(out, "meta", {}).get(REPORT_KEY) if engine == "pt2e" else None
         if report:
             metrics["pt2e_export"] = report["export"]
             metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]

@@ -11,18 +11,20 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
 from pipelines.tracking import flatten
 
-# p50_ms_bs1 and mb are in summary.json too; left out here so that two or three changed params still fit.
-COLUMNS = ["Experiment", "acc", "drop_pp", "size_ratio", "p50_ms", "speedup", "noisy"]
+# drop_pp, size_ratio, p50_ms_bs1 and runtime are in summary.json too; left out here so that two or
+# three changed params still fit.
+COLUMNS = ["Experiment", "acc", "mb", "p50_ms", "speedup", "noisy"]
 
 
 def changed_params(args: list[str], params_file: str = "params.yaml") -> list[str]:
     """The params columns that ``dvc exp show --only-changed`` keeps for these rows."""
-    keys = set(flatten("", yaml.safe_load(open(params_file)) or {}))
+    keys = set(flatten("", yaml.safe_load(Path(params_file).read_text()) or {}))
     shown = subprocess.run(["dvc", "exp", "show", "--csv", "--only-changed", *args], capture_output=True,
                            text=True)
     if shown.returncode:

@@ -1,13 +1,24 @@
 """Stage compile_benchmark: every model x runtime x batch size, measured side by side.
 
-Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default]``; add
-``compile-max-autotune`` / ``compile-reduce-overhead`` when you can afford their compile time,
-see pipelines/benchmark.py); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added."""
+Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default, ort-int8, ov-int8]``;
+add ``compile-max-autotune`` / ``compile-reduce-overhead``, the CPU bf16 rows, the other deploy
+targets or ``aoti`` when you can afford their build time, see pipelines/measurement/runtimes.py
+and pipelines/measurement/deploy); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added.
+Every chain model is exported to ONNX (``models/deploy/``), checked against PyTorch and logged.
+The full table goes to MLflow as a table artifact; each model keeps a few flat metrics, linked to
+its logged model."""
+
+import shutil
 
 from pipelines import stage
 from pipelines.core.io import write_csv
+from pipelines.measurement.benchmark import DeployInputs
 from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, summary_metrics
+from pipelines.measurement.deploy import Deployer, DeploySettings, export_chain
 from pipelines.tracking import link_model_metrics
+
+DEPLOY_DIR = stage.MODELS / "deploy"
+SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize stage started from
 
 
 def body(ctx, run):
@@ -15,12 +26,24 @@ def body(ctx, run):
     models = {name: stage.load(ctx, name) for name in CHAIN}
     accuracy = {name: ctx.accuracy(model) for name, model in models.items()}
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
-    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg)
+    shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
+    deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
+    test = ctx.data.test.tensors
+    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
+                   {name: stage.model_path(name) for name in CHAIN})
+    for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r.get("skipped")):
+        print(f"compile_benchmark: {line}")
+    exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size))
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
-    summary = summary_metrics(rows, cfg.batch_size, cfg.deploy_runtime)
+    summary = summary_metrics(rows, cfg.batch_size, cfg.deploy_runtime, accuracy_slack=1 / len(test[1]))
+    for name, done in exports.items():  # onnx_file, onnx_max_abs_diff, onnx_error ... per model
+        summary.setdefault(name, {}).update({f"onnx_{k}": v for k, v in done.items() if k != "files"})
     stage.write_outputs(ctx, run, "compile_benchmark", summary, artifacts=[csv_path],
                         logged_metrics=pick(summary, RUN_METRICS))
     run.log_table(rows, "benchmark_table.json")
+    for done in exports.values():
+        for path in done.get("files", []):
+            run.log_artifact(path, "onnx")
     for name, measured in pick(summary, MODEL_METRICS).items():  # onto each stage's logged model
         link_model_metrics(ctx.params, stage.model_path(name), measured)
 

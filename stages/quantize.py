@@ -9,8 +9,8 @@ from pipelines.workflow import quantize_model
 def body(ctx, run):
     pruned = stage.load_checkpoint(ctx, "pruned")
     model, metrics = quantize_model(ctx, pruned.model)
-    quant = recipe(ctx.params.quantize)
-    metrics = {**metrics, "method": ctx.params.quantize.method, "engine": ctx.params.quantize.engine}
+    quant = recipe(ctx.params.quantize, metrics["engine"])  # the engine `auto` chose
+    metrics = {**metrics, "method": ctx.params.quantize.method}
     stage.write_outputs(ctx, run, "quantize", metrics, model=model, model_name="quantized", spec=pruned.spec,
                         save_kwargs={"shapes": layer_shapes(pruned.model), "quant": quant})
 

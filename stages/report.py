@@ -21,9 +21,10 @@ def body(ctx, run):
     write_json(stage.PLOTS / "pareto.json", report.pareto_points(summary))
     write_text(stage.REPORTS / "summary.md", text)
     run.log_artifact(report.pareto_plot(summary, stage.REPORTS / "pareto.png", ctx.params.benchmark.batch_size))
-    shown = report.for_mlflow(text, run.run_id)
+    shown = report.for_mlflow(text, run.artifact_url("pareto.png"))
     run.log_text(shown, "summary.md")
     run.log_metrics(headline)
+    run.set_tags({k: v for k, v in headline.items() if isinstance(v, str)})  # runtime, deploy runtime/artifact
     registered = register_final(ctx.params, stage.model_path("quantized"), headline, run.parent_id)
     line = (f"Registered `{registered.name}` version {registered.version}: "
             f"{'now' if registered.champion else 'not'} `champion` ({registered.reason})." if registered else "")

@@ -1,13 +1,14 @@
-"""Stage train_baseline: train the teacher -> models/teacher.pt, metrics/train_baseline.json."""
+"""Stage train_baseline: train the teacher (or evaluate teacher.weights with train.epochs 0) ->
+models/teacher.pt, metrics/train_baseline.json (with how the images were normalised)."""
 
 from pipelines import stage
-from pipelines.workflow import model_metrics, train_teacher
+from pipelines.workflow import data_record, model_metrics, train_teacher
 
 
 def body(ctx, run):
     model, history = train_teacher(ctx)
     metrics = {**model_metrics(ctx, model), "val_accuracy": history.best_val_accuracy,
-               "best_epoch": history.best_epoch}
+               "best_epoch": history.best_epoch, **data_record(ctx.data)}
     stage.write_outputs(ctx, run, "train_baseline", metrics, model=model, model_name="teacher",
                         spec=ctx.spec("teacher"), history=history.rows)
 

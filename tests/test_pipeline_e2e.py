@@ -1,6 +1,8 @@
 """The default pipeline through a real `dvc repro` in a temporary git repo (shortened epochs)."""
 
+import csv
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -68,7 +70,7 @@ def _first_pipeline(root):
 
 
 def test_mlflow_parent_carries_headline_params_and_report(repo):
-    root, _, _ = repo
+    root, env, _ = repo
     _, _, parent, _ = _first_pipeline(root)
     for key in ("acc", "drop_pp", "size_ratio", "p50_ms", "p50_ms_bs1", "speedup", "mb"):
         assert key in parent.data.metrics, key
@@ -76,14 +78,14 @@ def test_mlflow_parent_carries_headline_params_and_report(repo):
             "search.objectives", "tracking.experiment"} <= set(parent.data.params)
     assert parent.info.run_name.startswith("params ")
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith("# Compression report") and "get-artifact?path=pareto.png&run_uuid=" in note
+    assert note.startswith("# Compression report")
+    assert f"](http://127.0.0.1:{env['MLFLOW_PORT']}/get-artifact?path=pareto.png&run_uuid=" in note  # drawn by the UI
 
 
 def test_mlflow_stage_models_registry_and_dataset(repo):
     root, _, _ = repo
     client, exp, parent, stages = _first_pipeline(root)
-    models = {m.source_run_id: m for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id],
-                                                                        output_format="list")}
+    models = {m.source_run_id: m for m in client.search_logged_models([exp.experiment_id])}
     for stage, name in [("train_baseline", "teacher"), ("distill", "student"), ("prune", "pruned"),
                         ("quantize", "quantized")]:
         model = models[stages[stage].info.run_id]
@@ -111,6 +113,25 @@ def test_mlflow_benchmark_is_a_table_plus_a_few_metrics_per_model(repo):
     assert "benchmark_table.json" in {a.path for a in client.list_artifacts(bench.info.run_id)}
     summary = json.loads((root / "metrics" / "compile_benchmark.json").read_text())
     assert bench.data.metrics["quantized.throughput_sps"] == pytest.approx(summary["quantized"]["throughput_sps"])
+
+
+def test_default_run_deploys_the_final_model_on_onnx_runtime_and_openvino(repo):
+    root, _, _ = repo
+    for name in ("teacher", "student", "pruned"):
+        assert (root / "models" / "deploy" / f"{name}.onnx").stat().st_size > 0
+    rows = [r for r in csv.DictReader((root / "reports" / "benchmark.csv").open()) if r["model"] == "quantized"]
+    timed = {(r["runtime"], int(r["batch_size"])): r for r in rows if r["latency_ms_p50"]}
+    for runtime in ("ort-int8", "ov-int8"):
+        for bs in (1, 64):
+            assert float(timed[(runtime, bs)]["accuracy"]) > 0.5, runtime  # measured in that runtime
+    headline = json.loads((root / "metrics" / "summary.json").read_text())
+    assert headline["deploy_runtime_bs1"] in {r for r, _ in timed} and headline["deploy_artifact_mb_bs1"] > 0
+    assert "## Deploy" in (root / "reports" / "summary.md").read_text()
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("compression-lab")
+    run = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("stage") == "compile_benchmark")
+    logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "onnx")}
+    assert {"teacher.onnx", "student.onnx", "pruned.onnx", "pruned.int8.onnx"} <= logged
 
 
 def test_changing_quantize_method_reruns_only_downstream_then_nothing(repo):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import fast_params
 
-from pipelines.report import readings
+from pipelines.measurement.comparison import summary_metrics
+from pipelines.report import deploy_fields, deploy_section, readings
 
 
 def _summary(pruned_best: float, quant_best: float) -> dict:
@@ -77,3 +80,25 @@ def test_search_section_shows_val_and_test_accuracy_pruned_trials_and_the_starti
     assert "2 pruned (pruner hyperband)" in text and "judged on validation accuracy" in text
     assert "| 3 | 0.9900 | 0.9800 | 0.500 |" in text
     assert "| 0 (current) | 0.9850 | 0.9900 | 0.600 |" in text  # off the front, still shown
+
+
+def _bench_row(runtime: str, bs: int, ms: float, accuracy: float, artifact: str = "") -> dict:
+    return {"model": "quantized", "runtime": runtime, "batch_size": bs, "latency_ms_p50": ms,
+            "latency_ms_p90": 1.2 * ms, "accuracy": accuracy, "artifact": artifact, "artifact_mb": 0.4,
+            "speedup_vs_teacher": 10.0, "compile_time_s": 1.0, "skipped": "", "error": "", "note": ""}
+
+
+def test_deploy_choice_is_the_fastest_runtime_that_keeps_the_accuracy():
+    rows = [_bench_row("eager", 1, 0.40, 0.99, "models/quantized.pt"),
+            _bench_row("ort-int8", 1, 0.05, 0.99, "models/deploy/pruned.int8.onnx"),
+            _bench_row("ov-int8", 1, 0.03, 0.90, "models/deploy/pruned.int8.xml"),  # fast, but wrong answers
+            _bench_row("eager", 64, 0.50, 0.99, "models/quantized.pt"),
+            _bench_row("ov-int8", 64, 0.45, 0.985, "models/deploy/pruned.int8.xml")]  # within one sample
+    summary = summary_metrics(rows, 64, accuracy_slack=0.01)
+    m = summary["quantized"]
+    assert (m["best_runtime_bs1"], m["best_runtime"]) == ("ort-int8", "ov-int8")
+    assert m["best_speedup_vs_eager_bs1"] == pytest.approx(8.0)
+    text = "\n".join(deploy_section(summary, rows, 64))
+    assert "- batch 1: **ort-int8**" in text and "ship `models/deploy/pruned.int8.onnx`" in text
+    assert "- batch 64: **ov-int8**" in text and "8.00x PyTorch eager" in text
+    assert deploy_fields(summary)["deploy_runtime_bs1"] == "ort-int8"

@@ -133,7 +133,7 @@ def test_stage_models_are_named_and_later_measurements_link_to_them(mlflow_store
     params = fast_params(tracking={"experiment": "t"})
     run, model_id, path = _logged(params, "pruned", tmp_path, {"accuracy": 0.9, "size_mb": 0.1})
     assert link_model_metrics(params, path, {"latency_ms_p50": 1.5, "speedup_vs_teacher": 4.0}) == model_id
-    model = mlflow.get_logged_model(model_id)
+    model = _client(mlflow_store).get_logged_model(model_id)
     assert model.name == "pruned" and model.source_run_id == run.run_id
     assert {m.key: m.value for m in model.metrics} == {"accuracy": 0.9, "size_mb": 0.1, "latency_ms_p50": 1.5,
                                                        "speedup_vs_teacher": 4.0}

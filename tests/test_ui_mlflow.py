@@ -10,7 +10,6 @@ fails under CI, so CI cannot go green without looking at the UI, and skips elsew
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from tests.conftest import STAGES, missing_system_dependency
+from tests.conftest import STAGES, free_port, missing_system_dependency
 from tests.headless import Browser, chromium_binary
 
 # [row index, run id, shown name] of every run-name link in the runs table, top to bottom.
@@ -39,14 +38,8 @@ EXPAND_JS = """(() => {{
 }})()"""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_server(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = int(env.get("MLFLOW_PORT") or free_port())  # where the store's MLflow links point
     log = open(root / "mlflow-server.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
@@ -129,7 +122,7 @@ def test_every_stage_run_is_listed_under_its_pipeline_parent_in_the_ui(repo, tmp
     assert shot.stat().st_size > 10_000
 
 
-IMAGE_JS = """(() => [...document.querySelectorAll('img')].filter(i => i.src.includes('get-artifact?path=pareto.png'))
+IMAGE_JS = """(() => [...document.querySelectorAll('img')].filter(i => i.src.includes('/get-artifact?path=pareto.png'))
   .map(i => [i.complete, i.naturalWidth]))()"""
 
 

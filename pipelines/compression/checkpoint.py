@@ -3,8 +3,10 @@
 A checkpoint is a plain dict of primitives and tensors:
 
 - ``spec``: the constructor arguments (:func:`pipelines.models.model_spec`);
-- ``shapes``: every conv/bn/linear layer's weight shape, so a channel-pruned network (whose
-  layers are narrower than its constructor's) is resized before its weights are loaded;
+- ``shapes``: every parameter's and buffer's shape and every module's size attributes
+  (:func:`layer_shapes`), so a channel-pruned network (whose layers are narrower than its
+  constructor's, whatever their type: conv, norm, attention, ViT embeddings) is resized before
+  its weights are loaded;
 - ``quant``: the quantization recipe when the weights are int8, replayed on the float skeleton
   (fuse -> prepare -> convert) so the quantized ``state_dict`` fits;
 - ``program``: for a PT2E int8 graph (engine ``pt2e``, static/qat) instead of a state_dict, its
@@ -30,7 +32,7 @@ from pipelines.core.io import atomic_write
 from pipelines.core.kinds import is_pt2e
 from pipelines.models import build_from_spec
 
-FORMAT = 1
+FORMAT = 2  # 2: shapes of every tensor plus module size attributes (1: conv/bn/linear weights)
 
 
 @dataclass
@@ -41,32 +43,45 @@ class Loaded:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def layer_shapes(model: nn.Module) -> dict[str, list[int]]:
-    shapes = {}
+def _geometry(value: Any) -> bool:
+    """An int or a tuple of ints: a layer's size or geometry (``in_channels``, ``kernel_size``,
+    ``normalized_shape``, ``num_heads``, ViT's ``hidden_dim`` ...), never a bool."""
+    if isinstance(value, tuple):
+        return all(type(v) is int for v in value)
+    return type(value) is int
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """What a rebuilt model must be resized to before the weights fit: every parameter's and
+    buffer's shape, and every module's size attributes (torch-pruning narrows both)."""
+    tensors = {name: list(t.shape) for name, t in model.state_dict().items() if isinstance(t, torch.Tensor)}
+    attrs = {}
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
-            shapes[name] = list(module.weight.shape)
-    return shapes
+        sizes = {k: v for k, v in vars(module).items() if not k.startswith("_") and _geometry(v)}
+        if sizes:
+            attrs[name] = sizes
+    return {"tensors": tensors, "attrs": attrs}
 
 
-def resize_to(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
-    """Replace every layer whose weight shape differs from ``shapes`` by a fresh one of that shape."""
-    for name, module in list(model.named_modules()):
-        shape = shapes.get(name)
-        if shape is None or list(module.weight.shape) == shape:
-            continue
-        if isinstance(module, nn.Conv2d):
-            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-            groups = shape[0] if depthwise else module.groups
-            new: nn.Module = nn.Conv2d(shape[1] * groups, shape[0], module.kernel_size, module.stride,
-                                       module.padding, module.dilation, groups, module.bias is not None)
-        elif isinstance(module, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(shape[0], module.eps, module.momentum, module.affine,
-                                 module.track_running_stats)
-        else:
-            new = nn.Linear(shape[1], shape[0], module.bias is not None)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, new)
+def resize_to(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> nn.Module:
+    """Give ``model`` the sizes :func:`layer_shapes` recorded: module attributes set, every
+    tensor whose shape differs replaced by an uninitialised one of the recorded shape (same
+    dtype, same ``requires_grad``), ready for ``load_state_dict``."""
+    for name, sizes in shapes.get("attrs", {}).items():
+        module = model.get_submodule(name)
+        for attr, value in sizes.items():
+            setattr(module, attr, value)
+    for name, shape in shapes.get("tensors", {}).items():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        if attr in module._parameters and module._parameters[attr] is not None:
+            old = module._parameters[attr]
+            if list(old.shape) != shape:
+                module._parameters[attr] = nn.Parameter(old.new_empty(shape), requires_grad=old.requires_grad)
+        elif attr in module._buffers and module._buffers[attr] is not None:
+            old = module._buffers[attr]
+            if list(old.shape) != shape:
+                module._buffers[attr] = old.new_empty(shape)
     return model
 
 
@@ -77,7 +92,8 @@ def save_model(path: str | Path, model: nn.Module, spec: dict[str, Any], *,
     payload = {
         "format": FORMAT,
         "spec": spec,
-        "shapes": shapes if shapes is not None else ({} if pt2e else layer_shapes(model)),
+        # a quantized model's own layers say nothing about its float skeleton: pass the float model's
+        "shapes": shapes if shapes is not None else ({} if pt2e or quant else layer_shapes(model)),
         "quant": quant,
         "state_dict": {} if pt2e else model.state_dict(),
         "extra": extra or {},
@@ -96,7 +112,10 @@ def load_model(path: str | Path) -> Loaded:
     except Exception as exc:  # truncated, corrupted, or not a torch file at all
         raise CheckpointError(f"{path}: not a readable checkpoint ({error_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a compression-lab checkpoint (format {FORMAT} expected)")
+        older = isinstance(payload, dict) and isinstance(payload.get("format"), int) and payload["format"] < FORMAT
+        raise CheckpointError(f"{path}: " + ("written by an older compression-lab; re-run the stage that writes it "
+                                             "(dvc repro --force <stage>)" if older else
+                                             f"not a compression-lab checkpoint (format {FORMAT} expected)"))
     try:
         if payload.get("program") is not None:
             model = load_program(payload["program"])

@@ -7,6 +7,7 @@ names the dotted key, the bad value and what is allowed (:class:`ParamsError`).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -40,6 +41,8 @@ def _numeric(annotation: Any) -> bool:
     """int/float, possibly Annotated or Optional (not bool, not inside a list)."""
     if annotation in (int, float):
         return True
+    if get_origin(annotation) is Literal:  # Literal[1, 3]: numbers, so `true` is not 1 either
+        return all(type(arg) in (int, float) for arg in get_args(annotation))
     if get_origin(annotation) in (Annotated, Union, UnionType):
         return any(_numeric(arg) for arg in get_args(annotation))
     return False
@@ -69,25 +72,60 @@ Width = Annotated[int, Field(gt=0, le=2048)]
 
 
 class DataConfig(Section):
-    name: Literal["digits", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"] = "digits"
     root: str = "data"
     download: bool = False
     val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
     batch_size: Annotated[int, Field(gt=0, le=8192, description=BATCH_WHY)] = 64
     max_train_samples: PositiveInt | None = None
+    # imagefolder only (see pipelines/imagefolder.py): images resized to image_size x image_size
+    # (null: the size every train image already has), loaded as RGB (3, torchvision's ImageFolder
+    # default) or grayscale (1), normalised with mean/std per channel (null: computed on the train
+    # split and recorded in metrics/train_baseline.json).
+    image_size: PositiveInt | None = None
+    channels: Literal[1, 3] = 3
+    mean: Annotated[list[float], Field(min_length=1, max_length=3)] | None = None
+    std: Annotated[list[PositiveFloat], Field(min_length=1, max_length=3)] | None = None
+
+
+BUILTIN_ARCHS = ("cnn", "mlp", "resnet18", "mobilenet_v2")
+_ARCH_FORMS = f"{' | '.join(BUILTIN_ARCHS)} | torchvision:<builder> | <module>:<callable>"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_ARCH_PATTERN = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
 
 
 class ModelConfig(Section):
-    arch: Literal["cnn", "resnet18", "mobilenet_v2"] = "cnn"
+    # cnn (channels/depth), mlp (hidden), torchvision's quantizable resnet18 / mobilenet_v2,
+    # torchvision:<builder> (any classification builder), <module>:<callable> (your factory)
+    arch: str = "cnn"
     channels: Annotated[list[Width], Field(min_length=1, max_length=6, description=(
         "a 3x3 convolution between two layers 2048 wide already holds 38M weights (150 MB)"))] = [32, 64, 128]
     depth: Annotated[int, Field(ge=1, le=4)] = 1
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    hidden: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)] = [256, 128]  # mlp only
+    # extra keyword arguments for a torchvision builder or your factory, e.g. {image_size: 32}
+    kwargs: dict[str, bool | int | float | str | list[int] | None] = {}
+    # a trained state_dict (or a checkpoint holding one) to start from instead of random weights
+    weights: str | None = None
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_form(cls, value: str) -> str:
+        if value in BUILTIN_ARCHS or _ARCH_PATTERN.fullmatch(value):
+            return value
+        raise ValueError(f"unknown value; allowed: {_ARCH_FORMS}")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("an empty path; write null for random initial weights")
+        return value
 
 
 class TrainConfig(Section):
-    epochs: Epochs = 12
+    epochs: NonNegEpochs = 12  # 0: evaluate teacher.weights as given, no training
     lr: PositiveFloat = 3e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -113,7 +151,8 @@ class PruneConfig(Section):
 
 class QuantizeConfig(Section):
     method: Literal["none", "dynamic", "static", "qat"] = "static"
-    engine: Literal["eager", "pt2e"] = "eager"
+    # auto: eager for the built-in quantizable archs (cnn, mlp, resnet18, mobilenet_v2), pt2e otherwise
+    engine: Literal["auto", "eager", "pt2e"] = "auto"
     observer: Literal["minmax", "histogram"] = "histogram"
     per_channel: bool = True
     calibration_batches: Annotated[int, Field(gt=0, le=10_000, description=BATCH_WHY)] = 8
@@ -121,7 +160,12 @@ class QuantizeConfig(Section):
     qat_lr: PositiveFloat = 1e-4
 
 
-Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune"]
+# PyTorch (eager, torch.compile, CPU bf16 autocast) and deploy targets (ONNX Runtime, OpenVINO,
+# AOTInductor): see pipelines/measurement/runtimes.py, pipelines/measurement/deploy and the README.
+Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune",
+                  "eager-cpu-bf16", "compile-default-cpu-bf16", "compile-reduce-overhead-cpu-bf16",
+                  "compile-max-autotune-cpu-bf16",
+                  "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti"]
 FASTEST = "fastest"  # benchmark.deploy_runtime: judge a model on whichever measured runtime is fastest
 DeployRuntime = Literal[(FASTEST, *get_args(Runtime))]  # type: ignore[valid-type]
 
@@ -132,7 +176,7 @@ class BenchmarkConfig(Section):
         f"more threads than the {CORES} cores this process may use only oversubscribe them and distort every latency"))] = 2
     warmup: Annotated[int, Field(ge=0, le=10_000, description="calls of each variant, one after another")] = 10
     iters: Annotated[int, Field(gt=0, le=100_000, description="timed calls of each variant, one after another")] = 60
-    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default"]
+    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default", "ort-int8", "ov-int8"]
     # The runtime the final model is judged on (headline latency, speedup, the search's latency
     # objective): `fastest` of the measured ones, or one entry of `runtimes`.
     deploy_runtime: DeployRuntime = FASTEST
@@ -273,6 +317,10 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _check_search_keys(self) -> "Params":
+        _check_data(self.data)
+        if self.train.epochs == 0 and self.teacher.weights is None:
+            raise ValueError("train.epochs: 0 evaluates the teacher without training, so it needs teacher.weights "
+                             "(got teacher.weights null)")
         for key, dim in self.search.space.items():
             _check_search_key(self, key, dim)
         return self
@@ -283,6 +331,19 @@ class Params(Section):
     def with_overrides(self, overrides: dict[str, Any]) -> "Params":
         """Return a validated copy with dotted-key overrides applied (``{"prune.amount": 0.3}``)."""
         return validate(apply_overrides(self.model_dump(), overrides))
+
+
+def _check_data(data: DataConfig) -> None:
+    """The imagefolder-only keys, and one mean/std value per channel."""
+    if data.name != "imagefolder":
+        for key in ("image_size", "mean", "std"):
+            if getattr(data, key) is not None:
+                raise ValueError(f"data.{key}: only for data.name imagefolder (got data.name {data.name!r})")
+    for key in ("mean", "std"):
+        value = getattr(data, key)
+        if value is not None and len(value) != data.channels:
+            raise ValueError(f"data.{key}: needs one value per channel, data.channels is {data.channels} "
+                             f"(got {value!r})")
 
 
 def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:

@@ -30,6 +30,14 @@ class TrackingError(UserError, RuntimeError):
     """The tracking store cannot be reached or used; names the URI."""
 
 
+class ModelError(UserError, RuntimeError):
+    """A model that cannot be built or given its weights as configured (names the arch/weights key)."""
+
+
+class QuantizeError(UserError, RuntimeError):
+    """A model this quantize config cannot handle (e.g. not exportable for PT2E); names the key."""
+
+
 class TrainingError(UserError, RuntimeError):
     """Training cannot go on with these settings (e.g. the loss diverged: lower the learning rate)."""
 

@@ -33,6 +33,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (names one checkpoint across stages, runs and stores)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 def write_dir(path: str | Path, fill: Callable[[Path], list[Path]]) -> list[Path]:
     """Call ``fill(tmp_dir)`` (it writes files there and returns them), then put that folder in
     the place of ``path`` as a whole: a reader finds the old folder complete, none for an instant,
@@ -53,17 +62,6 @@ def write_dir(path: str | Path, fill: Callable[[Path], list[Path]]) -> list[Path
         raise
     shutil.rmtree(old, ignore_errors=True)
     return [path / Path(f).relative_to(staging) for f in files]
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (names one checkpoint across stages, runs and stores)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -27,6 +27,9 @@ _MESSAGES = [
     (UserWarning, r"can be interpreted in multiple ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource\."),
     # MLflow's log_table asks pandas 3 for "object" columns the pandas-2 way (a deprecation for MLflow).
     (Warning, r"For backward compatibility, 'str' dtypes are included by select_dtypes"),
+    # torch-pruning found nn.Parameters used outside any layer (ViT's class_token and
+    # pos_embedding) and prunes their embedding dim with the layers they feed: what we want.
+    (UserWarning, r"Unwrapped parameters detected"),
 ]
 
 # torch.compile on a torch.ao eager-int8 model: dynamo cannot trace its kernels and falls back

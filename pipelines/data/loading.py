@@ -10,6 +10,12 @@ is converted to one tensor once and no per-item transforms run during training.
 * ``mnist``, ``fashion_mnist``, ``cifar10``: torchvision's own dataset classes and file parsers,
   reading ``data.root`` (downloading only when ``data.download`` is true). Val is a seeded
   stratified split of the official train split; test is the official test split.
+* ``imagefolder``: the user's images (:mod:`pipelines.data.imagefolder`); ``val/`` and ``test/``
+  folders when present, else seeded stratified splits of ``train/`` (test first, as for digits);
+  ``data.mean``/``data.std`` replace the computed statistics when given.
+
+The statistics used are kept in :attr:`DataBundle.mean` / :attr:`DataBundle.std` (per channel, on
+the 0..1 pixel scale, as ``transforms.Normalize`` takes them) so they can be recorded.
 
 ``max_train_samples`` caps the train split (seeded, stratified where possible) after val/test have
 been carved out, and the normalisation statistics come from the uncapped train split, so val and
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -34,8 +41,10 @@ from pipelines.core.errors import DataError
 
 __all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
 
-# The schema's dataset names, less the bundled one: pipelines.data.torchvision_sets serves these.
-TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation) if n != "digits")
+# The schema's dataset names, less the bundled one and the user's folder: pipelines.data.torchvision_sets
+# serves these.
+TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation)
+                             if n not in ("digits", "imagefolder"))
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,9 @@ class DataBundle:
     in_channels: int
     image_size: int  # H (== W)
     name: str
+    mean: tuple[float, ...] = ()  # per channel, what the images were normalised with
+    std: tuple[float, ...] = ()
+    classes: tuple[str, ...] = ()  # class names where the dataset has them (imagefolder)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,12 +95,20 @@ def _cap(indices: np.ndarray, labels: np.ndarray, cap: int | None, rng: np.rando
     return kept
 
 
-def _normalise(images: torch.Tensor, train_idx: np.ndarray) -> torch.Tensor:
-    """Float images standardised per channel with mean/std of the train rows only."""
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean, std
+
+
+def _stats(images: torch.Tensor, train_idx: np.ndarray) -> Stats:
+    """Per-channel mean/std of the train rows only (a constant channel gets std 1)."""
     train = images[torch.as_tensor(train_idx)]
-    var, mean = torch.var_mean(train, dim=(0, 2, 3), correction=0, keepdim=True)
+    var, mean = torch.var_mean(train, dim=(0, 2, 3), correction=0)
     std = var.sqrt()
     std = torch.where(std > 0, std, torch.ones_like(std))
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _normalise(images: torch.Tensor, stats: Stats) -> torch.Tensor:
+    mean, std = (torch.tensor(v, dtype=images.dtype).view(1, -1, 1, 1) for v in stats)
     return ((images - mean) / std).contiguous()
 
 
@@ -120,7 +140,8 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
     rng = np.random.RandomState(seed)
     pool, test_idx = _split(np.arange(n), y, _count(cfg.test_fraction, n), rng)
     train_idx, val_idx = _split(pool, y, _count(cfg.val_fraction, n), rng)
-    images = _normalise(images, train_idx)
+    stats = _stats(images, train_idx)
+    images = _normalise(images, stats)
     train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
@@ -130,6 +151,8 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
         in_channels=1,
         image_size=images.shape[-1],
         name=cfg.name,
+        mean=stats[0],
+        std=stats[1],
     )
 
 
@@ -158,7 +181,8 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     # One float tensor holding train+test, normalised with train-split statistics only.
     images = torch.cat([train_u8, test_u8]).to(torch.float32).div_(255.0)
     labels = torch.cat([train_labels, test_labels])
-    images = _normalise(images, train_idx)
+    stats = _stats(images, train_idx)
+    images = _normalise(images, stats)
     test_idx = np.arange(n, n + len(test_labels))
 
     train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
@@ -170,6 +194,49 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
         in_channels=images.shape[1],
         image_size=images.shape[-1],
         name=cfg.name,
+        mean=stats[0],
+        std=stats[1],
+    )
+
+
+def _load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
+    from pipelines.data.imagefolder import read_folder
+
+    folder = read_folder(cfg)
+    parts = [folder.train, *(s for s in (folder.val, folder.test) if s is not None)]
+    images = torch.cat([p[0] for p in parts]).to(torch.float32).div_(255.0)
+    labels = torch.cat([p[1] for p in parts])
+    y = labels.numpy()
+    n = len(folder.train[1])
+    rng = np.random.RandomState(seed)
+    train_idx, offset, given = np.arange(n), n, {}
+    for name, split in (("val", folder.val), ("test", folder.test)):
+        if split is not None:
+            given[name] = np.arange(offset, offset + len(split[1]))
+            offset += len(split[1])
+    carved = {}
+    for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):  # digits' order
+        if name not in given:
+            if len(train_idx) < 2:
+                raise DataError(f"{Path(cfg.root) / 'train'}: {n} images are too few to carve a {name} split "
+                                f"from; add images or a {Path(cfg.root) / name} folder")
+            train_idx, carved[name] = _split(train_idx, y, _count(fraction, n), rng)
+    mean, std = _stats(images, train_idx)
+    stats = (tuple(cfg.mean) if cfg.mean is not None else mean, tuple(cfg.std) if cfg.std is not None else std)
+    images = _normalise(images, stats)
+    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
+    splits = {**given, **carved}
+    return DataBundle(
+        train=_subset(images, labels, train_idx),
+        val=_subset(images, labels, splits["val"]),
+        test=_subset(images, labels, splits["test"]),
+        num_classes=len(folder.classes),
+        in_channels=images.shape[1],
+        image_size=images.shape[-1],
+        name=cfg.name,
+        mean=stats[0],
+        std=stats[1],
+        classes=folder.classes,
     )
 
 
@@ -177,9 +244,12 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load ``cfg.name`` as normalised in-memory train/val/test tensors (same seed, same splits)."""
     if cfg.name == "digits":
         return _load_digits(cfg, seed)
+    if cfg.name == "imagefolder":
+        return _load_imagefolder(cfg, seed)
     if cfg.name in TORCHVISION_DATASETS:
         return _load_torchvision(cfg, seed)
-    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, {', '.join(TORCHVISION_DATASETS)}")
+    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, imagefolder, "
+                    f"{', '.join(TORCHVISION_DATASETS)}")
 
 
 def make_loader(ds: TensorDataset | Sequence, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -4,10 +4,14 @@ the same loop.
 
 Every compiled variant is checked: it must have compiled graphs of its own (dynamo silently
 reuses or skips code otherwise, see :func:`benchmark_models`) and agree with the eager output.
+Deploy targets (:mod:`pipelines.measurement.deploy`) are built once per model, checked the same
+way (fp32 ones tightly; int8 and bf16 ones are judged by accuracy) and timed in the same loop;
+with a test split, every row's accuracy is measured in its own runtime.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,10 +19,13 @@ from torch import nn
 
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_quantized
+from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_root, compile_for, warm_compilers
+from pipelines.measurement.deploy import Deployer, exact, import_libraries
 from pipelines.measurement.graphs import GraphReport, explain_graphs
 from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for
 from pipelines.measurement.timing import NoiseLimits, measure
+
 
 def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
     rel = 5e-2 if (rt.amp is not None or quantized) else 1e-3
@@ -26,9 +33,10 @@ def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
 
 
 def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: torch.Tensor,
-           example: torch.Tensor, quantized: bool) -> float | None:
+           example: torch.Tensor, quantized: bool, enforce: bool = True) -> float | None:
     """Sets ``comp.error`` when the compiled variant did not really compile its own code, or
-    disagrees with eager; returns the max abs difference to the eager output."""
+    disagrees with eager (only when ``enforce``: deploy rows that quantize or run bf16 are judged
+    by their measured accuracy); returns the max abs difference to the eager output."""
     if report is not None and report.graphs > 0 and comp.graphs == 0:
         comp.error = ("no graph compiled for this variant: dynamo reused another variant's code or "
                       "fell back to eager (recompile limit?)")
@@ -41,9 +49,21 @@ def _check(comp: Compiled, rt: Runtime, report: GraphReport | None, reference: t
         comp.error = f"compiled model fails on its input: {error_line(exc)}"
         return None
     tol = _tolerance(rt, quantized, float(reference.float().abs().max()))
-    if not diff <= tol:
+    if enforce and not diff <= tol:
         comp.error = f"compiled output differs from eager: max abs diff {diff:.3g} > {tol:.3g}"
     return diff
+
+
+@dataclass
+class DeployInputs:
+    """What the deploy targets and per-runtime accuracy need beyond the models: a
+    :class:`~pipelines.measurement.deploy.Deployer`, each int8 model's fp32 source
+    (``{"quantized": "pruned"}``) and the test split (images, labels) every row's accuracy is
+    measured on, in that row's runtime."""
+
+    deployer: Deployer | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    test: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor],
@@ -51,7 +71,8 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
                      warmup: int, iters: int, reference: str | None = None,
                      amp: list[str] | None = None,
                      settings: CompileSettings = CompileSettings(),
-                     noise: NoiseLimits = NoiseLimits()) -> list[dict[str, Any]]:
+                     noise: NoiseLimits = NoiseLimits(),
+                     deploy: DeployInputs | None = None) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
@@ -59,6 +80,8 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     teacher on eager only, the reference of the speedup).
     Each batch size's loop is watched for disturbance (:func:`~pipelines.measurement.timing.measure`):
     re-measured while disturbed, and its rows say ``noisy`` when even the quietest attempt was.
+    ``deploy``: builds the deploy targets (once per model, reused at every batch size) and
+    measures each row's accuracy in its own runtime.
 
     Dynamo keeps one code cache per Python function, shared by every instance of a class and by
     every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
@@ -66,6 +89,7 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     variant produced graphs of its own and matches eager before it is timed."""
     import torch._dynamo
 
+    deploy = deploy or DeployInputs()
     wanted = runtimes if isinstance(runtimes, dict) else dict.fromkeys(models, runtimes)
     per_model = {name: runtimes_for(model, expand_runtimes(wanted[name], amp)) for name, model in models.items()}
     quantized = {name: is_quantized(model) for name, model in models.items()}
@@ -82,21 +106,36 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     with cold_cache_root():
         try:
             warm_compilers((r for rs in per_model.values() for r in rs), settings)
+            import_libraries([r for rs in per_model.values() for r in rs])
             return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
-                            settings, noise)
+                            settings, noise, deploy)
         finally:
             torch._dynamo.reset()
 
 
+def _deployed(deploy: DeployInputs, models: dict[str, nn.Module], name: str, runtime: str,
+              example: torch.Tensor, quantized: bool) -> Compiled:
+    """A deploy target as a :class:`Compiled` variant (built by ``deploy.deployer``)."""
+    if deploy.deployer is None:
+        return Compiled(None, float("nan"), error="deploy targets need a Deployer (benchmark_models(deploy=...))")
+    source = deploy.sources.get(name)
+    built = deploy.deployer.build(runtime, name, models[name], example, int8_model=quantized,
+                                  source=(source, models[source]) if source in models else None)
+    return Compiled(built.fn, built.convert_s, note=built.note, error=built.error or None, skipped=built.skipped,
+                    artifact=built.artifact, artifact_mb=built.artifact_mb)
+
+
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference, settings, noise) -> list[dict[str, Any]]:
+             reference, settings, noise, deploy) -> list[dict[str, Any]]:
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
+    built: dict[tuple[str, str], Compiled] = {}  # deploy targets serve every batch size
     for batch_size, example in examples.items():
         torch._dynamo.reset()
         variants: dict[tuple[str, str], Compiled] = {}
         diffs: dict[tuple[str, str], float | None] = {}
+        accuracy: dict[tuple[str, str], float] = {}
         for name, model in models.items():
             try:
                 with torch.inference_mode():
@@ -107,20 +146,29 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 continue
             for runtime in per_model[name]:
                 rt = parse_runtime(runtime)
-                comp = compile_for(model, runtime, example, reports.get(name), settings)
-                if rt.mode is not None and comp.error is None:
-                    device_example = example.to(comp.device)
-                    diffs[(name, runtime)] = _check(comp, rt, reports.get(name), eager_out, device_example,
-                                                    quantized[name])
+                if rt.deploy:
+                    if (name, runtime) not in built:
+                        built[(name, runtime)] = _deployed(deploy, models, name, runtime, example, quantized[name])
+                    comp = built[(name, runtime)]
+                else:
+                    comp = compile_for(model, runtime, example, reports.get(name), settings)
+                if comp.error is None and not comp.skipped:
+                    if rt.mode is not None or rt.amp is not None or rt.deploy:
+                        diffs[(name, runtime)] = _check(comp, rt, None if rt.deploy else reports.get(name), eager_out,
+                                                        example.to(comp.device), quantized[name],
+                                                        enforce=not rt.deploy or exact(runtime, quantized[name]))
+                    if deploy.test is not None and comp.error is None:
+                        accuracy[(name, runtime)] = runtime_accuracy(comp.fn, *deploy.test, batch_size, comp.device)
                 variants[(name, runtime)] = comp
         inputs = {dev: example.to(dev) for dev in {c.device for c in variants.values()}}
-        runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items() if c.error is None}
+        runnable = {key: (lambda c=c, x=inputs[c.device]: c.fn(x)) for key, c in variants.items()
+                    if c.error is None and not c.skipped}
         measured = measure(runnable, warmup, iters, noise) if runnable else None
         timings = measured.timings if measured else {}
         ref = timings.get((reference, "eager")) if reference else None
         for (name, runtime), comp in variants.items():
             rt = parse_runtime(runtime)
-            report = reports.get(name)
+            report = None if rt.deploy else reports.get(name)
             row: dict[str, Any] = {
                 "model": name, "runtime": runtime, "batch_size": batch_size, "device": comp.device,
                 "compile_time_s": comp.compile_time_s, "wrapper": comp.wrapper,
@@ -130,7 +178,11 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 "max_abs_diff_vs_eager": diffs.get((name, runtime), ""),
                 "note": "; ".join(n for n in (comp.note, explain_notes.get(name, "") if rt.mode else "") if n),
                 "error": comp.error or "",
+                "skipped": comp.skipped,
+                "artifact": comp.artifact, "artifact_mb": comp.artifact_mb,
             }
+            if (name, runtime) in accuracy:
+                row["accuracy"] = accuracy[(name, runtime)]
             lat = timings.get((name, runtime))
             if lat is not None:
                 row.update(latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,

@@ -4,14 +4,16 @@ batch size (one interleaved measurement), and every ratio against the teacher.""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from pipelines.core.config import FASTEST, BenchmarkConfig
 from pipelines.core.cpu import isa_summary
-from pipelines.measurement.benchmark import benchmark_models
+from pipelines.measurement.benchmark import DeployInputs, benchmark_models
 from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.runtimes import parse_runtime
 from pipelines.measurement.size import size_metrics
 from pipelines.measurement.timing import NoiseLimits, set_threads
 
@@ -26,19 +28,26 @@ RUN_METRICS = ("latency_ms_p50", "throughput_sps", "speedup_vs_teacher", "best_l
 
 
 def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: dict[int, Any],
-            cfg: BenchmarkConfig) -> list[dict[str, Any]]:
+            cfg: BenchmarkConfig, deploy: DeployInputs | None = None,
+            checkpoints: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+    """Every row's accuracy is the one measured in its runtime when ``deploy.test`` is given, else
+    the model's own (``accuracy``, PyTorch eager); drops are against the teacher's eager accuracy.
+    PyTorch rows ship the model's checkpoint (``checkpoints``), deploy rows their artifact."""
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
-                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
+                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg), deploy=deploy)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     isa = isa_summary()
     for row in rows:
         name = row["model"]
         row["cpu_isa"] = isa
-        row.update(accuracy=accuracy[name], **sizes[name])
+        measured = row.pop("accuracy", accuracy[name])
+        row.update(accuracy=measured, **sizes[name])
+        if not parse_runtime(row["runtime"]).deploy and name in (checkpoints or {}):
+            row.update(artifact=str(checkpoints[name]), artifact_mb=checkpoints[name].stat().st_size / 1e6)
         row["size_ratio_vs_teacher"] = sizes[name]["size_mb"] / teacher_size
-        row["accuracy_drop_vs_teacher"] = 100 * (teacher_acc - accuracy[name])
+        row["accuracy_drop_vs_teacher"] = 100 * (teacher_acc - measured)
     return rows
 
 
@@ -52,28 +61,57 @@ def judged_runtime(p50_ms: Mapping[str, float], deploy: str = FASTEST) -> str | 
     return min(p50_ms, key=lambda rt: p50_ms[rt]) if p50_ms else None
 
 
-def summary_metrics(rows: list[dict[str, Any]], batch_size: int, deploy: str = FASTEST) -> dict[str, dict[str, Any]]:
-    """Per model: its eager row at ``batch_size`` plus the runtime it is judged on
-    (:func:`judged_runtime`; ``best_*``)."""
+def fastest(rows: list[dict[str, Any]], model: str, batch_size: int, accuracy_slack: float = 0.0,
+            deploy: str = FASTEST) -> dict[str, Any] | None:
+    """The row ``model`` is judged on at ``batch_size`` (:func:`judged_runtime`) among its timed rows
+    whose accuracy (measured in their own runtime) is at most ``accuracy_slack`` below the model's
+    PyTorch eager row at that batch size: a runtime that is fast because it computes something
+    else is not a deploy choice."""
+    mine = [r for r in rows if r["model"] == model and r["batch_size"] == batch_size and "latency_ms_p50" in r]
+    eager = next((r for r in mine if r["runtime"] == "eager"), None)
+    floor = eager["accuracy"] - accuracy_slack - 1e-9 if eager is not None else float("-inf")
+    ok = {r["runtime"]: r for r in mine if r["accuracy"] >= floor}
+    judged = judged_runtime({rt: r["latency_ms_p50"] for rt, r in ok.items()}, deploy)
+    return ok.get(judged) if judged else None
+
+
+def summary_metrics(rows: list[dict[str, Any]], batch_size: int, deploy: str = FASTEST,
+                    accuracy_slack: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Per model: its eager row at ``batch_size``, plus the runtime it is judged on at
+    ``batch_size`` (``best_*``) and at batch 1 (``best_*_bs1``): ``benchmark.deploy_runtime``, or
+    the fastest among those within ``accuracy_slack`` of eager's accuracy (:func:`fastest`), with
+    the artifact it ships."""
     out: dict[str, dict[str, Any]] = {}
     at_bs = [r for r in rows if r["batch_size"] == batch_size and "latency_ms_p50" in r]
     for name in dict.fromkeys(r["model"] for r in at_bs):
-        by_runtime = {r["runtime"]: r for r in at_bs if r["model"] == name}
-        p50 = {rt: r["latency_ms_p50"] for rt, r in by_runtime.items()}
-        judged = judged_runtime(p50, deploy)
-        best = by_runtime[judged or judged_runtime(p50)]
-        eager, mine = by_runtime["eager"], list(by_runtime.values())
+        mine = [r for r in at_bs if r["model"] == name]
+        eager = next(r for r in mine if r["runtime"] == "eager")
         keep = ("accuracy", "latency_ms_p50", "latency_ms_p90", "throughput_sps", "size_mb", "size_gzip_mb",
                 "num_params", "nonzero_params", "sparsity", "speedup_vs_teacher", "size_ratio_vs_teacher",
                 "accuracy_drop_vs_teacher")
         entry = {k: eager[k] for k in keep if k in eager}
-        entry["best_runtime"] = best["runtime"]
-        entry["best_latency_ms_p50"] = best["latency_ms_p50"]
-        entry["best_speedup_vs_teacher"] = best.get("speedup_vs_teacher")
-        if judged is None:
-            entry["deploy_runtime_error"] = f"{deploy} did not run; judged on the fastest measured runtime instead"
+        for bs, suffix in ((batch_size, ""), (1, "_bs1")):
+            best = fastest(rows, name, bs, accuracy_slack, deploy)
+            if best is None and deploy != FASTEST:
+                entry[f"deploy_runtime_error{suffix}"] = (f"{deploy} did not run; judged on the fastest measured "
+                                                          "runtime instead")
+                best = fastest(rows, name, bs, accuracy_slack)
+            base = next((r for r in rows if (r["model"], r["runtime"], r["batch_size"]) == (name, "eager", bs)
+                         and "latency_ms_p50" in r), None)
+            if best is None or base is None:
+                continue
+            if suffix:
+                entry["latency_ms_p50_bs1"] = base["latency_ms_p50"]
+            entry.update({f"best_runtime{suffix}": best["runtime"],
+                          f"best_latency_ms_p50{suffix}": best["latency_ms_p50"],
+                          f"best_latency_ms_p90{suffix}": best["latency_ms_p90"],
+                          f"best_accuracy{suffix}": best["accuracy"],
+                          f"best_artifact{suffix}": best.get("artifact", ""),
+                          f"best_artifact_mb{suffix}": best.get("artifact_mb", float("nan")),
+                          f"best_speedup_vs_eager{suffix}": base["latency_ms_p50"] / best["latency_ms_p50"],
+                          f"best_speedup_vs_teacher{suffix}": best.get("speedup_vs_teacher")})
         entry["noisy"] = any(r.get("noisy") for r in rows if r["model"] == name and "latency_ms_p50" in r)
-        compiled = [r for r in mine if r["runtime"] != "eager"]
+        compiled = [r for r in mine if parse_runtime(r["runtime"]).mode]
         if compiled:
             entry["compile_time_s"] = max(r["compile_time_s"] for r in compiled)
             breaks = [r["graph_breaks"] for r in compiled if isinstance(r["graph_breaks"], int)]

@@ -39,6 +39,7 @@ from pipelines.measurement.runtimes import Runtime, parse_runtime
 from pipelines.measurement.timing import sync
 
 REDUCE_OVERHEAD_CPU_NOTE = "reduce-overhead means CUDA graphs; on CPU it compiles like compile-default"
+DEPLOY_ONLY_NOTE = "a deploy target: benchmark_models builds it (with a Deployer), compile_for does not"
 PT2E_REFERENCE_NOTE = ("PT2E reference graph (quantize/dequantize around fp32 ops): its int8 kernels only exist "
                        "once compiled, see the compile-* rows")
 
@@ -58,10 +59,21 @@ class Compiled:
     device: str = "cpu"
     note: str = ""
     wrapper: str = ""                  # "cpp" or "python" for compiled variants
+    skipped: str = ""                  # why this machine cannot run the variant (not an error)
+    artifact: str = ""                 # deploy targets: the file a user ships
+    artifact_mb: float | str = ""
 
 
 def _autocast(rt: Runtime) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", dtype=rt.amp) if rt.amp is not None else contextlib.nullcontext()
+    return torch.autocast(rt.amp_device, dtype=rt.amp) if rt.amp is not None else contextlib.nullcontext()
+
+
+def _with_autocast(fn: Callable[[torch.Tensor], Any], rt: Runtime) -> Callable[[torch.Tensor], Any]:
+    def run(x: torch.Tensor) -> Any:
+        with _autocast(rt):
+            return fn(x)
+
+    return run
 
 
 _CACHE_ROOT: list[str] = []  # set by benchmark_models: per-variant cold caches live under it
@@ -183,8 +195,16 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
     ``settings``: wrapper policy and extra Inductor settings. A model the compiler refuses comes
     back with ``error`` set, never as an exception."""
     rt = parse_runtime(runtime)
+    if rt.deploy:
+        return Compiled(None, float("nan"), skipped=DEPLOY_ONLY_NOTE)
+    if rt.amp is not None and rt.device == "cpu":
+        from pipelines.measurement.deploy import bf16_missing
+
+        if reason := bf16_missing():
+            return Compiled(model, float("nan"), skipped=reason)
     if rt.mode is None:
-        return Compiled(model, 0.0, 0, [], note=PT2E_REFERENCE_NOTE if is_pt2e_int8(model) else "")
+        fn = model if rt.amp is None else _with_autocast(model, rt)
+        return Compiled(fn, 0.0, 0, [], note=PT2E_REFERENCE_NOTE if is_pt2e_int8(model) else "")
     cpp = use_cpp_wrapper(model, rt, settings.cpp_wrapper)
     apply_inductor_settings(settings)
     from torch._dynamo.utils import counters
@@ -205,10 +225,7 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
         return Compiled(model, float("nan"), error=error_line(exc), device=rt.device,
                         wrapper="cpp" if cpp else "python")
 
-    def run(x: torch.Tensor, _c: Callable = compiled, _rt: Runtime = rt) -> Any:
-        with _autocast(_rt):
-            return _c(x)
-
+    run = _with_autocast(compiled, rt)
     notes = []
     if breaks is not None and breaks.note:
         notes.append(breaks.note)

@@ -5,6 +5,12 @@
   :mod:`pipelines.measurement.compile`.
 - ``compile-<mode>-fp16`` / ``-bf16``: added automatically when CUDA is present, for float models
   only: the model on the GPU, compiled the same way, run under ``torch.autocast`` (Tensor Cores).
+- ``eager-cpu-bf16`` / ``compile-<mode>-cpu-bf16``: float models on the CPU under
+  ``torch.autocast("cpu", bfloat16)`` (oneDNN bf16 kernels, AMX where present); skipped with the
+  reason on a CPU without native bf16 (:mod:`pipelines.core.cpu`).
+- deploy targets ``ort-fp32``, ``ort-int8``, ``ov-fp32``, ``ov-bf16``, ``ov-int8``, ``aoti``
+  (ONNX Runtime, OpenVINO, AOTInductor): built by :mod:`pipelines.measurement.deploy` and timed in
+  the same interleaved loop, every runtime on ``benchmark.num_threads`` threads, none spinning idle.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 from torch import nn
 
 from pipelines.core.kinds import is_quantized
+from pipelines.measurement.deploy import DEPLOY_RUNTIMES, applies
 
 RUNTIME_MODES = {
     "compile-default": "default",
@@ -22,29 +29,38 @@ RUNTIME_MODES = {
     "compile-max-autotune": "max-autotune",
 }
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+CPU_BF16 = "-cpu-bf16"  # eager-cpu-bf16, compile-<mode>-cpu-bf16
 
 
 @dataclass(frozen=True)
 class Runtime:
     name: str
     mode: str | None = None            # torch.compile mode; None = eager
-    amp: torch.dtype | None = None     # autocast dtype (CUDA rows only)
+    amp: torch.dtype | None = None     # autocast dtype
+    amp_device: str = "cuda"           # where autocast rows run: CUDA, or the CPU's bf16 rows
+    deploy: bool = False               # a deploy target (pipelines.measurement.deploy), not PyTorch
 
     @property
     def device(self) -> str:
-        return "cuda" if self.amp is not None else "cpu"
+        return self.amp_device if self.amp is not None else "cpu"
 
 
 def parse_runtime(name: str) -> Runtime:
-    """``eager``, ``compile-<mode>`` or ``compile-<mode>-fp16|bf16``."""
+    """``eager``, ``compile-<mode>``, ``compile-<mode>-fp16|bf16`` (CUDA), ``eager-cpu-bf16``,
+    ``compile-<mode>-cpu-bf16`` or a deploy target (``ort-int8``, ...)."""
     if name == "eager":
         return Runtime(name)
+    if name in DEPLOY_RUNTIMES:
+        return Runtime(name, deploy=True)
+    if name.endswith(CPU_BF16) and (base := name.removesuffix(CPU_BF16)) in ("eager", *RUNTIME_MODES):
+        return Runtime(name, RUNTIME_MODES.get(base), torch.bfloat16, "cpu")
     base, _, suffix = name.rpartition("-")
     if suffix in AMP_DTYPES and base in RUNTIME_MODES:
         return Runtime(name, RUNTIME_MODES[base], AMP_DTYPES[suffix])
     if name in RUNTIME_MODES:
         return Runtime(name, RUNTIME_MODES[name])
-    allowed = ["eager", *RUNTIME_MODES, *(f"{m}-{s}" for m in RUNTIME_MODES for s in AMP_DTYPES)]
+    allowed = ["eager", *RUNTIME_MODES, *(f"{m}-{s}" for m in RUNTIME_MODES for s in AMP_DTYPES),
+               *(f"{m}{CPU_BF16}" for m in ("eager", *RUNTIME_MODES)), *DEPLOY_RUNTIMES]
     raise ValueError(f"unknown runtime {name!r}; allowed: {', '.join(allowed)}")
 
 
@@ -67,7 +83,7 @@ def expand_runtimes(runtimes: list[str], amp: list[str] | None = None) -> list[s
 
 
 def runtimes_for(model: nn.Module, runtimes: list[str]) -> list[str]:
-    """Autocast rows make sense for float models only; int8 models keep the rest."""
+    """Autocast and fp32/bf16 deploy rows make sense for float models only; int8 models keep the rest."""
     if not is_quantized(model):
         return list(runtimes)
-    return [r for r in runtimes if parse_runtime(r).amp is None]
+    return [r for r in runtimes if parse_runtime(r).amp is None and applies(r, int8_model=True)]

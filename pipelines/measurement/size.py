@@ -24,12 +24,13 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
         return list(weight_tensors(model).values())
     out = []
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if callable(weight):  # torch.ao quantized modules expose weight()
-            weight = weight()
-        if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-            quantized = weight.is_quantized or type(weight) not in (torch.Tensor, nn.Parameter)  # torchao int8
-            out.append(weight.dequantize() if quantized else weight.detach())
+        for name in ("weight", "in_proj_weight"):  # in_proj_weight: nn.MultiheadAttention's packed q/k/v
+            weight = getattr(module, name, None)
+            if callable(weight):  # torch.ao quantized modules expose weight()
+                weight = weight()
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                quantized = weight.is_quantized or type(weight) not in (torch.Tensor, nn.Parameter)  # torchao int8
+                out.append(weight.dequantize() if quantized else weight.detach())
     return out
 
 

@@ -1,6 +1,11 @@
-"""Models layer: the architectures the chain builds (:mod:`.zoo`) and the spec a checkpoint
-rebuilds them from. Depends on core only."""
+"""Models layer: the architectures the chain builds (:mod:`.zoo`, :mod:`.builders`), the spec a
+checkpoint rebuilds them from (:mod:`.build`) and the user's weights (:mod:`.weights`). Depends on
+core only."""
 
-from pipelines.models.zoo import CNN, build_from_spec, build_model, count_params, model_spec
+from pipelines.models.build import build_from_spec, build_model, model_spec
+from pipelines.models.builders import check_output
+from pipelines.models.weights import load_weights
+from pipelines.models.zoo import CNN, MLP, count_params
 
-__all__ = ["CNN", "build_from_spec", "build_model", "count_params", "model_spec"]
+__all__ = ["CNN", "MLP", "build_from_spec", "build_model", "check_output", "count_params", "load_weights",
+           "model_spec"]

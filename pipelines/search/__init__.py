@@ -53,8 +53,8 @@ from pipelines.search.storage import (DIRECTIONS, STORAGE_ENV, directions, heart
                                       make_sampler, make_storage, open_study, storage_url)
 from pipelines.search.trial import Baseline, Objective, context_fingerprint, measure_latency, run_chain, state_hash
 
-__all__ = ["DIRECTIONS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Comparison", "Fidelity", "Objective",
-           "SearchError", "SearchOutcome", "best_params_yaml", "compare_to_current", "constraint_values", "context_fingerprint",
+__all__ = ["DIRECTIONS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Comparison", "Fidelity", "Objective", "SearchError",
+           "SearchOutcome", "best_params_yaml", "compare_to_current", "constraint_values", "context_fingerprint",
            "current_trial", "directions", "dominates", "enqueue_current", "feasible_front",
            "first_feasible", "heartbeat_settings", "hypervolume", "in_space", "is_feasible", "make_pruner",
            "make_sampler", "make_storage", "measure_latency", "open_study", "pick_best", "run_chain", "run_search",

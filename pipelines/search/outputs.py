@@ -83,19 +83,19 @@ def summarize(study: optuna.Study, context: str | None, params: Params | None = 
 def write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
                   meta: dict[str, Any] | None = None, plots_dir: Path | None = None) -> list[Path]:
     """``pareto.json``, ``best_params.yaml`` (when any trial is feasible), Pareto-front and
-    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``). Each folder is
-    replaced as a whole: nothing of an earlier search (a plot this one cannot draw, a
-    ``best_params.yaml`` no trial supports now) stays beside them."""
-    in_out_dir = plots_dir is None or Path(plots_dir) == Path(out_dir)
-    files = write_dir(out_dir, lambda staging: _write_results(outcome, staging, objectives, meta)
-                      + (write_plots(outcome, staging, objectives) if in_out_dir else []))
-    if not in_out_dir:
-        files += write_dir(plots_dir, lambda staging: write_plots(outcome, staging, objectives))
+    parameter-importance plots (HTML + PNG, in ``plots_dir``, default ``out_dir``), replacing
+    ``out_dir`` as a whole: nothing of an earlier search (a plot this one cannot draw) stays
+    beside them."""
+    files = write_dir(out_dir, lambda staging: _write_outputs(outcome, staging, objectives, meta,
+                                                              with_plots=plots_dir is None))
+    if plots_dir is not None:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        files += write_plots(outcome, Path(plots_dir), objectives)
     return files
 
 
-def _write_results(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
-                   meta: dict[str, Any] | None) -> list[Path]:
+def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
+                   meta: dict[str, Any] | None, with_plots: bool) -> list[Path]:
     study = outcome.study
     files = [write_json(out_dir / "pareto.json", {
         "study": study.study_name,
@@ -111,8 +111,10 @@ def _write_results(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
                     "val_accuracy_curve": t.user_attrs.get("val_accuracy_curve", [])} for t in outcome.pruned],
     })]
     if outcome.best is not None:
-        files.append(write_text(out_dir / "best_params.yaml", best_params_yaml(outcome.best, study.study_name,
-                                                                               outcome.current)))
+        files.append(write_text(out_dir / "best_params.yaml",
+                                best_params_yaml(outcome.best, study.study_name, outcome.current)))
+    if with_plots:
+        files += write_plots(outcome, out_dir, objectives)
     return files
 
 

@@ -40,8 +40,8 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     write the outputs. A context without a trial of the current configuration gets one enqueued
     first; ``search.pruner`` stops hopeless trials (see :mod:`pipelines.search.fidelity`). On
     Ctrl-C the finished trials stay in storage, the outputs are written from them, and the
-    interrupt propagates. When every trial this call ran failed, a
-    :class:`SearchError` says why and the previous outputs stay as they were.
+    interrupt propagates. When every trial this call ran failed,
+    a :class:`SearchError` says why and the previous outputs stay as they were.
 
     ``worker=True`` is one of many processes sharing the study: its sampler seed also depends on
     the host and process (workers that start together must not draw the same trials), and it
@@ -90,7 +90,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     except KeyboardInterrupt as exc:
         interrupted = exc
         print("[search] interrupted: finished trials are kept; re-run to resume", flush=True)
-    if interrupted is None and objective.failures and not objective.finished:
+    if interrupted is None and objective.failures and not objective.completed:
         raise SearchError(f"all {len(objective.failures)} trials failed (first: {objective.failures[0]}); "
                           f"{out_dir} is left as it was")
     outcome = summarize(study, objective.context, params)

@@ -182,7 +182,7 @@ class Objective:
         self.fidelity = fidelity
         self.set_keys = list(params.search.space)
         self.context = context_fingerprint(params, baseline.teacher_hash, self.set_keys)
-        self.finished = 0  # trials this process completed or pruned, and the reasons of those that failed
+        self.completed = 0  # trials this process finished, and the reasons of those that failed
         self.failures: list[str] = []
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -220,7 +220,6 @@ class Objective:
                 child.log_metrics({"pruned_at_step": step, "duration_s": time.perf_counter() - started})
                 if curve is not None:
                     curve.finish(TrialState.PRUNED)
-                self.finished += 1
                 print(f"[search] trial {trial.number} {exc} [{time.perf_counter() - started:.1f}s]", flush=True)
                 raise
             except BaseException as exc:
@@ -235,7 +234,7 @@ class Objective:
                     print(f"[search] trial {trial.number} failed: {reason}", flush=True)
                 raise
             feasible = is_feasible(constraints)
-            self.finished += 1
+            self.completed += 1
             record_result(trial, metrics, constraints, feasible, child.url)
             trial.set_user_attr("test_accuracy", metrics["accuracy"])  # reported only: never read by the search
             if curve is not None:

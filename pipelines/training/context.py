@@ -3,6 +3,7 @@ one way to train a model under ``params.train`` (:func:`train`)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 from pipelines.core.config import Params
 from pipelines.core.kinds import cpu_only
 from pipelines.data import DataBundle, load_data, make_loader
-from pipelines.models import build_model, model_spec
+from pipelines.models import build_model, check_output, load_weights, model_spec
 from pipelines.training.loop import EpochCallback, History, evaluate, fit, resolve_device, seed_everything
 
 
@@ -50,16 +51,30 @@ class Context:
         reps = -(-batch_size // len(images))
         return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
 
+    def calibration_batches(self, count: int | None = None) -> list[torch.Tensor]:
+        """The first ``count`` (default ``quantize.calibration_batches``) training batches in the
+        seeded shuffled order: what PTQ calibrates on, in every engine and every deploy target."""
+        count = self.params.quantize.calibration_batches if count is None else count
+        return list(itertools.islice((images for images, _ in self.loader("train", shuffle=True)), count))
+
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
         return evaluate(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
 
     def spec(self, which: str) -> dict[str, Any]:
-        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
+        return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
+                          self.data.image_size)
 
     def new_model(self, which: str) -> nn.Module:
+        """``which`` (teacher | student) as params say: built, checked on a batch of the data, and
+        started from ``<which>.weights`` when given."""
+        cfg = getattr(self.params, which)
         seed_everything(self.params.seed)
-        return build_model(getattr(self.params, which), self.data.in_channels, self.data.num_classes)
+        model = build_model(cfg, self.data.in_channels, self.data.num_classes, self.data.image_size, key=which)
+        check_output(model, self.example(2), self.data.num_classes, which, cfg.arch)
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, which, cfg.arch)
+        return model
 
 
 def train(ctx: Context, model: nn.Module, epochs: int, lr: float, desc: str, loss_fn=None,

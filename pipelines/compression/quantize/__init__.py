@@ -4,26 +4,27 @@ Every caller (the chain, the search, checkpoint loading) goes through :func:`qua
 choice of implementation for ``quantize.engine`` x ``quantize.method`` lives here only:
 
 - engine ``eager``: torch.ao x86 (:mod:`.eager`), the textbook API;
-- engine ``pt2e``: torch.export + torchao ``X86InductorQuantizer`` (:mod:`.pt2e`).
+- engine ``pt2e``: torch.export + torchao ``X86InductorQuantizer`` (:mod:`.pt2e`);
+- engine ``auto`` (default): eager for the built-in quantizable archs, pt2e for any other model
+  (:func:`resolve_engine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from pipelines.compression.quantize import eager, pt2e
 from pipelines.compression.quantize.pt2e import REPORT_KEY, fp32_layers, load_program, program_tensor
 from pipelines.core.config import QuantizeConfig
-from pipelines.core.errors import ParamsError
+from pipelines.core.errors import ParamsError, QuantizeError
 from pipelines.training.context import Context, train
 
 __all__ = ["REPORT_KEY", "Quantizer", "fp32_layers", "load_program", "program_tensor", "quantize", "quantizer",
-           "recipe", "skeleton"]
+           "recipe", "resolve_engine", "skeleton"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,6 @@ class Quantizer:
     run: Callable[[nn.Module, QuantizeConfig, Context], nn.Module]
     skeleton: Callable[[nn.Module, dict[str, Any]], nn.Module] | None
     assign: bool = False
-
-
-def _calibration(ctx: Context) -> Iterator[torch.Tensor]:
-    return (batch[0] for batch in ctx.loader("train", shuffle=True))
 
 
 def _finetune(ctx: Context, cfg: QuantizeConfig, desc: str) -> Callable[[nn.Module], None]:
@@ -61,13 +58,13 @@ def _torchao_dynamic(model: nn.Module, *_: Any) -> nn.Module:
 
 REGISTRY: dict[tuple[str, str], Quantizer] = {
     ("eager", "dynamic"): Quantizer(_eager_dynamic, _eager_dynamic),
-    ("eager", "static"): Quantizer(lambda m, cfg, ctx: eager.quantize_static(m, _calibration(ctx), cfg),
+    ("eager", "static"): Quantizer(lambda m, cfg, ctx: eager.quantize_static(m, ctx.calibration_batches(cfg.calibration_batches), cfg),
                                    eager.skeleton),
     ("eager", "qat"): Quantizer(lambda m, cfg, ctx: eager.quantize_qat(m, cfg, _finetune(ctx, cfg, "qat")),
                                 eager.skeleton),
     ("pt2e", "dynamic"): Quantizer(_torchao_dynamic, _torchao_dynamic, assign=True),
-    ("pt2e", "static"): Quantizer(lambda m, cfg, ctx: pt2e.quantize_static(m, _calibration(ctx), cfg,
-                                                                           ctx.example(2)), None),
+    ("pt2e", "static"): Quantizer(lambda m, cfg, ctx: pt2e.quantize_static(
+        m, ctx.calibration_batches(cfg.calibration_batches), cfg, ctx.example(2)), None),
     ("pt2e", "qat"): Quantizer(lambda m, cfg, ctx: pt2e.quantize_qat(m, cfg, ctx.example(2),
                                                                      _finetune(ctx, cfg, "qat (pt2e)")), None),
 }
@@ -82,19 +79,33 @@ def quantizer(engine: str, method: str) -> Quantizer:
                           f"allowed: {allowed}") from None
 
 
+def resolve_engine(cfg: QuantizeConfig, model: nn.Module) -> str:
+    """``quantize.engine`` for this model: ``auto`` is eager for the built-in quantizable archs
+    (QuantStub + ``fuse_model``) and pt2e (torch.export: any exportable model) otherwise."""
+    if cfg.engine == "auto":
+        return "eager" if eager.eager_quantizable(model) else "pt2e"
+    if cfg.engine == "eager" and cfg.method in ("static", "qat") and not eager.eager_quantizable(model):
+        raise QuantizeError(f"quantize.engine: eager {cfg.method} needs QuantStub/DeQuantStub and fuse_model() in "
+                            "the model (the built-in cnn, mlp, resnet18, mobilenet_v2 have them); "
+                            "use engine auto or pt2e for this model")
+    return cfg.engine
+
+
 def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: Context) -> nn.Module:
     """int8 copy of ``model`` per ``cfg`` (``method: none`` returns ``model`` itself)."""
     model = model.cpu().eval()
     if cfg.method == "none":
         return model
-    return quantizer(cfg.engine, cfg.method).run(model, cfg, ctx)
+    return quantizer(resolve_engine(cfg, model), cfg.method).run(model, cfg, ctx)
 
 
-def recipe(cfg: QuantizeConfig) -> dict[str, Any] | None:
-    """What a checkpoint needs to rebuild the int8 model (see :func:`skeleton`); None for fp32."""
+def recipe(cfg: QuantizeConfig, engine: str | None = None) -> dict[str, Any] | None:
+    """What a checkpoint needs to rebuild the int8 model (see :func:`skeleton`); None for fp32.
+    ``engine``: the one :func:`resolve_engine` chose (``auto`` is never stored)."""
     if cfg.method == "none":
         return None
-    return {"method": cfg.method, "engine": cfg.engine, "observer": cfg.observer, "per_channel": cfg.per_channel}
+    return {"method": cfg.method, "engine": engine or cfg.engine, "observer": cfg.observer,
+            "per_channel": cfg.per_channel}
 
 
 def skeleton(model: nn.Module, quant: dict[str, Any]) -> tuple[nn.Module, bool]:

@@ -29,10 +29,10 @@ from pipelines.core.config import QuantizeConfig
 ENGINE = "x86"
 
 
-def recipe(cfg: QuantizeConfig) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild the int8 skeleton (see :func:`quantized_skeleton`)."""
-    return {"method": cfg.method, "engine": cfg.engine, "observer": cfg.observer,
-            "per_channel": cfg.per_channel}
+def eager_quantizable(model: nn.Module) -> bool:
+    """Ready for eager torch.ao static/QAT: ``QuantStub`` at the input and ``fuse_model()``, as
+    every built-in arch (cnn, mlp, resnet18, mobilenet_v2) has."""
+    return callable(getattr(model, "fuse_model", None)) and any(isinstance(m, tq.QuantStub) for m in model.modules())
 
 
 def qconfig(observer: str, per_channel: bool, qat: bool = False) -> tq.QConfig:

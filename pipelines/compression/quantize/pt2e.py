@@ -30,10 +30,14 @@ own archive format; :func:`load_program` refuses archives with pickled payloads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import io
 import json
+import os
+import re
+import sys
 import types
 import warnings
 import zipfile
@@ -44,7 +48,7 @@ import torch
 from torch import fx, nn
 
 from pipelines.core.config import QuantizeConfig
-from pipelines.core.errors import first_line
+from pipelines.core.errors import QuantizeError, first_line
 from pipelines.core.kinds import is_pt2e
 from pipelines.core.pt2e_graph import ADD, CONV_LINEAR, dequant_ops, register_int8_ops, weight_quantized
 
@@ -54,8 +58,25 @@ EXAMPLE_KEY = "pt2e_example"
 REPORT_KEY = "pt2e_report"
 
 
-
 # --- export and quantizer -------------------------------------------------------------------------
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def export_failure(exc: BaseException) -> str:
+    """One line for a model ``torch.export`` cannot capture: the graph break or unsupported op
+    (the error's first line) and where it is in the model's code (the last frame outside torch)."""
+    text = str(exc)
+    what = f"{type(exc).__name__}: {first_line(exc, 160)}"
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [m for m in _FRAME.finditer(text) if not m.group(1).startswith(torch_dir)]
+    where = ""
+    if frames:
+        path, line, func, code = frames[-1].groups()
+        where = f" at {path}:{line} in {func}" + (f" (`{code.strip()[:80]}`)" if code.strip() else "")
+    return (f"quantize.engine: pt2e needs torch.export, which cannot capture this model ({what}{where}); "
+            "make that code exportable, or use quantize.method: dynamic or none")
+
 
 def allow_train_eval(model: fx.GraphModule) -> fx.GraphModule:
     """Let ``model.train()``/``model.eval()`` work on an exported graph (torchao's
@@ -82,8 +103,16 @@ def _dynamic_batch() -> tuple[dict[int, Any], ...]:
 
 def export(model: nn.Module, example: torch.Tensor, strict: bool = True) -> fx.GraphModule:
     """``torch.export`` with a dynamic batch dimension (calibration, evaluation and benchmark
-    batches differ in size), as an ``fx.GraphModule``."""
-    return torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=strict).module()
+    batches differ in size), as an ``fx.GraphModule``.
+
+    On a data-dependent branch torch.export prints the partial graph to stderr before raising;
+    that dump is dropped (the error itself, which :func:`export_failure` turns into one line,
+    names the code). Whatever it writes to stderr on success is passed through."""
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=strict)
+    sys.stderr.write(captured.getvalue())
+    return program.module()
 
 
 def quantization_config(observer: str, per_channel: bool, qat: bool):
@@ -159,12 +188,15 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
         graph = export(model, example, strict)
     except Exception as exc:  # noqa: BLE001 - dynamo could not trace it: non-strict export instead
         if not strict:
-            raise
+            raise QuantizeError(export_failure(exc)) from None
+        try:
+            graph = export(model, example, strict=False)
+        except Exception:  # noqa: BLE001 - neither way: the strict error names the graph break best
+            raise QuantizeError(export_failure(exc)) from None
         warnings.warn(f"pt2e: strict torch.export failed ({type(exc).__name__}: {first_line(exc, 160)}); "
-                      "exporting non-strict", RuntimeWarning, stacklevel=2)
+                      "exported non-strict", RuntimeWarning, stacklevel=2)
         strict = False
         report["export"] = "non-strict"
-        graph = export(model, example, strict=False)
     config = quantization_config(cfg.observer, cfg.per_channel, qat)
     insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
     try:

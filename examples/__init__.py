@@ -1,0 +1,1 @@
+"""Examples of bringing your own model (see README, "Compress your own model")."""

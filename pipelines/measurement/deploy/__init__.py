@@ -1,0 +1,229 @@
+"""Deploy targets: the runtimes a user ships a model on, built from the chain's PyTorch models.
+
+=============  ======================================================================  =================
+runtime        what runs                                                              deploy artifact
+=============  ======================================================================  =================
+``ort-fp32``   ONNX Runtime (CPU provider) on the fp32 ONNX export                      ``<model>.onnx``
+``ort-int8``   ONNX Runtime on a static QDQ int8 model (``quantize_static``, per-channel) ``<model>.int8.onnx``
+``ov-fp32``    OpenVINO CPU on the ONNX export, ``INFERENCE_PRECISION_HINT=f32``         ``<model>.onnx``
+``ov-bf16``    the same with ``INFERENCE_PRECISION_HINT=bf16`` (CPUs with native bf16)   ``<model>.onnx``
+``ov-int8``    OpenVINO CPU on NNCF's PTQ int8 model                                     ``<model>.int8.xml/.bin``
+``aoti``       AOTInductor package: ahead-of-time compiled, C++ runner, no Python        ``<model>.pt2``
+=============  ======================================================================  =================
+
+Every float model is exported once (:mod:`.export`: dynamo exporter, dynamic batch, checked
+against PyTorch in ONNX Runtime); the fp32/bf16 runtimes run that file. The int8 runtimes
+quantize a *float* model with the runtime's own PTQ on the calibration batches the pipeline's PTQ
+used; for an int8 model of the chain (the ``quantized`` stage's output) they start from its fp32
+source (the model the quantize stage started from), so the final model's int8 rows compare int8
+engines on the same weights and the same calibration data. fp32/bf16 runtimes are for float
+models only (an int8 model's float form is its source's row).
+
+``convert_s`` (reported as ``compile_time_s``) is what a user pays to get from the PyTorch model to
+a running session: ONNX export (shared by a model's runtimes, counted in each), quantization,
+conversion and compilation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipelines.core.cpu import has_bf16
+from pipelines.core.errors import error_line
+from pipelines.core.kinds import is_pt2e, is_quantized
+
+DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
+INT8_RUNTIMES = ("ort-int8", "ov-int8")
+FLOAT_RUNTIMES = ("ort-fp32", "ov-fp32", "ov-bf16")
+
+
+def applies(runtime: str, int8_model: bool) -> bool:
+    """Whether ``runtime`` has a row for a model (fp32/bf16 runtimes: float models only)."""
+    return not (int8_model and runtime in FLOAT_RUNTIMES)
+
+
+def exact(runtime: str, int8_model: bool) -> bool:
+    """Whether the runtime computes what the PyTorch model does up to fp32 rounding (checked with
+    a tight tolerance); bf16 and int8 rows are judged by their measured accuracy instead."""
+    return runtime in ("ort-fp32", "ov-fp32") or (runtime == "aoti" and not int8_model)
+
+
+@dataclass
+class Deployed:
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
+    convert_s: float = float("nan")
+    artifacts: list[Path] = field(default_factory=list)
+    note: str = ""
+    error: str = ""
+    skipped: str = ""
+
+    @property
+    def artifact(self) -> str:
+        return str(self.artifacts[0]) if self.artifacts else ""
+
+    @property
+    def artifact_mb(self) -> float | str:
+        return sum(p.stat().st_size for p in self.artifacts) / 1e6 if self.artifacts else ""
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """``num_threads``: every runtime's thread count (``benchmark.num_threads``); ``calibration``:
+    the PTQ calibration batches; ``directory``: where the artifacts go."""
+
+    num_threads: int
+    calibration: Sequence[torch.Tensor]
+    directory: Path
+
+
+class Deployer:
+    """Builds the deploy runtimes of a set of models, exporting each float model once."""
+
+    def __init__(self, settings: DeploySettings) -> None:
+        self.settings = settings
+        self._exports: dict[str, tuple[Path, float, float]] = {}   # name -> (onnx, export_s, diff)
+        self._int8_onnx: dict[str, tuple[Path, float]] = {}
+        self._ov_int8: dict[str, tuple[list[Path], float]] = {}
+
+    def path(self, name: str, suffix: str) -> Path:
+        return Path(self.settings.directory) / f"{name}{suffix}"
+
+    # --- artifacts, each built once -------------------------------------------------------------
+
+    def onnx(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[Path, float, float]:
+        """The fp32 ONNX export of a float model: (path, seconds, max abs diff vs PyTorch)."""
+        if name not in self._exports:
+            from pipelines.measurement.deploy.export import export_onnx
+
+            done = export_onnx(model, example, self.path(name, ".onnx"))
+            self._exports[name] = (done.path, done.seconds, done.max_abs_diff)
+        return self._exports[name]
+
+    def ort_int8(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[Path, float]:
+        if name not in self._int8_onnx:
+            from pipelines.measurement.deploy import ort
+
+            fp32, export_s, _ = self.onnx(name, model, example)
+            start = time.perf_counter()
+            out = ort.quantize_int8(fp32, self.path(name, ".int8.onnx"), self.settings.calibration)
+            self._int8_onnx[name] = (out, export_s + time.perf_counter() - start)
+        return self._int8_onnx[name]
+
+    def ov_int8(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[list[Path], float]:
+        if name not in self._ov_int8:
+            from pipelines.measurement.deploy import ov
+
+            fp32, export_s, _ = self.onnx(name, model, example)
+            start = time.perf_counter()
+            files = ov.save_ir(ov.quantize_int8(ov.read_onnx(fp32), self.settings.calibration),
+                               self.path(name, ".int8.xml"))
+            self._ov_int8[name] = (files, export_s + time.perf_counter() - start)
+        return self._ov_int8[name]
+
+    # --- runtimes -------------------------------------------------------------------------------
+
+    def build(self, runtime: str, name: str, model: nn.Module, example: torch.Tensor, int8_model: bool = False,
+              source: tuple[str, nn.Module] | None = None) -> Deployed:
+        """``runtime`` for the chain model ``name``. An int8 model's int8 runtimes start from
+        ``source`` = (name, fp32 model). Failures and missing CPU features come back as
+        ``error`` / ``skipped``, never as exceptions."""
+        if reason := skip_reason(runtime):
+            return Deployed(None, skipped=reason)
+        if len(example) < 2:  # torch.export specialises a batch of 1; the exports keep the batch dynamic
+            example = example.expand(2, *example.shape[1:]).contiguous()
+        try:
+            return self._build(runtime, name, model, example, int8_model, source)
+        except Exception as exc:  # noqa: BLE001 - a model a runtime refuses is a row, not a crash
+            return Deployed(None, error=error_line(exc))
+
+    def _build(self, runtime, name, model, example, int8_model, source) -> Deployed:
+        from pipelines.measurement.deploy import aoti
+
+        if runtime == "aoti":
+            if int8_model and not is_pt2e(model):
+                return Deployed(None, skipped=aoti.EAGER_INT8_REASON)
+            start = time.perf_counter()
+            path = aoti.package(model, example, self.path(name, ".pt2"))
+            fn = aoti.load(path)
+            return Deployed(fn, time.perf_counter() - start, [path])
+        note = ""
+        if runtime in INT8_RUNTIMES and int8_model:
+            if source is None:
+                return Deployed(None, error="an int8 model needs its fp32 source for runtime PTQ")
+            note = (f"{'ONNX Runtime' if runtime == 'ort-int8' else 'NNCF'} PTQ of {source[0]} (the fp32 model "
+                    "the quantize stage started from) on the same calibration batches")
+            name, model = source
+        if runtime == "ort-int8":
+            path, prior = self.ort_int8(name, model, example)
+            files = [path]
+        elif runtime == "ov-int8":
+            files, prior = self.ov_int8(name, model, example)
+        else:
+            path, prior, _ = self.onnx(name, model, example)
+            files = [path]
+        start = time.perf_counter()
+        fn = self._session(runtime, files[0])
+        return Deployed(fn, prior + time.perf_counter() - start, files, note)
+
+    def _session(self, runtime: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+        from pipelines.measurement.deploy import ort, ov
+
+        n = self.settings.num_threads
+        if runtime.startswith("ort-"):
+            return ort.Session(path, n)
+        model = ov.read_ir(path) if path.suffix == ".xml" else ov.read_onnx(path)
+        return ov.Compiled(model, "bf16" if runtime == "ov-bf16" else "f32", n)
+
+
+def export_chain(deployer: Deployer, models: dict[str, nn.Module], sources: dict[str, str],
+                 example: torch.Tensor) -> dict[str, dict]:
+    """Every model as ONNX: a float model's fp32 export, an int8 model's ONNX Runtime int8 (QDQ)
+    model built from its fp32 source. Per model: ``file``, ``files`` (to log), ``max_abs_diff``
+    (fp32 exports vs PyTorch), ``error`` (one line; the other models are still exported)."""
+    out: dict[str, dict] = {}
+    for name, model in models.items():
+        try:
+            if is_quantized(model):
+                source = sources[name]
+                path, _ = deployer.ort_int8(source, models[source], example)
+                out[name] = {"file": str(path), "files": [path], "from": source}
+            else:
+                path, seconds, diff = deployer.onnx(name, model, example)
+                out[name] = {"file": str(path), "files": [path], "max_abs_diff": diff, "export_s": seconds}
+        except Exception as exc:  # noqa: BLE001 - a model the exporter refuses is reported, not a crash
+            out[name] = {"error": error_line(exc)}
+    return out
+
+
+_LIBRARIES = {"ort": ("onnx", "onnxscript", "onnxruntime", "onnxruntime.quantization"),
+              "ov": ("onnx", "onnxscript", "onnxruntime", "openvino", "nncf"), "aoti": ("torch._inductor",)}
+
+
+def import_libraries(runtimes: Sequence[str]) -> None:
+    """Import what ``runtimes`` use now, so no row's ``convert_s`` pays a library's import."""
+    import importlib
+
+    for runtime in runtimes:
+        for module in _LIBRARIES.get(runtime.split("-")[0], ()):
+            importlib.import_module(module)
+
+
+def bf16_missing() -> str:
+    """Why bf16 rows are skipped on this CPU, or ``""`` when it has native bf16 (without it PyTorch
+    and OpenVINO emulate bf16 through fp32 conversions: that measures the emulation, not bf16)."""
+    return "" if has_bf16() else "this CPU has no native bf16 (avx512_bf16 / amx_bf16 absent from its flags)"
+
+
+def skip_reason(runtime: str) -> str:
+    """Why a deploy target cannot run on this machine (``""``: it runs)."""
+    if runtime == "ov-bf16":
+        from pipelines.measurement.deploy import ov
+
+        return ov.bf16_missing()
+    return ""

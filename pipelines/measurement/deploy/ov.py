@@ -1,0 +1,101 @@
+"""OpenVINO on the CPU: an ONNX file read into OpenVINO's IR, compiled with an explicit precision.
+
+- precision ``f32`` / ``bf16``: ``INFERENCE_PRECISION_HINT``. OpenVINO's own default on a CPU
+  with bf16 (AMX) is bf16, so the fp32 row asks for f32 explicitly; the bf16 row exists only where
+  the CPU has native bf16 (OpenVINO's ``OPTIMIZATION_CAPABILITIES`` lists ``BF16``).
+- int8 (:func:`quantize_int8`): NNCF post-training quantization (``nncf.quantize``, its default
+  mixed preset: int8 weights per output channel, activations per tensor, fast bias correction) on
+  the batches it is given (the pipeline gives it the PTQ calibration batches). What NNCF leaves
+  in float runs in f32.
+
+Politeness towards other runtimes in the process: ``INFERENCE_NUM_THREADS = num_threads``
+(``benchmark.num_threads``), one stream, ``ENABLE_CPU_PINNING`` off (pinning would tie its
+threads, and the caller's, to cores other runtimes are about to use).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+@functools.cache
+def core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def capabilities() -> list[str]:
+    return list(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def bf16_missing() -> str:
+    """Why an OpenVINO bf16 row is skipped here, or ``""``."""
+    from pipelines.measurement.deploy import bf16_missing as native_missing
+
+    return native_missing() or ("" if "BF16" in capabilities() else "OpenVINO's CPU plugin lists no BF16 capability")
+
+
+def config(precision: str, num_threads: int) -> dict:
+    return {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": num_threads,
+            "ENABLE_CPU_PINNING": False, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+
+
+class Compiled:
+    """A compiled OpenVINO model called like a PyTorch one (tensor in, tensor out)."""
+
+    def __init__(self, model, precision: str, num_threads: int) -> None:
+        self.compiled = core().compile_model(model, "CPU", config(precision, num_threads))
+        self.request = self.compiled.create_infer_request()
+
+    def property(self, name: str):
+        return self.compiled.get_property(name)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.request.infer({0: x.numpy()}, share_inputs=True, share_outputs=True)
+        return torch.from_numpy(out[0].copy())
+
+
+def read_onnx(path: str | Path):
+    import openvino as ov
+
+    return ov.convert_model(str(path))
+
+
+def read_ir(xml: str | Path):
+    return core().read_model(str(xml))
+
+
+def save_ir(model, xml: str | Path) -> list[Path]:
+    """``model`` as OpenVINO IR (``.xml`` + ``.bin``, weights as they are: no fp16 compression)."""
+    import os
+    import tempfile
+
+    import openvino as ov
+
+    xml = Path(xml)
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=xml.parent, prefix=f".{xml.stem}.") as tmp:
+        ov.save_model(model, str(Path(tmp) / xml.name), compress_to_fp16=False)
+        os.replace(Path(tmp) / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+        os.replace(Path(tmp) / xml.name, xml)  # the .xml last: it names the .bin
+    return [xml, xml.with_suffix(".bin")]
+
+
+def quantize_int8(model, calibration: Sequence[torch.Tensor]):
+    """NNCF PTQ of an OpenVINO model on ``calibration`` (every batch used). NNCF draws progress
+    bars on stdout (rich) with no switch to turn them off; they go nowhere."""
+    import contextlib
+    import io
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    dataset = nncf.Dataset(list(calibration), lambda batch: batch.numpy())
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(model, dataset, subset_size=len(calibration))

@@ -1,0 +1,212 @@
+"""Deploy targets on tiny real models: a real ONNX export, real ONNX Runtime and OpenVINO
+sessions, real int8 from onnxruntime.quantization and NNCF, a real AOTInductor package, all
+through the one benchmarking routine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+from pipelines.compression.quantize.eager import quantize_static
+from pipelines.core.config import QuantizeConfig
+from pipelines.measurement import benchmark as bm
+from pipelines.measurement.accuracy import runtime_accuracy
+from pipelines.measurement.deploy import Deployer, DeploySettings, bf16_missing, export_chain, ort, ov
+from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
+from pipelines.measurement.timing import NoiseLimits
+from pipelines.models import CNN
+
+THREADS = 2
+
+
+def _cnn(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return CNN(1, 10, [8, 16], 1).eval()
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list[torch.Tensor]:
+    torch.manual_seed(7)
+    return [torch.randn(8, 1, 8, 8) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def test_split() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(8)
+    return torch.randn(21, 1, 8, 8), torch.randint(0, 10, (21,))
+
+
+@pytest.fixture(scope="module")
+def models(calibration) -> dict[str, nn.Module]:
+    fp32 = _cnn(0)
+    int8 = quantize_static(fp32, calibration, QuantizeConfig(method="static", calibration_batches=2))
+    return {"fp32": fp32, "int8": int8}
+
+
+@pytest.fixture(scope="module")
+def deployer(tmp_path_factory, calibration) -> Deployer:
+    return Deployer(DeploySettings(THREADS, calibration, tmp_path_factory.mktemp("deploy")))
+
+
+RUNTIMES = ["eager", "eager-cpu-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti"]
+
+
+@pytest.fixture(scope="module")
+def rows(models, deployer, test_split) -> list[dict]:
+    torch.set_num_threads(THREADS)
+    examples = {1: torch.randn(1, 1, 8, 8), 4: torch.randn(4, 1, 8, 8)}
+    deploy = bm.DeployInputs(deployer, {"int8": "fp32"}, test_split)
+    return bm.benchmark_models(models, examples, RUNTIMES, warmup=1, iters=3, reference="fp32", deploy=deploy,
+                               noise=NoiseLimits(retries=0))
+
+
+def _row(rows, model, runtime, bs=4):
+    found = [r for r in rows if (r["model"], r["runtime"], r["batch_size"]) == (model, runtime, bs)]
+    assert len(found) == 1, (model, runtime, bs)
+    return found[0]
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch(models, deployer):
+    model = models["fp32"]
+    path, _, diff = deployer.onnx("fp32", model, torch.randn(4, 1, 8, 8))
+    batch = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.HasField("dim_value")  # symbolic, not fixed to the example's 4
+    session = ort.Session(path, THREADS)
+    for n in (1, 7):
+        x = torch.randn(n, 1, 8, 8)
+        with torch.inference_mode():
+            expected = model(x)
+        assert (session(x) - expected).abs().max() <= 1e-4 * (1 + expected.abs().max())
+    assert diff <= 1e-4
+
+
+class Drifting(nn.Module):
+    """Python state the exporter bakes in as a constant: the exported graph answers as the model
+    did at export time, not as it does now."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Drifting.calls += 1
+        return x.flatten(1) * float(Drifting.calls)
+
+
+def test_an_export_that_computes_something_else_is_refused(tmp_path):
+    with pytest.raises(ExportMismatch, match="differs from PyTorch"):
+        export_onnx(Drifting().eval(), torch.randn(2, 1, 8, 8), tmp_path / "drift.onnx")
+
+
+def test_every_chain_model_is_exported_an_int8_one_from_its_source(models, deployer):
+    exports = export_chain(deployer, models, {"int8": "fp32"}, torch.randn(4, 1, 8, 8))
+    assert exports["fp32"]["file"].endswith("fp32.onnx") and exports["fp32"]["max_abs_diff"] <= 1e-4
+    assert exports["int8"]["file"].endswith("fp32.int8.onnx") and exports["int8"]["from"] == "fp32"
+    assert all(Path(e["file"]).stat().st_size > 0 for e in exports.values())
+
+
+# --- the runtimes share the machine -----------------------------------------------------------------
+
+
+def test_onnx_runtime_sessions_use_the_thread_count_and_never_spin(models, deployer):
+    path, _, _ = deployer.onnx("fp32", models["fp32"], torch.randn(4, 1, 8, 8))
+    session = ort.Session(path, THREADS)
+    assert session.options.intra_op_num_threads == THREADS and session.options.inter_op_num_threads == 1
+    for key in ort.NO_SPIN:
+        assert session.options.get_session_config_entry(key) == "0"
+
+
+def test_openvino_uses_the_thread_count_without_pinning(models, deployer):
+    path, _, _ = deployer.onnx("fp32", models["fp32"], torch.randn(4, 1, 8, 8))
+    compiled = ov.Compiled(ov.read_onnx(path), "f32", THREADS)
+    assert compiled.property("INFERENCE_NUM_THREADS") == THREADS
+    assert compiled.property("ENABLE_CPU_PINNING") is False
+    assert str(compiled.property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
+def test_foreign_runtimes_leave_pytorchs_thread_count_alone(rows):
+    assert torch.get_num_threads() == THREADS  # after every session above was built and timed
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+
+def test_fp32_deploy_rows_compute_what_pytorch_computes(rows):
+    for runtime in ("ort-fp32", "ov-fp32", "aoti"):
+        for bs in (1, 4):
+            row = _row(rows, "fp32", runtime, bs)
+            assert row["error"] == "" and row["latency_ms_p50"] > 0, row
+            assert row["max_abs_diff_vs_eager"] <= 1e-3
+            assert row["accuracy"] == _row(rows, "fp32", "eager", bs)["accuracy"]
+
+
+def test_each_row_accuracy_is_measured_in_its_own_runtime(rows, test_split):
+    """Re-open each int8 artifact with the runtime's own API and count: the row says the same."""
+    images, labels = test_split
+    ort_row, ov_row = _row(rows, "int8", "ort-int8"), _row(rows, "int8", "ov-int8")
+    session = onnxruntime.InferenceSession(ort_row["artifact"], providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    ort_pred = session.run(None, {name: images.numpy()})[0].argmax(1)
+    assert ort_row["accuracy"] == pytest.approx(float(np.mean(ort_pred == labels.numpy())))
+    compiled = ov.core().compile_model(ov.read_ir(ov_row["artifact"]), "CPU")
+    ov_pred = compiled(images.numpy())[0].argmax(1)
+    assert ov_row["accuracy"] == pytest.approx(float(np.mean(ov_pred == labels.numpy())))
+
+
+def test_int8_rows_of_an_int8_model_start_from_its_fp32_source(rows):
+    for runtime in ("ort-int8", "ov-int8"):
+        mine, source = _row(rows, "int8", runtime), _row(rows, "fp32", runtime)
+        assert mine["artifact"] == source["artifact"] and "PTQ of fp32" in mine["note"]
+        assert mine["artifact_mb"] == pytest.approx(Path(mine["artifact"]).stat().st_size / 1e6, rel=0.5)
+        assert mine["latency_ms_p50"] > 0 and mine["error"] == ""
+    present = {r["runtime"] for r in rows if r["model"] == "int8"}
+    assert present == {"eager", "ort-int8", "ov-int8", "aoti"}  # no fp32/bf16 rows for an int8 model
+
+
+def test_ort_int8_is_static_qdq_with_per_channel_weights(rows):
+    graph = onnx.load(_row(rows, "fp32", "ort-int8")["artifact"]).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    scales = {init.name: init for init in graph.initializer}
+    weight_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in scales
+                 and len(scales[n.input[0]].dims) == 4]  # dequantize of a conv weight
+    assert weight_dq and all(list(scales[n.input[1]].dims) == [scales[n.input[0]].dims[0]] for n in weight_dq)
+
+
+def test_ov_int8_is_quantized_by_nncf(rows):
+    xml = Path(_row(rows, "fp32", "ov-int8")["artifact"]).read_text()
+    assert "FakeQuantize" in xml and "nncf" in xml.lower()
+
+
+def test_eager_int8_has_no_aoti_row_and_says_why(rows):
+    row = _row(rows, "int8", "aoti")
+    assert "cannot be exported" in row["skipped"] and "latency_ms_p50" not in row and row["error"] == ""
+
+
+def test_bf16_rows_run_where_the_cpu_has_bf16_and_are_skipped_with_the_reason_elsewhere(rows):
+    for runtime in ("eager-cpu-bf16", "ov-bf16"):
+        row = _row(rows, "fp32", runtime)
+        if bf16_missing():
+            assert row["skipped"] and "latency_ms_p50" not in row
+        else:
+            assert row["skipped"] == "" and row["latency_ms_p50"] > 0 and row["accuracy"] >= 0
+            assert row["max_abs_diff_vs_eager"] < 5e-2 * (1 + 10)  # bf16 rounding, same function
+
+
+def test_runtime_accuracy_pads_the_last_batch_for_static_shapes():
+    seen: list[int] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+    labels = torch.tensor([0, 0, 1, 0, 2])
+    assert runtime_accuracy(fn, torch.randn(5, 1, 8, 8), labels, 4) == pytest.approx(3 / 5)
+    assert seen == [4, 4]
