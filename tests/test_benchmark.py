@@ -285,7 +285,8 @@ def test_judged_runtime_is_the_deploy_runtime_or_the_fastest():
 def test_benchmark_summary_judges_on_the_deploy_runtime():
     from pipelines.measurement.comparison import summary_metrics
 
-    rows = [{"model": "m", "runtime": rt, "batch_size": 4, "latency_ms_p50": ms, "compile_time_s": 1.0,
+    rows = [{"model": "m", "runtime": rt, "batch_size": 4, "latency_ms_p50": ms, "latency_ms_p90": ms, "accuracy": 0.9,
+             "compile_time_s": 1.0,
              "graphs": 1, "graph_breaks": 0} for rt, ms in (("eager", 2.0), ("compile-default", 1.0))]
     assert summary_metrics(rows, 4)["m"]["best_runtime"] == "compile-default"
     eager = summary_metrics(rows, 4, "eager")["m"]

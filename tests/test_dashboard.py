@@ -27,11 +27,11 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 NUMBERS = ("accuracy", "latency_ms_p50", "speedup_vs_teacher", "size_mb", "feasible")
 
 
-def fake_chain(baseline, params):
+def fake_chain(baseline, params, after_epoch=None):
     """Stands in for distill -> prune -> quantize -> benchmark: numbers that follow prune.amount, so
     that min_speedup 2 makes trials with amount < 0.5 infeasible."""
     kept = 1.0 - params.prune.amount
-    return {"accuracy": 0.9 + 0.05 * kept, "latency_ms_p50": 10.0 * kept, "speedup_vs_teacher": 1.0 / kept,
+    return {"val_accuracy": 0.9 + 0.05 * kept, "accuracy": 0.9 + 0.05 * kept, "latency_ms_p50": 10.0 * kept, "speedup_vs_teacher": 1.0 / kept,
             "size_mb": kept, "best_runtime": "eager", "noisy": False, "compile_time_s": 0.0}
 
 
@@ -118,7 +118,7 @@ def test_trial_table_columns_are_flat_sortable_numbers(dashboard):
 def test_study_says_what_it_optimizes_under_which_constraints(dashboard):
     detail, _ = dashboard
     attrs = _attrs(detail["user_attrs"])
-    assert attrs["objectives"] == "accuracy (maximize), latency_ms_p50 (minimize)"
+    assert attrs["objectives"] == "val_accuracy (maximize), latency_ms_p50 (minimize)"
     assert "min_speedup = 2.0" in attrs["constraints"] and "max_accuracy_drop_pp = 100.0" in attrs["constraints"]
-    assert 0.0 <= float(attrs["teacher_accuracy"]) <= 1.0 and len(attrs["context"]) == 12
+    assert 0.0 <= float(attrs["teacher_val_accuracy"]) <= 1.0 and len(attrs["context"]) == 12
     assert attrs["mlflow_run"].startswith("http://127.0.0.1:5123/#/experiments/")

@@ -50,17 +50,18 @@ def test_set_param_rewrites_only_its_own_lines_and_promote_writes_the_same(tmp_p
     _init(tmp_path, env)
     before = (tmp_path / "params.yaml").read_text()
     run_cmd(["dvc", "exp", "run", "-S", "distill.temperature=2.5", "-S", "search.max_latency_ms=5.0",
-             "-S", "benchmark.runtimes=[eager]"], tmp_path, env)
+             "-S", "benchmark.runtimes=[eager,compile-default]"], tmp_path, env)
     after = (tmp_path / "params.yaml").read_text()
     changed = _changed_lines(before, after)
     assert [line[0] + line[1:].split("#")[0].strip() for line in changed] == [
-        "-temperature: 4.0", "+temperature: 2.5", "-- compile-default", "-max_latency_ms:", "+max_latency_ms: 5.0"]
+        "-temperature: 4.0", "+temperature: 2.5", "-- ort-int8", "-- ov-int8",
+        "-max_latency_ms:", "+max_latency_ms: 5.0"]
     assert "# empty: no absolute latency ceiling" in changed[-1]  # the comment stays on its line
 
     promoted = tmp_path / "promoted.yaml"
     promoted.write_text(before)
     best = tmp_path / "best.yaml"
-    best.write_text("distill.temperature: 2.5\nsearch.max_latency_ms: 5.0\nbenchmark.runtimes: [eager]\n")
+    best.write_text("distill.temperature: 2.5\nsearch.max_latency_ms: 5.0\nbenchmark.runtimes: [eager, compile-default]\n")
     promote(best, promoted)
     assert promoted.read_text() == after  # `make promote` writes what `dvc exp run -S` writes
 

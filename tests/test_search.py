@@ -22,7 +22,7 @@ from pipelines.compression.checkpoint import save_model
 from pipelines.core.errors import ParamsError
 from pipelines.core.config import load_params, validate
 from pipelines.promote import promote
-from pipelines.search.attrs import metrics_of, named_constraints, overrides_of
+from pipelines.search.attrs import curve_of, metrics_of, named_constraints, overrides_of
 from pipelines.search.pareto import no_worse
 from pipelines.training.context import Context
 from pipelines.workflow import train_teacher
@@ -217,7 +217,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(searched):
 
 def test_a_hopeless_trial_is_pruned_in_optuna_mlflow_and_the_outputs(searched):
     pruned = searched.first_trials[3]
-    assert pruned.user_attrs["pruned_at_step"] == 1 and len(pruned.user_attrs["val_accuracy_curve"]) == 1
+    assert pruned.user_attrs["pruned_at_step"] == 1 and len(curve_of(pruned)) == 1
     assert searched.first_pareto["counts"]["pruned"] == 1
     assert [p["number"] for p in searched.first_pareto["pruned"]] == [3]
     assert searched.first_pareto["pruned"][0]["pruned_at_step"] == 1

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-METRICS, OVERRIDES = "metrics", "overrides"  # system attrs: full records for the outputs
+METRICS, OVERRIDES, CURVE = "metrics", "overrides", "val_accuracy_curve"  # system attrs: records for the outputs
 DASHBOARD_CONSTRAINTS = "constraints"  # the list optuna-dashboard 0.21 reads
 FLAT = ("val_accuracy", "accuracy", "accuracy_drop_vs_teacher", "latency_ms_p50", "speedup_vs_teacher", "size_mb",
         "compile_time_s")
@@ -66,6 +66,15 @@ def record_result(trial: optuna.Trial, metrics: dict[str, Any], constraints: dic
         save_note(trial, f"MLflow run: [{mlflow_url}]({mlflow_url})")
 
 
+def record_curve(trial: optuna.Trial, values: list[float]) -> None:
+    """The validation accuracy after each epoch the trial trained (a system attr: a list, not a table column)."""
+    _set_system_attr(trial, CURVE, [float(v) for v in values])
+
+
+def curve_of(trial: FrozenTrial) -> list[float]:
+    return trial.system_attrs.get(CURVE) or trial.user_attrs.get(CURVE, [])
+
+
 def metrics_of(trial: FrozenTrial) -> dict[str, Any]:
     """A trial's full metrics record (studies written before the flat attrs kept it as a user attr)."""
     return trial.system_attrs.get(METRICS) or trial.user_attrs.get(METRICS, {})
@@ -86,7 +95,7 @@ def describe_study(study: optuna.Study, objectives: dict[str, str], constraints:
     """Study user attrs: objectives, constraints, the teacher's accuracy, the trials' context."""
     study.set_user_attr("objectives", ", ".join(f"{k} ({v})" for k, v in objectives.items()))
     study.set_user_attr("constraints", "; ".join(f"{k} = {v}" for k, v in constraints.items() if v is not None))
-    study.set_user_attr("teacher_accuracy", float(teacher_accuracy))
+    study.set_user_attr("teacher_val_accuracy", float(teacher_accuracy))  # the constraint is relative to it
     study.set_user_attr("context", context)
     if mlflow_url:
         study.set_user_attr("mlflow_run", mlflow_url)

@@ -67,8 +67,12 @@ def _describe(dim: SearchDimension) -> str:
 
 def current_trial(trials: list[FrozenTrial], params: Params, context: str) -> FrozenTrial | None:
     """The earliest trial of ``context`` that measured ``params``' current configuration."""
-    mine = [t for t in trials if t.user_attrs.get("context") == context and overrides_of(t)]
+    mine = [t for t in trials if t.user_attrs.get("context") == context]
     for t in sorted(mine, key=lambda t: t.number):
+        if not overrides_of(t):  # enqueued, not started yet: only the starting point is enqueued
+            if t.user_attrs.get("origin") == ORIGIN:
+                return t
+            continue
         if same_overrides(overrides_of(t), current_overrides(params, overrides_of(t))):
             return t
     return None
@@ -83,7 +87,7 @@ def enqueue_current(study: optuna.Study, params: Params, context: str) -> bool:
     space = params.search.space
     values = current_overrides(params, space)
     study.enqueue_trial({key: to_optuna(space[key], value) for key, value in values.items()},
-                        user_attrs={"context": context, "overrides": values, "origin": ORIGIN})
+                        user_attrs={"context": context, "origin": ORIGIN})
     return True
 
 

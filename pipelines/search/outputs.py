@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipelines.core.config import Params
 from pipelines.core.errors import error_line
 from pipelines.core.io import atomic_write, write_dir, write_json, write_text
-from pipelines.search.attrs import metrics_of, overrides_of
+from pipelines.search.attrs import curve_of, metrics_of, overrides_of
 from pipelines.search.constraints import is_feasible
 from pipelines.search.current import current_trial
 from pipelines.search.pareto import SELECTION_RULE, feasible_front, pick_best, trial_record
@@ -108,7 +108,7 @@ def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
         "trials": [trial_record(t) for t in outcome.front],
         "pruned": [{"number": t.number, "pruned_at_step": t.user_attrs.get("pruned_at_step"),
                     "overrides": overrides_of(t),
-                    "val_accuracy_curve": t.user_attrs.get("val_accuracy_curve", [])} for t in outcome.pruned],
+                    "val_accuracy_curve": curve_of(t)} for t in outcome.pruned],
     })]
     if outcome.best is not None:
         files.append(write_text(out_dir / "best_params.yaml",

@@ -23,8 +23,9 @@ from pipelines.core.errors import ParamsError, error_line
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
 from pipelines.measurement.compile import CompileSettings
+from pipelines.measurement.runtimes import parse_runtime
 from pipelines.measurement.timing import NoiseLimits, set_threads
-from pipelines.search.attrs import record_overrides, record_result
+from pipelines.search.attrs import record_curve, record_overrides, record_result
 from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.current import ORIGIN
 from pipelines.search.fidelity import Curve, Fidelity
@@ -95,7 +96,10 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
     judged on (:func:`judged_runtime`, as in ``compile_benchmark``'s summary)."""
     cfg = ctx.params.benchmark
     set_threads(cfg.num_threads)
-    runtimes = list(cfg.runtimes) if cfg.deploy_runtime == FASTEST else [cfg.deploy_runtime]
+    # deploy targets (ort-*, ov-*, aoti) need the trial's fp32 source and a calibrated conversion:
+    # trials time the PyTorch runtimes only
+    runtimes = [r for r in cfg.runtimes if not parse_runtime(r).deploy] if cfg.deploy_runtime == FASTEST \
+        else [cfg.deploy_runtime]
     rows = benchmark_models({"teacher": teacher, "trial": model}, {cfg.batch_size: ctx.example(cfg.batch_size)},
                             {"teacher": ["eager"], "trial": runtimes}, cfg.warmup, cfg.iters, reference="teacher",
                             settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg))
@@ -215,7 +219,7 @@ class Objective:
             except optuna.TrialPruned as exc:
                 step = curve.step if curve is not None else 0
                 trial.set_user_attr("pruned_at_step", step)
-                trial.set_user_attr("val_accuracy_curve", list(curve.values) if curve is not None else [])
+                record_curve(trial, list(curve.values) if curve is not None else [])
                 child.set_tags({"state": "PRUNED", "pruned_at_step": step, "pruned_reason": str(exc)})
                 child.log_metrics({"pruned_at_step": step, "duration_s": time.perf_counter() - started})
                 if curve is not None:
@@ -238,7 +242,7 @@ class Objective:
             record_result(trial, metrics, constraints, feasible, child.url)
             trial.set_user_attr("test_accuracy", metrics["accuracy"])  # reported only: never read by the search
             if curve is not None:
-                trial.set_user_attr("val_accuracy_curve", list(curve.values))
+                record_curve(trial, list(curve.values))
                 curve.finish(TrialState.COMPLETE, metrics["val_accuracy"])
             child.log_metrics({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                **{f"constraint.{k}": v for k, v in constraints.items()},
