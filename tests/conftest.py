@@ -197,16 +197,21 @@ def missing_system_dependency(reason: str) -> None:
 
 # --- stage processes: how a user meets bad input ------------------------------------------------
 
-TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False}}
+TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False},
+        # a search small enough for a test and consistent with FAST's eager-only runtimes (the
+        # committed space also picks benchmark.deploy_runtime); prune.amount's 0.5 lies inside
+        "search": {"n_trials": 1, "pruner": "none",
+                   "space": {"prune.amount": {"type": "float", "low": 0.1, "high": 0.8}}}}
 STAGE_TIMEOUT_S = 60  # no stage that refuses its input may take longer (issue 14's bar)
 STAGE_MAX_RSS_MIB = 2048  # ... or hold more memory
 
 
 def tiny_project(root: Path, **sections) -> Path:
-    """``root`` with the committed params.yaml, shortened by :data:`TINY` and ``sections``."""
+    """``root`` with the committed params.yaml, shortened by :data:`TINY` and ``sections`` (whose
+    keys override TINY's key by key)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in {**TINY, **sections}.items():
-        raw[name].update(values)
+    for name in {*TINY, *sections}:
+        raw[name].update({**TINY.get(name, {}), **sections.get(name, {})})
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root

@@ -54,8 +54,6 @@ from tests.conftest import (ROOT, TINY, missing_system_dependency, one_error_lin
 from tests.test_data import write_cifar10, write_mnist
 
 SECRET = "hunter2secret"
-# a search small enough for a test, consistent with TINY (eager only; prune.amount 0.5 lies inside)
-SEARCH = {"n_trials": 1, "pruner": "none", "space": {"prune.amount": {"type": "float", "low": 0.1, "high": 0.8}}}
 
 
 def _store(tmp_path: Path) -> str:
@@ -194,7 +192,7 @@ def test_search_on_postgresql_with_a_query_password_prints_and_tags_it_masked(tm
                                   '(export COMPRESSION_TEST_PG_URL="$(.ci/postgres)")')
     user, _, password = base.partition("://")[2].partition("@")[0].partition(":")
     url = f"{base.replace(f':{password}@', '@')}?password={password}"
-    root = tiny_project(tmp_path / "p", search={**SEARCH, "study_name": f"hostile-{os.getpid()}-{time.time_ns()}"})
+    root = tiny_project(tmp_path / "p", search={"study_name": f"hostile-{os.getpid()}-{time.time_ns()}"})
     _teacher(root)
     store = _store(tmp_path)
     proc = run_stage("search", root, stage_env(MLFLOW_TRACKING_URI=store), args=["--n-trials", "0", "--storage", url])
@@ -402,7 +400,7 @@ def test_search_space_type_that_does_not_fit_its_key_is_refused_before_any_trial
 def test_search_whose_every_trial_fails_exits_2_and_keeps_the_previous_outputs(tmp_path):
     # the loss becomes NaN at every learning rate of the space, the current one (its first trial) included
     root = tiny_project(tmp_path / "p", distill={"lr": 1e30}, search={
-        **SEARCH, "n_trials": 2, "space": {"distill.lr": {"type": "float", "low": 1e29, "high": 1e31, "log": True}}})
+        "n_trials": 2, "space": {"distill.lr": {"type": "float", "low": 1e29, "high": 1e31, "log": True}}})
     _teacher(root)
     out = root / "reports" / "search"
     out.mkdir(parents=True)
@@ -430,7 +428,7 @@ def test_zero_byte_checkpoint_is_one_line(tmp_path):
                                               ("compile_benchmark", "teacher"), ("prune", "student"),
                                               ("quantize", "pruned")])
 def test_checkpoint_built_for_other_data_is_one_line(tmp_path, stage, model):
-    root = tiny_project(tmp_path / "p", tracking={"enabled": False}, search=SEARCH)
+    root = tiny_project(tmp_path / "p", tracking={"enabled": False})
     for name in ("teacher", "student", "pruned", "quantized"):
         _teacher(root, *((3, 7) if name == model else (1, 10)), name=name)
     reason = _refuses(stage, root)
@@ -466,7 +464,7 @@ def test_numbers_that_size_memory_threads_or_time_are_bounded_before_the_run_ope
 
 
 def test_journal_storage_whose_folder_cannot_be_made_is_one_line(tmp_path):
-    root = tiny_project(tmp_path / "p", tracking={"enabled": False}, search=SEARCH)
+    root = tiny_project(tmp_path / "p", tracking={"enabled": False})
     _teacher(root)
     (root / "blocker").write_text("a file where the journal's folder should be")
     reason = _refuses("search", root, args=["--storage", "journal:blocker/studies/x.journal"])
@@ -511,7 +509,7 @@ def test_ctrl_c_during_a_stage_is_one_line_exit_130_and_the_run_killed(tmp_path)
 # --- 6. killed searches and stale outputs ----------------------------------------------------------
 
 def test_sigkilled_search_has_its_trial_runs_closed_on_the_next_start(tmp_path):
-    root = tiny_project(tmp_path / "p", distill={"epochs": 1000}, search=SEARCH)
+    root = tiny_project(tmp_path / "p", distill={"epochs": 1000})
     _teacher(root)
     store = _store(tmp_path)
     mlflow.MlflowClient(store).create_experiment("faults")

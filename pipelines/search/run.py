@@ -67,7 +67,8 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
                                                                 TrialState.FAIL)))
     # Workers that start together would each enqueue it (Optuna has no atomic "enqueue once"):
     # a distributed search gets it from a plain `make search N=1` first.
-    if not worker and enqueue_current(study, params, objective.context):
+    # (--n-trials 0 writes the outputs only: a trial it enqueued would wait there, counted, never run)
+    if not worker and n_trials > 0 and enqueue_current(study, params, objective.context):
         print("[search] a new context: its first trial is the current params.yaml configuration", flush=True)
     elif worker and current_trial(study.get_trials(deepcopy=False), params, objective.context) is None:
         print("[search] note: the current configuration has no trial in this context; run a plain "
