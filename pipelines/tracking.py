@@ -237,22 +237,26 @@ class Run:
 
         return mlflow.MlflowClient(tracking_uri())
 
+    # The client on tracking_uri(), never mlflow's fluent API: that one writes to whatever store the
+    # process selected first (mlflow.set_tracking_uri), not to the one $MLFLOW_TRACKING_URI names now.
     def log_params(self, params: dict[str, Any]) -> None:
         if self.enabled and params:
-            import mlflow
+            from mlflow.entities import Param
 
             # a URL (search.storage) is logged with its password masked
-            mlflow.log_params({k: mask_url(str(v))[:500] for k, v in params.items()}, run_id=self.run_id)
+            self._client().log_batch(self.run_id, params=[Param(k, mask_url(str(v))[:500]) for k, v in params.items()])
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None, model_id: str | None = None) -> None:
         """Every number of ``metrics`` under its dotted path (nested dicts flattened, strings
         skipped); with ``model_id`` the values are also the logged model's metrics."""
         if self.enabled:
-            import mlflow
+            from mlflow.entities import Metric
 
-            numeric = numeric_leaves(metrics)
-            if numeric:
-                mlflow.log_metrics(numeric, step=step, run_id=self.run_id, model_id=model_id)
+            now = int(time.time() * 1000)
+            rows = [Metric(k, v, now, step or 0, model_id=model_id, run_id=self.run_id)
+                    for k, v in numeric_leaves(metrics).items()]
+            if rows:
+                self._client().log_batch(self.run_id, metrics=rows)
 
     def log_history(self, rows: list[dict[str, float]], prefix: str = "") -> None:
         for row in rows:

@@ -28,7 +28,7 @@ from pipelines.core.kinds import is_eager_int8
 from pipelines.data import load_data
 from pipelines.models import build_model
 from pipelines.workflow import Context, distill_student, prune_student, quantize_model, train_teacher
-from tests.conftest import ROOT, STAGES, copy_project, init_repo, run_cmd, stages_ran, venv_env
+from tests.conftest import ROOT, STAGES, TINY, copy_project, init_repo, run_cmd, stages_ran, venv_env
 
 SIZE = 8
 CLASSES = ("circle", "cross", "square")  # sorted: ImageFolder numbers them 0, 1, 2
@@ -473,7 +473,7 @@ def test_dvc_repro_with_a_trained_torchvision_model_on_an_image_folder(tmp_path,
     raw["prune"].update(steps=1, finetune_epochs=1)
     raw["quantize"].update(calibration_batches=1)
     raw["benchmark"].update(warmup=1, iters=3, runtimes=["eager"], include_batch_one=False)
-    raw["search"].update(n_trials=1, distill_epochs=1, finetune_epochs=0)
+    raw["search"].update(TINY["search"])  # one trial over prune.amount: the student is an mlp, not a CNN
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = init_repo(root)
     output = run_cmd(["dvc", "repro"], root, env)

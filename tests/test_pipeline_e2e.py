@@ -100,7 +100,14 @@ def test_mlflow_stage_models_registry_and_dataset(repo):
     assert len(versions) == len(reports) >= 1  # one version per pipeline run
     first = min(versions, key=lambda v: int(v.version))
     assert first.run_id == stages["quantize"].info.run_id and float(first.tags["acc"]) == parent.data.metrics["acc"]
-    assert "champion" in first.aliases or "champion" in [a for v in versions for a in v.aliases]
+    # every version says why the alias did or did not move; a run timed on a busy machine (noisy) never takes it
+    decisions = [v.tags["champion_decision"] for v in versions]
+    # (search_model_versions leaves aliases out: read each version)
+    holders = [v.version for v in versions if "champion" in client.get_model_version(v.name, v.version).aliases]
+    if all("noisy" in d for d in decisions):
+        assert holders == [], decisions
+    else:
+        assert len(holders) == 1, (holders, decisions)
 
 
 def test_mlflow_benchmark_is_a_table_plus_a_few_metrics_per_model(repo):
