@@ -3,7 +3,7 @@ import torch
 
 from pipelines.core.errors import CheckpointError
 from pipelines.compression.checkpoint import load_model, save_model
-from pipelines.core.io import atomic_write, write_json
+from pipelines.core.io import atomic_write, write_dir, write_json
 from pipelines.models import CNN
 
 SPEC = {"model": {"arch": "cnn", "channels": [8, 16], "depth": 1, "dropout": 0.0}, "in_channels": 1,
@@ -63,3 +63,13 @@ def test_failed_write_leaves_previous_file_intact(tmp_path):
         atomic_write(target, explode)
     assert target.read_text().strip().startswith("{")
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_outputs_get_the_mode_a_plain_write_would(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_json(tmp_path / "metrics.json", {"accuracy": 0.9})
+    folder = write_dir(tmp_path / "deploy", lambda d: [write_json(d / "a.json", {})])[0].parent
+    assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 != 0o600
+    (tmp_path / "sub").mkdir()
+    assert folder.stat().st_mode & 0o777 == (tmp_path / "sub").stat().st_mode & 0o777

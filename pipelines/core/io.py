@@ -18,14 +18,23 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` atomically. The file gets the mode a
+    plain ``open(path, "w")`` would give it (mkstemp's private 0600 would hide outputs from the
+    team that shares a checkout or serves the models)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,6 +61,7 @@ def write_dir(path: str | Path, fill: Callable[[Path], list[Path]]) -> list[Path
     old = staging.with_suffix(".old")
     try:
         files = fill(staging)
+        os.chmod(staging, 0o777 & ~_umask())
         if path.exists():
             os.replace(path, old)
         os.replace(staging, path)
