@@ -1,10 +1,17 @@
 """int8 engines side by side: fp32 eager, fp32 compiled, eager int8 (torch.ao x86) and PT2E int8
 (torchao X86InductorQuantizer, torch.compile with Inductor freezing), one interleaved
-measurement per model at a fixed thread count (pipelines.benchmark.time_interleaved).
+measurement per model at a fixed thread count (pipelines.measurement.timing.time_interleaved),
+and for every variant the time its compute kernels take (pipelines.measurement.kernels): the call
+p50 next to that sum makes the per-call overhead a number.
 
-    .venv/bin/python bench/quant_engines.py            # default final CNN, a narrow CNN, the teacher, ResNet-18
+    .venv/bin/python bench/quant_engines.py            # the run's trained models, then random CNNs, ResNet-18
     .venv/bin/python bench/quant_engines.py --quick    # the same without the teacher, fewer iterations
+    .venv/bin/python bench/quant_engines.py --only trained   # only the run's models (after `make repro`)
     .venv/bin/python bench/quant_engines.py --cpp-wrapper never   # PT2E with Inductor's Python wrapper
+
+The trained case (``--run``, default this checkout) loads ``models/pruned.pt`` of a finished run,
+quantizes it with both engines on the run's own calibration batches, times it on the run's test
+images, and adds ``models/quantized.pt`` itself (what ``compile_benchmark`` timed) as a row.
 
 The narrow CNN is there on purpose: at 8x8 inputs and 16-64 channels the model is bound by
 per-operator overhead, and int8 gains little over fp32 (or loses to compiled fp32).
@@ -16,8 +23,8 @@ weights and pattern-match dq -> conv/linear -> q into oneDNN int8 kernels; witho
 graph runs as dequantize + fp32 ops. ``--cpp-wrapper`` is ``benchmark.cpp_wrapper``: by default
 (auto) the PT2E graph gets Inductor's C++ wrapper and the fp32 graph the Python one; run it again
 with ``never`` to see what the Python wrapper's per-op dispatch costs a small int8 model.
-Calibration uses random inputs: this measures latency, not accuracy (the tests check accuracy on
-digits).
+Calibration of the random models uses random inputs: they measure latency, not accuracy (the tests
+check accuracy on digits).
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ from torch import nn  # noqa: E402
 import pipelines  # noqa: E402,F401  (central warning filters)
 from pipelines.compression.quantize import eager as qz  # noqa: E402
 from pipelines.compression.quantize import pt2e as qp  # noqa: E402
+from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.compile import CPP_WRAPPER_POLICIES, CompileSettings, compile_for, warm_compiler  # noqa: E402
 from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
 from pipelines.core.config import QuantizeConfig  # noqa: E402
+from pipelines.core.cpu import cpu_model, isa_summary  # noqa: E402
+from pipelines.core.kinds import is_pt2e_int8  # noqa: E402
 from pipelines.core.config import ModelConfig  # noqa: E402
 from pipelines.models import CNN, build_model  # noqa: E402
 
@@ -45,12 +55,14 @@ VARIANTS = ["fp32 eager", "fp32 compiled", "int8 eager (torch.ao)", "int8 pt2e c
 
 
 def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, iters: int,
-              calib: int, cpp_wrapper: str) -> list[dict]:
+              calib: int, cpp_wrapper: str, data: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+              cfg: QuantizeConfig | None = None, extra: dict[str, nn.Module] | None = None) -> list[dict]:
+    """``data``: (timed input, calibration batches) of a real run, else random ones of ``shape``;
+    ``cfg``: the run's quantize section; ``extra``: more ready models to time in the same loop."""
     torch.manual_seed(0)
     model = model.eval()
-    x = torch.randn(*shape)
-    batches = [torch.randn(*shape) for _ in range(calib)]
-    cfg = QuantizeConfig(method="static", observer="histogram", per_channel=True, calibration_batches=calib)
+    x, batches = data or (torch.randn(*shape), [torch.randn(*shape) for _ in range(calib)])
+    cfg = cfg or QuantizeConfig(method="static", observer="histogram", per_channel=True, calibration_batches=calib)
     started = time.perf_counter()
     eager_int8 = qz.quantize_static(model, batches, cfg)
     pt2e_int8 = qp.quantize_static(model, batches, cfg, x[:2])
@@ -66,6 +78,7 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         "fp32 compiled": lambda: compiled["fp32 compiled"].fn(x),
         "int8 eager (torch.ao)": lambda: eager_int8(x),
         "int8 pt2e compiled": lambda: compiled["int8 pt2e compiled"].fn(x),
+        **{key: (lambda m=m: m(x)) for key, m in (extra or {}).items()},
     }
     with torch.inference_mode():
         ref = model(x)
@@ -73,16 +86,49 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         agree = {k: (fn().argmax(1) == ref.argmax(1)).float().mean().item() for k, fn in fns.items()}
     timings = time_interleaved(fns, warmup=warmup, iters=iters)
     fp32 = timings["fp32 eager"].p50_ms
+    kernels = {key: kernel_profile(fn, iters=max(10, iters // 2)) for key, fn in fns.items()}
     rows = []
-    for key in VARIANTS:
-        lat, c = timings[key], compiled.get(key)
+    for key in fns:
+        lat, c, k = timings[key], compiled.get(key), kernels[key]
         rows.append({"model": name, "variant": key, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
                      "speedup_vs_fp32_eager": fp32 / lat.p50_ms, "compile_s": c.compile_time_s if c else 0.0,
                      "wrapper": c.wrapper if c else "",
-                     "max_abs_err": err[key], "top1_agree": agree[key]})
+                     "max_abs_err": err[key], "top1_agree": agree[key],
+                     "kernel_ms": k.kernel_ms, "kernel_source": k.source, "over_kernel": k.overhead_ratio(lat.p50_ms),
+                     "top_ops": k.top_ops[:4], "primitives": dict(list(k.primitives.items())[:6])})
     print(f"[{name}] quantized both engines in {prep_s:.1f}s; pt2e fp32 layers: {qp.fp32_layers(pt2e_int8) or 'none'}",
           flush=True)
     return rows
+
+
+def trained_case(run: Path, bs: int):
+    """The run's fp32 final model (models/pruned.pt), its data, quantize section and int8 model."""
+    import os
+
+    from pipelines.compression.checkpoint import load_model
+    from pipelines.core.config import load_params
+    from pipelines.training.context import Context
+
+    models = run / "models"
+    if not (models / "pruned.pt").exists():
+        return None
+    cwd = os.getcwd()
+    os.chdir(run)  # data.root and the like are relative to the run's checkout
+    try:
+        params = load_params("params.yaml")
+        ctx = Context(params)
+        data = (ctx.example(bs), ctx.calibration_batches())
+    finally:
+        os.chdir(cwd)
+    pruned = load_model(models / "pruned.pt").model
+    extra = {}
+    if (models / "quantized.pt").exists():  # what compile_benchmark timed: a PT2E graph compiled the same way
+        int8 = load_model(models / "quantized.pt").model
+        if is_pt2e_int8(int8):
+            int8 = compile_for(int8, "compile-default", data[0]).fn
+        extra["int8 pipeline (models/quantized.pt)"] = int8
+    name = f"trained final fp32 {params.student.arch} (models/pruned.pt)"
+    return name, pruned, data, params.quantize, extra
 
 
 def main() -> None:
@@ -90,6 +136,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer models and iterations (~1 min)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--run", type=Path, default=Path(__file__).resolve().parents[1],
+                    help="checkout of a finished run whose models/*.pt are measured too (default: this one)")
+    ap.add_argument("--only", choices=["all", "trained", "random"], default="all")
     ap.add_argument("--cpp-wrapper", choices=CPP_WRAPPER_POLICIES, default="auto",
                     help="benchmark.cpp_wrapper for the compiled variants (auto: C++ for PT2E int8 only)")
     args = ap.parse_args()
@@ -97,38 +146,60 @@ def main() -> None:
     warm_compiler()
     warmup, iters, calib = (3, 15, 2) if args.quick else (10, 40, 4)
     bs = args.batch
-    cases = [("cnn [64,128,256] 1x8x8 (final)", lambda: CNN(1, 10, [64, 128, 256]), (bs, 1, 8, 8)),
-             ("cnn [16,32,64] 1x8x8 (narrow)", lambda: CNN(1, 10, [16, 32, 64]), (bs, 1, 8, 8))]
-    if not args.quick:
-        cases.append(("cnn [128,256,512]x2 1x8x8 (teacher)", lambda: CNN(1, 10, [128, 256, 512], depth=2),
-                      (bs, 1, 8, 8)))
-    cases.append(("resnet18 (quantizable) 3x32x32", lambda: build_model(ModelConfig(arch="resnet18"), 3, 10), (bs, 3, 32, 32)))
-
     started = time.perf_counter()
     rows = []
+    if args.only != "random":
+        case = trained_case(args.run, bs)
+        if case is None:
+            print(f"{args.run}/models/pruned.pt: no finished run there (make repro); trained models skipped")
+        else:
+            name, model, data, cfg, extra = case
+            rows += run_model(name, model, tuple(data[0].shape), warmup, iters, calib, args.cpp_wrapper, data, cfg,
+                              extra)
+            torch._dynamo.reset()
+    cases = [] if args.only == "trained" else [
+        ("cnn [64,128,256] 1x8x8 (random)", lambda: CNN(1, 10, [64, 128, 256]), (bs, 1, 8, 8)),
+        ("cnn [16,32,64] 1x8x8 (narrow)", lambda: CNN(1, 10, [16, 32, 64]), (bs, 1, 8, 8))]
+    if cases and not args.quick:
+        cases.append(("cnn [128,256,512]x2 1x8x8 (teacher)", lambda: CNN(1, 10, [128, 256, 512], depth=2),
+                      (bs, 1, 8, 8)))
+    if cases:
+        cases.append(("resnet18 (quantizable) 3x32x32", lambda: build_model(ModelConfig(arch="resnet18"), 3, 10),
+                      (bs, 3, 32, 32)))
     for name, build, shape in cases:
         torch.manual_seed(0)
         rows += run_model(name, build(), shape, warmup, iters, calib, args.cpp_wrapper)
         torch._dynamo.reset()
 
     print(f"\nbatch {bs}, {torch.get_num_threads()} threads, warm-up {warmup}, {iters} interleaved iters, "
-          f"torch {torch.__version__}")
-    header = f"{'model':36} {'variant':24} {'p50 ms':>8} {'p90 ms':>8} {'x fp32 eager':>12} {'compile s':>9} " \
-             f"{'wrapper':>7} {'max|err|':>9} {'top1=':>6}"
+          f"torch {torch.__version__}, CPU {cpu_model()} ({isa_summary()})")
+    header = f"{'model':44} {'variant':34} {'p50 ms':>7} {'p90 ms':>7} {'x fp32':>6} {'kernel ms':>9} " \
+             f"{'p50/kern':>8} {'compile s':>9} {'wrapper':>7} {'max|err|':>8} {'top1=':>5}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:36} {r['variant']:24} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} "
-              f"{r['speedup_vs_fp32_eager']:12.2f} {r['compile_s']:9.1f} {r['wrapper']:>7} {r['max_abs_err']:9.4f} "
-              f"{r['top1_agree']:6.2f}")
+        print(f"{r['model'][:44]:44} {r['variant'][:34]:34} {r['p50_ms']:7.3f} {r['p90_ms']:7.3f} "
+              f"{r['speedup_vs_fp32_eager']:6.2f} {r['kernel_ms']:9.3f} {r['over_kernel']:8.2f} {r['compile_s']:9.1f} "
+              f"{r['wrapper']:>7} {r['max_abs_err']:8.4f} {r['top1_agree']:5.2f}")
+    print("\nwhere the time goes (per call; kernel ms from the profiler or oneDNN's verbose log, see the column "
+          "source):")
+    for r in rows:
+        if "int8" in r["variant"]:
+            ops = ", ".join(f"{op} {ms:.3f}" for op, ms in r["top_ops"])
+            prims = ", ".join(f"{p} {ms:.3f}" for p, ms in r["primitives"].items()) or "none"
+            print(f"  {r['model'][:44]} / {r['variant']} [{r['kernel_source']}]\n    top ops (self ms): {ops}\n"
+                  f"    oneDNN primitives (exec ms): {prims}")
     print("\nratios (p50, same interleaved run):")
     for name in dict.fromkeys(r["model"] for r in rows):
         p = {r["variant"]: r["p50_ms"] for r in rows if r["model"] == name}
+        best = min((r for r in rows if r["model"] == name and "int8" in r["variant"]), key=lambda r: r["p50_ms"])
         print(f"  {name}: pt2e int8 latency / eager int8 {p['int8 pt2e compiled'] / p['int8 eager (torch.ao)']:.2f} "
-              "(bar <= 1.2); pt2e int8 speedup "
+              "(bar: <= 1.0 with AMX, <= 1.2 without); pt2e int8 speedup "
               f"vs fp32 compiled {p['fp32 compiled'] / p['int8 pt2e compiled']:.2f}x, "
               f"vs fp32 eager {p['fp32 eager'] / p['int8 pt2e compiled']:.2f}x; "
-              f"eager int8 speedup vs fp32 eager {p['fp32 eager'] / p['int8 eager (torch.ao)']:.2f}x")
+              f"eager int8 speedup vs fp32 eager {p['fp32 eager'] / p['int8 eager (torch.ao)']:.2f}x; "
+              f"fastest int8 ({best['variant']}) call / kernel time {best['over_kernel']:.2f} (bar <= 1.6), "
+              f"{p['fp32 compiled'] / best['p50_ms']:.2f}x faster than fp32 compiled")
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
 
 

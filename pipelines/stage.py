@@ -40,7 +40,9 @@ SECTIONS: dict[str, list[str]] = {
     "train_baseline": ["seed", "data", "teacher", "train"],
     "distill": ["seed", "data", "student", "train", "distill"],
     "prune": ["seed", "data", "train", "prune"],
-    "quantize": ["seed", "data", "train", "quantize"],
+    # benchmark (timing keys): quantize.engine auto times eager int8 against PT2E int8 here
+    "quantize": ["seed", "data", "train", "quantize",
+                 *_all_but("benchmark", "runtimes", "deploy_runtime", "include_batch_one")],
     "compile_benchmark": ["seed", "data", "quantize", "benchmark"],  # quantize: the deploy int8 calibration
     # The teacher comes from models/teacher.pt; the default space sets distill/prune/quantize, the
     # student's width and depth and the deploy runtime per trial, so promoting a trial into those

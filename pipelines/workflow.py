@@ -3,6 +3,7 @@ tracking. The stages and every Optuna trial call exactly these (no second implem
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,15 +116,29 @@ def prune_student(ctx: Context, model: nn.Module, finetune_epochs: int | None = 
 
 # --- quantize ---------------------------------------------------------------------------------
 
-def quantize_model(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[str, float]]:
-    """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged)."""
+EngineChooser = Callable[[Context, nn.Module], dict[str, Any]]
+
+
+def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None = None
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+    """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged).
+    ``choose`` (the quantize stage passes :func:`pipelines.engines.measure_engines`): decides
+    ``engine: auto`` for static/QAT on a model both engines take, instead of the rule of
+    :func:`~pipelines.compression.quantize.resolve_engine`; its answer (``engine``, ``why``, ...)
+    is kept in the metrics as ``engine_choice``."""
     cfg = ctx.params.quantize
     model = model.cpu().eval()
     engine = resolve_engine(cfg, model)  # what `auto` means for this model
-    out = quantize(model, cfg, ctx)
+    choice = None
+    if choose is not None and cfg.engine == "auto" and cfg.method in ("static", "qat") and engine == "eager":
+        choice = choose(ctx, model)
+        engine = choice["engine"]
+    out = quantize(model, cfg, ctx, engine=engine)
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
     metrics["engine"] = engine
+    if choice:
+        metrics["engine_choice"] = choice
     metrics["accuracy_fp32"] = ctx.accuracy(model)
     metrics["size_ratio_vs_fp32"] = metrics["size_mb"] / fp32["size_mb"]
     if cfg.method != "none":

@@ -23,6 +23,7 @@ from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_root, compile_for, warm_compilers
 from pipelines.measurement.deploy import Deployer, exact, import_libraries
 from pipelines.measurement.graphs import GraphReport, explain_graphs
+from pipelines.measurement.kernels import kernel_profile
 from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for
 from pipelines.measurement.timing import NoiseLimits, measure
 
@@ -72,7 +73,7 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
                      amp: list[str] | None = None,
                      settings: CompileSettings = CompileSettings(),
                      noise: NoiseLimits = NoiseLimits(),
-                     deploy: DeployInputs | None = None) -> list[dict[str, Any]]:
+                     deploy: DeployInputs | None = None, kernels: bool = False) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
@@ -81,7 +82,9 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     Each batch size's loop is watched for disturbance (:func:`~pipelines.measurement.timing.measure`):
     re-measured while disturbed, and its rows say ``noisy`` when even the quietest attempt was.
     ``deploy``: builds the deploy targets (once per model, reused at every batch size) and
-    measures each row's accuracy in its own runtime.
+    measures each row's accuracy in its own runtime. ``kernels``: after timing, profile every
+    PyTorch CPU row once (:func:`~pipelines.measurement.kernels.kernel_profile`): ``kernel_ms`` is
+    its compute kernels' share of a call, ``p50_over_kernel`` what the rest costs on top.
 
     Dynamo keeps one code cache per Python function, shared by every instance of a class and by
     every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
@@ -108,7 +111,7 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
             warm_compilers((r for rs in per_model.values() for r in rs), settings)
             import_libraries([r for rs in per_model.values() for r in rs])
             return _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters, reference,
-                            settings, noise, deploy)
+                            settings, noise, deploy, kernels)
         finally:
             torch._dynamo.reset()
 
@@ -126,7 +129,7 @@ def _deployed(deploy: DeployInputs, models: dict[str, nn.Module], name: str, run
 
 
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference, settings, noise, deploy) -> list[dict[str, Any]]:
+             reference, settings, noise, deploy, kernels=False) -> list[dict[str, Any]]:
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
@@ -191,5 +194,9 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                            timing_attempts=measured.attempts)
                 if ref is not None:
                     row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
+                if kernels and not rt.deploy and comp.device == "cpu":
+                    prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)))
+                    row.update(kernel_ms=prof.kernel_ms, kernel_source=prof.source,
+                               p50_over_kernel=prof.overhead_ratio(lat.p50_ms))
             rows.append(row)
     return rows

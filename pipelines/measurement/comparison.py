@@ -36,7 +36,8 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     set_threads(cfg.num_threads)
     sizes = {name: size_metrics(model) for name, model in models.items()}
     rows = benchmark_models(models, examples, list(cfg.runtimes), cfg.warmup, cfg.iters, reference="teacher",
-                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg), deploy=deploy)
+                            settings=CompileSettings.of(cfg), noise=NoiseLimits.of(cfg), deploy=deploy,
+                            kernels=True)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     isa = isa_summary()
     for row in rows:

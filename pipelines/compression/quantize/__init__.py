@@ -91,12 +91,13 @@ def resolve_engine(cfg: QuantizeConfig, model: nn.Module) -> str:
     return cfg.engine
 
 
-def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: Context) -> nn.Module:
-    """int8 copy of ``model`` per ``cfg`` (``method: none`` returns ``model`` itself)."""
+def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: Context, engine: str | None = None) -> nn.Module:
+    """int8 copy of ``model`` per ``cfg`` (``method: none`` returns ``model`` itself); ``engine``:
+    one already chosen for ``cfg.engine: auto`` (default: :func:`resolve_engine`'s rule)."""
     model = model.cpu().eval()
     if cfg.method == "none":
         return model
-    return quantizer(resolve_engine(cfg, model), cfg.method).run(model, cfg, ctx)
+    return quantizer(engine or resolve_engine(cfg, model), cfg.method).run(model, cfg, ctx)
 
 
 def recipe(cfg: QuantizeConfig, engine: str | None = None) -> dict[str, Any] | None:

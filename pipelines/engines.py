@@ -1,0 +1,49 @@
+"""``quantize.engine: auto``, decided by measurement: on a model that both int8 engines can
+quantize (the built-in archs), which one is faster *on this machine* depends on its CPU (AMX or
+VNNI only; see ``bench/quant_engines.py``) and on the model's shapes, so the quantize stage times
+them instead of assuming. The search's trials keep the rule of
+:func:`pipelines.compression.quantize.resolve_engine` (a compile per trial would double their cost)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch._dynamo
+from torch import nn
+
+from pipelines.compression.quantize import quantize
+from pipelines.core.cpu import isa_summary
+from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler
+from pipelines.measurement.timing import NoiseLimits, measure, set_threads
+from pipelines.training.context import Context
+
+# The PT2E int8 graph must beat eager int8 by this much to be chosen by `auto`: within it the two
+# are level (run-to-run spread on a shared 2-core machine is ~5%), and eager needs no compile.
+PT2E_MARGIN = 0.95
+
+
+def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:
+    """``quantize.engine: auto`` on a model both engines can quantize: static PTQ with each engine
+    on the calibration batches, PT2E compiled as ``compile_benchmark`` compiles it, both timed
+    side by side at ``benchmark.batch_size``. Returns the p50s, the engine that wins on this
+    machine (PT2E only when at least 5% faster, :data:`PT2E_MARGIN`) and why. QAT picks its engine
+    from these PTQ stand-ins: latency depends on the graph, not on the weights' values."""
+    bench = ctx.params.benchmark
+    set_threads(bench.num_threads)
+    proxy = ctx.params.quantize.model_copy(update={"method": "static"})
+    x = ctx.example(bench.batch_size)
+    settings = CompileSettings.of(bench)
+    warm_compiler(settings=settings)
+    eager_int8 = quantize(model, proxy, ctx, engine="eager")
+    pt2e = compile_for(quantize(model, proxy, ctx, engine="pt2e"), "compile-default", x, settings=settings)
+    if pt2e.error:
+        return {"engine": "eager", "why": f"pt2e did not compile: {pt2e.error}", "cpu_isa": isa_summary()}
+    timed = measure({"eager": lambda: eager_int8(x), "pt2e": lambda: pt2e.fn(x)}, bench.warmup, bench.iters,
+                    NoiseLimits.of(bench))
+    p50 = {k: v.p50_ms for k, v in timed.timings.items()}
+    engine = "pt2e" if p50["pt2e"] < PT2E_MARGIN * p50["eager"] and not timed.noisy else "eager"
+    why = (f"measured at batch {bench.batch_size}: pt2e {p50['pt2e']:.3f} ms vs eager {p50['eager']:.3f} ms "
+           f"(pt2e is chosen when at least {1 - PT2E_MARGIN:.0%} faster)"
+           + ("; the machine was busy (noisy): kept eager" if timed.noisy else ""))
+    torch._dynamo.reset()
+    return {"engine": engine, "why": why, "p50_ms": p50, "noisy": timed.noisy, "cpu_isa": isa_summary()}

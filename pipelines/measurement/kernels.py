@@ -1,0 +1,135 @@
+"""Where a call's time goes: the compute kernels (oneDNN / fbgemm / MKL convolutions and matrix
+products) against everything else (quantize/dequantize, pooling, reorders, allocation, the
+wrapper, guards, Python).
+
+:func:`kernel_profile` runs a callable under ``torch.profiler`` and sums, per call, the *self* time
+of the innermost compute operator of each convolution or matmul (``aten::mkldnn_convolution``,
+``quantized::conv2d_relu``, ``onednn::qconv_pointwise``, ``aten::addmm``, ...: the op that runs
+the primitive, not the ``aten::conv2d`` -> ``aten::convolution`` wrappers around it). The
+difference between a variant's call p50 (timed without the profiler, see
+:mod:`pipelines.measurement.timing`) and its kernel time is its overhead, as a number: the part
+a better runtime could remove, where the kernel time is the limit it cannot go below.
+
+Inductor's C++ wrapper calls oneDNN through its C shim, which skips the dispatcher and so the
+profiler's op records; for such a graph the kernels are timed with oneDNN's own verbose log
+(``ONEDNN_VERBOSE=profile_exec``, :func:`onednn_exec_ms`), which times every primitive execution.
+``source`` says which of the two a number comes from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# Operators whose own time is a convolution / matrix-product primitive.
+_COMPUTE = re.compile(r"conv|linear|addmm|(^|::)b?mm\b|matmul|_pointwise")
+# ... and those that only forward to one (their self time is dispatch, not compute).
+_FORWARDERS = {"aten::conv2d", "aten::convolution", "aten::_convolution", "aten::linear", "aten::matmul",
+               "aten::conv1d", "aten::conv3d"}
+
+
+@dataclass
+class KernelProfile:
+    kernel_ms: float                   # per call: compute primitives only
+    profiled_call_ms: float            # per call, under the profiler (inflated by its own overhead)
+    source: str                        # "profiler" or "onednn-verbose"
+    top_ops: list[tuple[str, float]] = field(default_factory=list)  # (op, self ms per call), biggest first
+    primitives: dict[str, float] = field(default_factory=dict)      # oneDNN primitive/impl -> ms per call
+
+    def overhead_ratio(self, call_p50_ms: float) -> float:
+        """The timed call p50 over the kernel time: 1.0 would be a call that is nothing but kernels."""
+        return call_p50_ms / self.kernel_ms if self.kernel_ms > 0 else float("nan")
+
+
+_KINETO_LINE = re.compile(r"^(USDT|INFO|WARNING|ERROR):\d{4}-\d\d-\d\d .*\.cpp:\d+\]")
+
+
+@contextmanager
+def _fd_captured(fd: int) -> Iterator[list[str]]:
+    """Point the C-level file descriptor ``fd`` at a temp file for the block; the list it yields
+    holds the lines written there, once the block is done."""
+    lines: list[str] = []
+    stream = sys.stdout if fd == 1 else sys.stderr
+    with tempfile.TemporaryFile(mode="w+") as log:
+        stream.flush()
+        saved = os.dup(fd)
+        os.dup2(log.fileno(), fd)
+        try:
+            yield lines
+        finally:
+            stream.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            log.seek(0)
+            lines.extend(log)
+
+
+def _is_kernel(name: str) -> bool:
+    return name not in _FORWARDERS and bool(_COMPUTE.search(name))
+
+
+def profile_ops(fn: Callable[[], Any], iters: int) -> tuple[float, float, list[tuple[str, float]]]:
+    """(kernel ms, profiled call ms, top ops) per call of ``fn`` from ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with _fd_captured(2) as log:  # kineto's C++ logger prints a line per start/stop
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(iters):
+                with record_function("call"):
+                    fn()
+    for line in log:
+        if not _KINETO_LINE.match(line):
+            sys.stderr.write(line)
+    selfs: dict[str, float] = defaultdict(float)
+    call_us = kernel_us = 0.0
+    for ev in prof.events():
+        if ev.name == "call":
+            call_us += ev.cpu_time_total
+            continue
+        selfs[ev.name] += ev.self_cpu_time_total
+        if _is_kernel(ev.name):
+            kernel_us += ev.self_cpu_time_total
+    top = sorted(((k, v / iters / 1e3) for k, v in selfs.items()), key=lambda kv: -kv[1])[:8]
+    return kernel_us / iters / 1e3, call_us / iters / 1e3, top
+
+
+_VERBOSE_EXEC = re.compile(r"^onednn_verbose,(?:[^,]*,)*?exec,cpu,([^,]+),([^,]+),.*,([0-9.]+)\s*$")
+
+
+def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
+    """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, summed per
+    ``primitive:implementation`` and divided by ``iters`` (empty when nothing ran through oneDNN).
+
+    The log goes to the process's stdout (C level), so fd 1 is pointed at a temp file meanwhile
+    (what Python prints in the block goes there too and is dropped)."""
+    with _fd_captured(1) as log:
+        with torch.inference_mode(), torch.backends.mkldnn.verbose(1):  # 1: every execution, timed
+            for _ in range(iters):
+                fn()
+    totals: dict[str, float] = defaultdict(float)
+    for line in log:
+        match = _VERBOSE_EXEC.match(line)
+        if match:
+            kind, impl, ms = match.groups()
+            totals[f"{kind}:{impl}"] += float(ms)
+    return {k: v / iters for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def kernel_profile(fn: Callable[[], Any], iters: int = 30) -> KernelProfile:
+    """Kernel time per call of ``fn`` (see the module docstring); ``fn`` is warmed up by the caller."""
+    kernel_ms, call_ms, top = profile_ops(fn, iters)
+    primitives = onednn_exec_ms(fn, iters)
+    dnn_ms = sum(ms for name, ms in primitives.items() if _COMPUTE.search(name.split(":")[0]) or "matmul" in name
+                 or "inner_product" in name)
+    if dnn_ms > kernel_ms:  # ops the profiler did not see (C++ wrapper), or a profiler that saw fewer
+        return KernelProfile(dnn_ms, call_ms, "onednn-verbose", top, primitives)
+    return KernelProfile(kernel_ms, call_ms, "profiler", top, primitives)

@@ -1,0 +1,74 @@
+"""Kernel time vs call time (pipelines.measurement.kernels) on real kernels: fp32 oneDNN
+convolutions, eager int8 and a compiled PT2E int8 graph behind Inductor's C++ wrapper."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from conftest import fast_params
+
+from pipelines.compression.quantize import eager as qz
+from pipelines.core.config import QuantizeConfig
+from pipelines.engines import measure_engines
+from pipelines.measurement.compile import compile_for
+from pipelines.measurement.kernels import kernel_profile, onednn_exec_ms, profile_ops
+from pipelines.models import CNN
+from pipelines.training.context import Context
+
+
+def _model_and_input():
+    torch.manual_seed(0)
+    return CNN(1, 10, [32, 64]).eval(), torch.randn(16, 1, 8, 8)
+
+
+def test_fp32_kernels_are_part_of_the_call_and_named_by_onednn(capfd):
+    model, x = _model_and_input()
+    fn = lambda: model(x)  # noqa: E731
+    with torch.inference_mode():
+        fn()
+    prof = kernel_profile(fn, iters=5)
+    assert 0 < prof.kernel_ms < prof.profiled_call_ms
+    assert any(op == "aten::mkldnn_convolution" for op, _ in prof.top_ops), prof.top_ops
+    assert any(name.startswith("convolution:") for name in prof.primitives), prof.primitives
+    assert prof.overhead_ratio(2 * prof.kernel_ms) == 2.0
+    out, err = capfd.readouterr()
+    assert "onednn_verbose" not in out and "profiler_start" not in err  # the C-level logs are captured
+
+
+def test_a_model_without_compute_ops_has_no_kernel_time():
+    x = torch.randn(64, 64)
+    kernel_ms, call_ms, _ = profile_ops(lambda: torch.relu(x) + 1, iters=5)
+    assert kernel_ms == 0 < call_ms
+    assert onednn_exec_ms(lambda: torch.relu(x), iters=2) == {}
+    assert math.isnan(kernel_profile(lambda: torch.relu(x), iters=2).overhead_ratio(1.0))  # nothing to divide by
+
+
+def test_int8_kernels_are_found_eager_and_behind_the_cpp_wrapper():
+    model, x = _model_and_input()
+    cfg = QuantizeConfig(method="static", calibration_batches=2)
+    eager_int8 = qz.quantize_static(model, [x, x], cfg)
+    from pipelines.compression.quantize import pt2e as qp
+
+    compiled = compile_for(qp.quantize_static(model, [x, x], cfg, x[:2]), "compile-default", x)
+    assert compiled.wrapper == "cpp" and compiled.error is None
+    for fn in (lambda: eager_int8(x), lambda: compiled.fn(x)):
+        with torch.inference_mode():
+            fn()
+        prof = kernel_profile(fn, iters=5)
+        assert 0 < prof.kernel_ms < prof.profiled_call_ms, prof
+
+
+def test_auto_engine_is_the_one_that_measures_faster():
+    ctx = Context(fast_params(tracking={"enabled": False}, quantize={"calibration_batches": 1},
+                              benchmark={"warmup": 2, "iters": 10, "batch_size": 16}))
+    model = ctx.new_model("student").eval()
+    choice = measure_engines(ctx, model)
+    p50 = choice["p50_ms"]
+    assert set(p50) == {"eager", "pt2e"} and min(p50.values()) > 0
+    other = {"eager": "pt2e", "pt2e": "eager"}[choice["engine"]]
+    assert p50[choice["engine"]] <= p50[other] / 0.95  # never more than 5% slower than the one not chosen
+    if choice["engine"] == "pt2e":
+        assert p50["pt2e"] < p50["eager"]  # eager stays unless PT2E is really faster
+    assert f"pt2e {p50['pt2e']:.3f} ms vs eager {p50['eager']:.3f} ms" in choice["why"]
+    assert choice["cpu_isa"]
