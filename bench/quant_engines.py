@@ -200,7 +200,31 @@ def main() -> None:
               f"eager int8 speedup vs fp32 eager {p['fp32 eager'] / p['int8 eager (torch.ao)']:.2f}x; "
               f"fastest int8 ({best['variant']}) call / kernel time {best['over_kernel']:.2f} (bar <= 1.6), "
               f"{p['fp32 compiled'] / best['p50_ms']:.2f}x faster than fp32 compiled")
+    in_pipeline(args.run, bs, rows)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
+
+
+def in_pipeline(run: Path, bs: int, rows: list[dict]) -> None:
+    """The same ratio inside the run's compile_benchmark (reports/benchmark.csv: the final int8
+    model's p50 over the pruned fp32 model's eager p50, interleaved with every other model and
+    runtime) next to this bench's, so a gap between bench and pipeline is a number too."""
+    import csv
+
+    table = run / "reports" / "benchmark.csv"
+    mine = {r["variant"]: r for r in rows if r["model"].startswith("trained")}
+    if not table.exists() or "int8 pipeline (models/quantized.pt)" not in mine:
+        return
+    with open(table) as handle:
+        csv_rows = [r for r in csv.DictReader(handle) if r["batch_size"] == str(bs) and r["latency_ms_p50"]]
+    p50 = {(r["model"], r["runtime"]): float(r["latency_ms_p50"]) for r in csv_rows}
+    if ("quantized", "eager") not in p50 or ("pruned", "eager") not in p50:
+        return
+    pipeline = p50[("quantized", "eager")] / p50[("pruned", "eager")]
+    bench = mine["int8 pipeline (models/quantized.pt)"]["p50_ms"] / mine["fp32 eager"]["p50_ms"]
+    kernel = next((r.get("kernel_ms") for r in csv_rows if (r["model"], r["runtime"]) == ("quantized", "eager")), "")
+    print(f"\nin-pipeline (reports/benchmark.csv, batch {bs}): final int8 p50 {p50[('quantized', 'eager')]:.3f} ms "
+          f"= {pipeline:.3f} x pruned fp32 eager{f', kernel {float(kernel):.3f} ms' if kernel else ''}; "
+          f"this bench: {bench:.3f} x; pipeline / bench {pipeline / bench:.2f} (bar: within 1.15)")
 
 
 if __name__ == "__main__":

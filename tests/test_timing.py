@@ -43,8 +43,9 @@ def test_own_cpu_work_is_not_counted_as_other_processes():
         for _ in range(20):
             _own_work()
     assert watch.own_cpu > 0.1
-    # busy time minus our own: whatever the rest of the machine does, the two shares fit in 100%
-    assert watch.other_cpu is not None and watch.other_cpu <= 1.0 - watch.own_cpu + 0.03
+    # were our own work counted as other processes', other_cpu would be about own_cpu; what is left
+    # is the rest of the machine (a CI runner's own daemons: a few %), well under the noise limit
+    assert watch.other_cpu is not None and watch.other_cpu < min(NoiseLimits().max_other_cpu, watch.own_cpu / 2)
 
 
 def test_a_cpu_hog_on_our_cores_is_seen():
