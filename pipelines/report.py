@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.measurement.comparison import CHAIN
+from pipelines.measurement.deploy import INT8_RUNTIMES
 
 LABELS = {"teacher": "teacher (fp32)", "student": "distilled student", "pruned": "pruned student",
           "quantized": "quantized (final)"}
@@ -127,8 +128,10 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         vs_best = ""
         if p.get("best_latency_ms_p50") not in (None, ""):
             ratio = _ratio(float(p["best_latency_ms_p50"]), q_ms)
-            vs_best = (f" and {ratio:.2f}x {'faster' if ratio >= 1 else 'SLOWER'} than its fastest fp32 runtime "
-                       f"({p['best_runtime']})"
+            best = p["best_runtime"]
+            own_int8 = best in INT8_RUNTIMES  # a deploy runtime that quantizes the fp32 model itself
+            vs_best = (f" and {ratio:.2f}x {'faster' if ratio >= 1 else 'SLOWER'} than the fp32 model's fastest "
+                       f"runtime ({best}{', its own int8 conversion of the fp32 model' if own_int8 else ''})"
                        + ("" if ratio >= 1 else ": the model is too small for int8 arithmetic to outweigh "
                                                 "per-operator overhead (see README, 'int8 pays when the model is "
                                                 "compute-bound')"))

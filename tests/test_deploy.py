@@ -190,6 +190,23 @@ def test_eager_int8_has_no_aoti_row_and_says_why(rows):
     assert "cannot be exported" in row["skipped"] and "latency_ms_p50" not in row and row["error"] == ""
 
 
+def test_a_pt2e_int8_graph_as_aoti_package_computes_what_the_graph_does_and_says_how(models, calibration, deployer):
+    """Packaged with autograd on (see deploy/aoti.py: under no_grad the dynamic-batch int8 fusion
+    gave wrong logits): the package must agree with the PT2E graph at batch sizes it was not built
+    for, and its row says it runs fp32 kernels."""
+    from pipelines.compression.quantize import pt2e
+
+    cfg = QuantizeConfig(method="static", calibration_batches=2)
+    graph = pt2e.quantize_static(models["fp32"], calibration, cfg, calibration[0][:2])
+    built = deployer.build("aoti", "pt2e-int8", graph, calibration[0], int8_model=True)
+    assert built.error == "" and built.fn is not None and "fp32 kernels" in built.note
+    for n in (1, 7):
+        x = torch.randn(n, 1, 8, 8)
+        with torch.inference_mode():
+            expected, got = graph(x), built.fn(x)
+        assert (got - expected).abs().max() <= 1e-3 * (1 + expected.abs().max())
+
+
 def test_bf16_rows_run_where_the_cpu_has_bf16_and_are_skipped_with_the_reason_elsewhere(rows):
     for runtime in ("eager-cpu-bf16", "ov-bf16"):
         row = _row(rows, "fp32", runtime)

@@ -151,7 +151,7 @@ class Deployer:
             start = time.perf_counter()
             path = aoti.package(model, example, self.path(name, ".pt2"))
             fn = aoti.load(path)
-            return Deployed(fn, time.perf_counter() - start, [path])
+            return Deployed(fn, time.perf_counter() - start, [path], aoti.PT2E_INT8_NOTE if int8_model else "")
         note = ""
         if runtime in INT8_RUNTIMES and int8_model:
             if source is None:
