@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -157,6 +158,27 @@ def test_an_infeasible_starting_point_still_vetoes_what_it_dominates():
         _done(2, [0.97, 0.9], {"accuracy": 0.5 - 1.0, "speedup": -0.2}, 0.7),  # feasible trade
     ])
     assert search.summarize(study, "c", current).best.number == 2
+
+
+def test_val_accuracies_one_sample_apart_are_a_tie_that_the_faster_trial_wins():
+    """Seen in a real `make search N=12` on digits (270 validation images): the current
+    configuration was infeasible by 4 images, and the rule took a trial one image more accurate and
+    4.8x slower than another. One image is below what the split can tell apart."""
+    current = fast_params(search={"space": {"prune.amount": {"type": "float", "low": 0.0, "high": 0.9}}},
+                          prune={"amount": 0.5})
+    n = 270
+    acc = [np.float32(k / n).item() for k in (266, 269, 268, 267)]  # stored as float32 accuracies
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials([
+        _done(0, [acc[0], 0.79], {"accuracy": 0.1}, 0.5),   # current, infeasible
+        _done(1, [acc[1], 3.51], {"accuracy": -1.0}, 0.2),  # one image better, 4.8x slower
+        _done(2, [acc[2], 0.73], {"accuracy": -0.6}, 0.3),  # the one to take
+        _done(3, [acc[3], 0.70], {"accuracy": -0.3}, 0.4),  # two images below the best: not a tie
+    ])
+    assert search.summarize(study, "c", current, val_samples=n).best.number == 2
+    assert search.summarize(study, "c", current).best.number == 1  # exact accuracies: the old rule
+    study.add_trial(_done(4, [acc[2], 0.73], {"accuracy": -0.6}, 0.35))
+    assert search.summarize(study, "c", current, val_samples=n).best.number == 2  # full tie: lower number
 
 
 # --- make promote -------------------------------------------------------------------------------

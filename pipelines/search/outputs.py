@@ -58,9 +58,11 @@ class SearchOutcome:
     pruned: list[FrozenTrial] = field(default_factory=list)
 
 
-def summarize(study: optuna.Study, context: str | None, params: Params | None = None) -> SearchOutcome:
+def summarize(study: optuna.Study, context: str | None, params: Params | None = None,
+              val_samples: int | None = None) -> SearchOutcome:
     """This context's trials, feasible front and chosen trial; ``params`` (the configuration
-    params.yaml holds now) finds the current configuration's trial for the selection rule."""
+    params.yaml holds now) finds the current configuration's trial for the selection rule;
+    ``val_samples`` (the context's validation split size) is the rule's accuracy resolution."""
     all_trials = [t for t in study.get_trials(deepcopy=False)
                   if context is None or t.user_attrs.get("context") == context]
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
@@ -76,7 +78,7 @@ def summarize(study: optuna.Study, context: str | None, params: Params | None = 
         "feasible": sum(is_feasible(t.constraints) for t in complete),
         "front": len(front),
     }
-    return SearchOutcome(study, complete, front, pick_best(complete, dirs, current), counts, current=current,
+    return SearchOutcome(study, complete, front, pick_best(complete, dirs, current, val_samples), counts, current=current,
                          pruned=pruned)
 
 

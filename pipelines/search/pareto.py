@@ -12,8 +12,10 @@ from pipelines.search.constraints import is_feasible
 
 SELECTION_RULE = ("highest val_accuracy among feasible trials (every constraint <= 0) that do not lose to the "
                   "current configuration's own trial: when that trial is feasible, only trials at least as good "
-                  "on every objective (itself included), else only trials it does not dominate; ties go to the "
-                  "lower latency_ms_p50, then to the lower trial number")
+                  "on every objective (itself included), else only trials it does not dominate; val accuracies "
+                  "within one validation sample of the highest are ties (the split cannot tell them apart), "
+                  "and ties go to the lower latency_ms_p50, then to the higher val_accuracy, then to the lower "
+                  "trial number")
 
 
 def feasible_front(trials: list[FrozenTrial], dirs: list[str]) -> list[FrozenTrial]:
@@ -24,9 +26,10 @@ def feasible_front(trials: list[FrozenTrial], dirs: list[str]) -> list[FrozenTri
 
 
 def pick_best(trials: list[FrozenTrial], dirs: list[str] | None = None,
-              current: FrozenTrial | None = None) -> FrozenTrial | None:
+              current: FrozenTrial | None = None, val_samples: int | None = None) -> FrozenTrial | None:
     """:data:`SELECTION_RULE` over the feasible trials; ``current`` is the trial of the
-    configuration params.yaml holds now (None: not measured in this context)."""
+    configuration params.yaml holds now (None: not measured in this context); ``val_samples``:
+    the validation split's size, shared by every trial of a context (None: exact accuracies)."""
     candidates = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
     if current is not None and current.state == TrialState.COMPLETE and dirs is not None:
         if is_feasible(current.constraints):
@@ -35,7 +38,10 @@ def pick_best(trials: list[FrozenTrial], dirs: list[str] | None = None,
             candidates = [t for t in candidates if not dominates(current.values, t.values, dirs)]
     if not candidates:
         return None
-    return min(candidates, key=lambda t: (-metrics_of(t)["val_accuracy"], metrics_of(t)["latency_ms_p50"], t.number))
+    best = max(metrics_of(t)["val_accuracy"] for t in candidates)
+    one_sample = 1.0 / val_samples + 1e-6 if val_samples else 0.0  # + a hair: accuracies are float32
+    tied = [t for t in candidates if metrics_of(t)["val_accuracy"] >= best - one_sample]
+    return min(tied, key=lambda t: (metrics_of(t)["latency_ms_p50"], -metrics_of(t)["val_accuracy"], t.number))
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:

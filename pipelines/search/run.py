@@ -94,7 +94,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     if interrupted is None and objective.failures and not objective.completed:
         raise SearchError(f"all {len(objective.failures)} trials failed (first: {objective.failures[0]}); "
                           f"{out_dir} is left as it was")
-    outcome = summarize(study, objective.context, params)
+    outcome = summarize(study, objective.context, params, val_samples=len(baseline.ctx.data.val))
     meta = {"context": objective.context, "pruner": cfg.pruner,
             "teacher_val_accuracy": baseline.teacher_val_accuracy,
             "teacher_accuracy": baseline.teacher_test_accuracy,
