@@ -85,14 +85,18 @@ async def _look(url: str, exp_id: str, parents: list[str], profile: Path, shot: 
     return seen
 
 
-def test_every_stage_run_is_listed_under_its_pipeline_parent_in_the_ui(repo, tmp_path):
+def _browser_and_store(repo):
+    """Chromium (or the system-dependency failure), and the repo's MLflow store and experiment."""
     root, env, _ = repo
     binary = chromium_binary()
     if not binary:
         missing_system_dependency("no Chromium found (/usr/bin/chromium): install Debian's `chromium` package")
-
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("compression-lab")
+    return root, env, binary, client, client.get_experiment_by_name("compression-lab")
+
+
+def test_every_stage_run_is_listed_under_its_pipeline_parent_in_the_ui(repo, tmp_path):
+    root, env, binary, client, exp = _browser_and_store(repo)
     runs = client.search_runs([exp.experiment_id], max_results=200)
     parents = sorted((r for r in runs if r.data.tags.get("role") == "pipeline"), key=lambda r: r.info.start_time)
     children = {p.info.run_id: {r.info.run_id: r.data.tags["stage"] for r in runs
@@ -128,12 +132,7 @@ IMAGE_JS = """(() => [...document.querySelectorAll('img')].filter(i => i.src.inc
 
 def test_report_summary_shows_its_plot_in_the_artifact_view(repo, tmp_path):
     """The report run's summary.md, opened in the run's Artifacts tab, renders with its image loaded."""
-    root, env, _ = repo
-    binary = chromium_binary()
-    if not binary:
-        missing_system_dependency("no Chromium found (/usr/bin/chromium): install Debian's `chromium` package")
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("compression-lab")
+    root, env, binary, client, exp = _browser_and_store(repo)
     report = client.search_runs([exp.experiment_id], "tags.stage = 'report'", order_by=["attributes.start_time"])[0]
 
     async def look(url: str) -> list:
