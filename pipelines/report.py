@@ -215,7 +215,7 @@ def deploy_section(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]
     mine = [r for r in rows if r["model"] == DEPLOY_MODEL]
     runtimes = list(dict.fromkeys(r["runtime"] for r in mine))
     lines = ["## Deploy", "",
-             f"The final model on every runtime of `benchmark.runtimes`; the choice is the fastest whose test "
+             "The final model on every runtime of `benchmark.runtimes`; the choice is the fastest whose test "
              "accuracy, measured in that runtime, is at most one test sample below PyTorch eager's:", "",
              _deploy_line(m, "_bs1", 1, noisy), _deploy_line(m, "", batch_size, noisy), "",
              f"| runtime | accuracy | p50 ms @bs1 | p50 ms @bs{batch_size} | p90 ms @bs{batch_size} | artifact MB "
