@@ -26,24 +26,25 @@ from pipelines.compression.quantize import eager as qz  # noqa: E402
 from pipelines.compression.quantize import pt2e as qp  # noqa: E402
 from pipelines.core.cpu import cpu_model, isa_summary  # noqa: E402
 from pipelines.core.pt2e_graph import register_int8_ops  # noqa: E402
+from pipelines.measurement.deploy import aoti  # noqa: E402
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
 from quant_engines import trained_case  # noqa: E402
 
 
-def package(graph, x: torch.Tensor, path: Path, no_grad: bool, dynamic: bool):
-    dims = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) if dynamic else None
-    with torch.no_grad() if no_grad else torch.enable_grad():
-        program = torch.export.export(graph, (x,), dynamic_shapes=dims)
+def static_package(graph, x: torch.Tensor, path: Path):
+    """What :func:`aoti.package` does with the batch fixed to ``len(x)``, under no_grad."""
+    register_int8_ops()
+    with torch.no_grad():
+        program = torch.export.export(graph, (x,))
         torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": True})
-    return torch._inductor.aoti_load_package(str(path))
+    return aoti.load(path)
 
 
 def main() -> None:
     set_threads(2)
     warm_compiler()
-    register_int8_ops()
     case = trained_case(Path(__file__).resolve().parents[1], 64)
     if case is None:
         raise SystemExit("models/pruned.pt: no finished run here (make repro)")
@@ -53,26 +54,31 @@ def main() -> None:
     compiled = compile_for(graph, "compile-default", x, settings=CompileSettings("auto")).fn
     out = Path("/tmp") / "aoti_int8_bench"
     out.mkdir(exist_ok=True)
-    fns = {"eager int8 (torch.ao)": eager, "pt2e compiled (torch.compile)": compiled}
-    for no_grad, dynamic in ((False, True), (True, True), (True, False)):
-        key = f"aoti {'no_grad' if no_grad else 'grad on'}, {'dynamic' if dynamic else 'static'} batch"
-        fns[key] = package(graph, x, out / f"{no_grad}_{dynamic}.pt2", no_grad, dynamic)
+    with torch.no_grad():
+        no_grad_dynamic = aoti.load(aoti.package(graph, x, out / "no_grad_dynamic.pt2"))
+    # variant -> (callable, batch sizes it accepts)
+    fns = {"eager int8 (torch.ao)": (eager, (1, 7, 64)),
+           "pt2e compiled (torch.compile)": (compiled, (1, 7, 64)),
+           "aoti grad on, dynamic batch (pipeline)": (aoti.load(aoti.package(graph, x, out / "pipeline.pt2")),
+                                                      (1, 7, 64)),
+           "aoti no_grad, dynamic batch": (no_grad_dynamic, (1, 7, 64)),
+           "aoti no_grad, static batch": (static_package(graph, x, out / "no_grad_static.pt2"), (len(x),))}
     print(f"CPU {cpu_model()} ({isa_summary()}), torch {torch.__version__}")
     with torch.inference_mode():
-        for key, fn in fns.items():
+        for key, (fn, sizes) in fns.items():
             checks = []
-            for n in (1, 7, 64) if "dynamic" in key or "aoti" not in key else (64,):
+            for n in sizes:
                 ref, got = graph(x[:n].contiguous()), fn(x[:n].contiguous())
                 checks.append(f"bs{n}: |diff| {(got - ref).abs().max().item():.3f}, "
                               f"top-1 agree {(got.argmax(1) == ref.argmax(1)).float().mean().item():.2f}")
-            print(f"{key:36} " + "; ".join(checks))
-        timed = {k: (lambda f=f: f(x)) for k, f in fns.items()}
+            print(f"{key:40} " + "; ".join(checks))
+        timed = {k: (lambda f=f: f(x)) for k, (f, _) in fns.items()}
         t = time_interleaved(timed, warmup=20, iters=200)
     for key, fn in timed.items():
         with torch.inference_mode():
             prof = kernel_profile(fn, iters=20)
         ops = ", ".join(f"{op} {ms:.3f}" for op, ms in prof.top_ops[:3])
-        print(f"{key:36} p50 {t[key].p50_ms:.3f} ms, p90 {t[key].p90_ms:.3f}; top ops: {ops}")
+        print(f"{key:40} p50 {t[key].p50_ms:.3f} ms, p90 {t[key].p90_ms:.3f}; top ops: {ops}")
 
 
 if __name__ == "__main__":

@@ -208,14 +208,13 @@ def in_pipeline(run: Path, bs: int, rows: list[dict]) -> None:
     """The same ratio inside the run's compile_benchmark (reports/benchmark.csv: the final int8
     model's p50 over the pruned fp32 model's eager p50, interleaved with every other model and
     runtime) next to this bench's, so a gap between bench and pipeline is a number too."""
-    import csv
+    from pipelines.core.io import read_csv
 
     table = run / "reports" / "benchmark.csv"
     mine = {r["variant"]: r for r in rows if r["model"].startswith("trained")}
     if not table.exists() or "int8 pipeline (models/quantized.pt)" not in mine:
         return
-    with open(table) as handle:
-        csv_rows = [r for r in csv.DictReader(handle) if r["batch_size"] == str(bs) and r["latency_ms_p50"]]
+    csv_rows = [r for r in read_csv(table) if r["batch_size"] == str(bs) and r["latency_ms_p50"]]
     p50 = {(r["model"], r["runtime"]): float(r["latency_ms_p50"]) for r in csv_rows}
     if ("quantized", "eager") not in p50 or ("pruned", "eager") not in p50:
         return

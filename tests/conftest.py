@@ -195,6 +195,16 @@ def missing_system_dependency(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_chromium() -> str:
+    """The headless browser's binary, or the missing-dependency failure/skip."""
+    from tests.headless import chromium_binary
+
+    binary = chromium_binary()
+    if not binary:
+        missing_system_dependency("no Chromium found (/usr/bin/chromium): install Debian's `chromium` package")
+    return binary
+
+
 # --- stage processes: how a user meets bad input ------------------------------------------------
 
 TINY = {**FAST, "train": {"epochs": 1}, "tracking": {"experiment": "faults", "log_models": False},

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from pipelines.promote import promote
-from tests.conftest import ROOT, missing_system_dependency, run_cmd, venv_env
-from tests.headless import Browser, chromium_binary
+from tests.conftest import ROOT, require_chromium, run_cmd, venv_env
+from tests.headless import Browser
 
 HEADLINE = ("acc", "drop_pp", "size_ratio", "p50_ms", "p50_ms_bs1", "speedup")
 SETTINGS = {"quantize.method": "dynamic", "prune.amount": 0.3}  # one experiment each
@@ -150,9 +150,7 @@ def test_make_compare_fits_120_columns(experiments):
 
 
 def test_make_plots_renders_without_a_network(experiments, tmp_path):
-    binary = chromium_binary()
-    if not binary:
-        missing_system_dependency("no Chromium found (/usr/bin/chromium): install Debian's `chromium` package")
+    binary = require_chromium()
     root, env, names = experiments
     run_cmd([sys.executable, "-m", "stages.plots", *names.values()], root, env)
     page = root / "dvc_plots" / "index.html"

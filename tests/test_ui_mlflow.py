@@ -18,8 +18,8 @@ from pathlib import Path
 
 import mlflow
 
-from tests.conftest import STAGES, free_port, missing_system_dependency
-from tests.headless import Browser, chromium_binary
+from tests.conftest import STAGES, free_port, require_chromium
+from tests.headless import Browser
 
 # [row index, run id, shown name] of every run-name link in the runs table, top to bottom.
 ROWS_JS = """(() => [...document.querySelectorAll('[role=row] a[href*="/runs/"]')]
@@ -68,10 +68,10 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def _look(url: str, exp_id: str, parents: list[str], profile: Path, shot: Path) -> dict:
+async def _look(binary: str, url: str, exp_id: str, parents: list[str], profile: Path, shot: Path) -> dict:
     """Open the runs page, expand each parent in turn, record the rows shown after each."""
     seen = {}
-    async with Browser(chromium_binary(), profile) as browser:
+    async with Browser(binary, profile) as browser:
         await browser.open(f"{url}/#/experiments/{exp_id}/runs")
         await browser.wait_for(f"{ROWS_JS}.filter(r => {parents!r}.includes(r[1])).length === {len(parents)}",
                                timeout=90)
@@ -88,9 +88,7 @@ async def _look(url: str, exp_id: str, parents: list[str], profile: Path, shot: 
 def _browser_and_store(repo):
     """Chromium (or the system-dependency failure), and the repo's MLflow store and experiment."""
     root, env, _ = repo
-    binary = chromium_binary()
-    if not binary:
-        missing_system_dependency("no Chromium found (/usr/bin/chromium): install Debian's `chromium` package")
+    binary = require_chromium()
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     return root, env, binary, client, client.get_experiment_by_name("compression-lab")
 
@@ -108,8 +106,8 @@ def test_every_stage_run_is_listed_under_its_pipeline_parent_in_the_ui(repo, tmp
     proc, url = _start_server(root, env)
     shot = root / "reports" / "ui" / "runs.png"
     try:
-        seen = asyncio.run(_look(url, exp.experiment_id, [p.info.run_id for p in parents], tmp_path / "chromium",
-                                 shot))
+        seen = asyncio.run(_look(binary, url, exp.experiment_id, [p.info.run_id for p in parents],
+                                 tmp_path / "chromium", shot))
     finally:
         _stop(proc)
 

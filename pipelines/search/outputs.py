@@ -78,7 +78,8 @@ def summarize(study: optuna.Study, context: str | None, params: Params | None = 
         "feasible": sum(is_feasible(t.constraints) for t in complete),
         "front": len(front),
     }
-    return SearchOutcome(study, complete, front, pick_best(complete, dirs, current, val_samples), counts, current=current,
+    best = pick_best(complete, dirs, current, val_samples)
+    return SearchOutcome(study, complete, front, best, counts, current=current,
                          pruned=pruned)
 
 

@@ -12,8 +12,9 @@ torch 2.14.1 with the default run's trained [64,128,256] CNN, Inductor's int8 fu
 -> q into oneDNN int8 kernels) only runs when ``aoti_compile_and_package`` is called under
 ``torch.no_grad()``, and then the dynamic-batch package computes wrong logits (max |diff| 13 vs
 0.002 for ``torch.compile``; top-1 agreement 22% at batch 64, 14% at batch 7); a static-batch one
-is right (one package per batch size; 0.8-1.4x the compiled graph's p50 in runs here). With autograd on, the package dequantizes the
-weights once and runs fp32 convolutions: correct, int8-sized, not int8-fast."""
+is right (one package per batch size; 0.8-1.4x the compiled graph's p50 in runs here). With
+autograd on, the package dequantizes the weights once and runs fp32 convolutions: correct,
+int8-sized, not int8-fast (``bench/aoti_int8.py`` shows all three)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ MAX_BATCH = 1 << 16
 EAGER_INT8_REASON = ("torch.ao eager int8 modules cannot be exported (no fake-tensor kernels); "
                      "quantize.engine: pt2e gives an exportable int8 graph")
 PT2E_INT8_NOTE = ("AOTInductor runs this PT2E int8 graph as dequantized weights + fp32 kernels (its int8 fusion "
-                  "computed wrong outputs with a dynamic batch on torch 2.14; see pipelines/measurement/deploy/aoti.py)")
+                  "computed wrong outputs with a dynamic batch on torch 2.14; see "
+                  "pipelines/measurement/deploy/aoti.py)")
 
 
 def package(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
