@@ -156,6 +156,10 @@ class QuantizeConfig(Section):
     observer: Literal["minmax", "histogram"] = "histogram"
     per_channel: bool = True
     calibration_batches: Annotated[int, Field(gt=0, le=10_000, description=BATCH_WHY)] = 8
+    # pt2e static: convolutions on feature maps so small that their matrix form is no bigger than
+    # their kernel (a padded 3x3 on a 1x1 map) run as linear layers, which oneDNN's int8 GEMM runs
+    # at full AMX tile use (see pipelines/compression/quantize/small_spatial.py)
+    convs_as_linear: bool = True
     qat_epochs: Epochs = 2
     qat_lr: PositiveFloat = 1e-4
 

@@ -105,9 +105,9 @@ def profile_ops(fn: Callable[[], Any], iters: int) -> tuple[float, float, list[t
 _VERBOSE_EXEC = re.compile(r"^onednn_verbose,(?:[^,]*,)*?exec,cpu,([^,]+),([^,]+),.*,([0-9.]+)\s*$")
 
 
-def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
-    """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, summed per
-    ``primitive:implementation`` and divided by ``iters`` (empty when nothing ran through oneDNN).
+def onednn_executions(fn: Callable[[], Any], iters: int = 1) -> list[str]:
+    """oneDNN's verbose line for every primitive execution in ``iters`` calls of ``fn``
+    (primitive, implementation, data types and layouts, shapes, ms).
 
     The log goes to the process's stdout (C level), so fd 1 is pointed at a temp file meanwhile
     (what Python prints in the block goes there too and is dropped)."""
@@ -115,12 +115,16 @@ def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
         with torch.inference_mode(), torch.backends.mkldnn.verbose(1):  # 1: every execution, timed
             for _ in range(iters):
                 fn()
+    return [line for line in log if _VERBOSE_EXEC.match(line)]
+
+
+def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
+    """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, summed per
+    ``primitive:implementation`` and divided by ``iters`` (empty when nothing ran through oneDNN)."""
     totals: dict[str, float] = defaultdict(float)
-    for line in log:
-        match = _VERBOSE_EXEC.match(line)
-        if match:
-            kind, impl, ms = match.groups()
-            totals[f"{kind}:{impl}"] += float(ms)
+    for line in onednn_executions(fn, iters):
+        kind, impl, ms = _VERBOSE_EXEC.match(line).groups()
+        totals[f"{kind}:{impl}"] += float(ms)
     return {k: v / iters for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 

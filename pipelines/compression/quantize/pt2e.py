@@ -115,6 +115,15 @@ def export(model: nn.Module, example: torch.Tensor, strict: bool = True) -> fx.G
     return program.module()
 
 
+def _as_linear(graph: fx.GraphModule, example: torch.Tensor, strict: bool) -> tuple[fx.GraphModule, list[str]]:
+    """:func:`small_spatial.convs_as_linear`, re-exported so the new linear layers carry the
+    shapes and source functions the quantizer matches on."""
+    from pipelines.compression.quantize.small_spatial import convs_as_linear
+
+    rewritten = convs_as_linear(graph)
+    return (export(graph, example, strict) if rewritten else graph), rewritten
+
+
 def quantization_config(observer: str, per_channel: bool, qat: bool):
     """torchao's x86 default config with our observer and weight granularity.
 
@@ -197,6 +206,8 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
                       "exported non-strict", RuntimeWarning, stacklevel=2)
         strict = False
         report["export"] = "non-strict"
+    rewrite = cfg.convs_as_linear and not qat  # QAT trains its batch norms: nothing to fold yet
+    graph, report["convs_as_linear"] = _as_linear(graph, example, strict) if rewrite else (graph, [])
     config = quantization_config(cfg.observer, cfg.per_channel, qat)
     insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
     try:
@@ -205,7 +216,9 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
         warnings.warn(f"pt2e: quantizer refused a pattern ({first_line(exc, 160)}); retrying with the "
                       "refusing fusion annotators skipped, see fp32_layers", RuntimeWarning, stacklevel=2)
         quantizer = _quantizer(config, tolerant=True)
-        prepared = insert_observers(export(model, example, strict), quantizer)  # fresh graph: no stale annotations
+        graph = export(model, example, strict)  # fresh graph: no stale annotations
+        graph = _as_linear(graph, example, strict)[0] if rewrite else graph
+        prepared = insert_observers(graph, quantizer)
         report["skipped_patterns"] = list(quantizer.skipped)
     (move_exported_model_to_train if qat else move_exported_model_to_eval)(prepared)
     allow_train_eval(prepared)
