@@ -148,4 +148,5 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
         if report:
             metrics["pt2e_export"] = report["export"]
             metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]
+            metrics["pt2e_convs_as_linear"] = report.get("convs_as_linear", [])
     return out, metrics

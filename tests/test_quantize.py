@@ -192,10 +192,18 @@ def test_resnet18_quantizes_on_pt2e_without_partition_error():
     x = torch.randn(2, 3, 32, 32)
     cfg = QuantizeConfig(calibration_batches=1)
     model = build_model(ModelConfig(arch="resnet18"), 3, 10).eval()
-    q = qp.quantize_static(model, [x], cfg, x)
+    q = qp.quantize_static(model, [x], cfg.model_copy(update={"convs_as_linear": False}), x)
     assert q.meta[qp.REPORT_KEY]["skipped_patterns"] == []
     assert qp.fp32_layers(q) == []
     assert qp.quantize_ops(q)["dequantize_per_channel"] == 21  # 20 conv + fc
+    with torch.inference_mode():
+        assert torch.allclose(q(x), model(x), atol=0.1)
+    # layer4's 3x3 convs run on 1x1 maps: as int8 linears (quantize.convs_as_linear); the last
+    # block's residual add then has no conv to fuse with and adds in fp32 (a 64x512 elementwise op)
+    q = qp.quantize_static(model, [x], cfg, x)
+    assert q.meta[qp.REPORT_KEY]["convs_as_linear"] == [f"layer4.{b}.conv{c}" for b in (0, 1) for c in (1, 2)]
+    assert qp.fp32_layers(q) == ["layer4.1 (add_7)"]
+    assert qp.quantize_ops(q)["dequantize_per_channel"] == 21
     with torch.inference_mode():
         assert torch.allclose(q(x), model(x), atol=0.1)
 

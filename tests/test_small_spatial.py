@@ -18,6 +18,7 @@ from pipelines.measurement.compile import compile_for
 from pipelines.measurement.kernels import onednn_executions
 from pipelines.training.context import Context, train
 from pipelines.training.loop import predict
+from pipelines.workflow import quantize_model
 
 TAIL = ["tail.0", "tail.3"]  # 2x2 -> 1x1 (stride 2) and 1x1 -> 1x1: both smaller as matrices
 
@@ -108,3 +109,10 @@ def test_qat_keeps_its_convolutions(ctx, fp32):
     prepared, report = qp.prepare(fp32, ctx.example(2), cfg, qat=True)
     assert report["convs_as_linear"] == []
     assert _convs(prepared) == 4
+
+
+def test_quantize_stage_metrics_name_the_rewritten_layers(ctx, fp32):
+    c = ctx.derive(ctx.params.with_overrides({"quantize.engine": "pt2e"}))
+    _, metrics = quantize_model(c, fp32)
+    assert metrics["pt2e_convs_as_linear"] == TAIL
+    assert metrics["fp32_layers"] == []

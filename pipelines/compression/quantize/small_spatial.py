@@ -124,6 +124,7 @@ def convs_as_linear(gm: fx.GraphModule, max_growth: float = 1.0) -> list[str]:
             linear = gm.graph.call_function(F.linear, (flat, gm.graph.get_attr(f"{prefix}_weight"),
                                                        gm.graph.get_attr(f"{prefix}_bias")))
             out = gm.graph.call_function(torch.unflatten, (linear, 1, out_shape))
+        out.meta["val"] = node.meta.get("val")  # the shape later convs are judged by
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
         stack = node.meta.get("nn_module_stack") or {}
