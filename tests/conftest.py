@@ -272,3 +272,11 @@ def within_bounds(proc: Finished) -> None:
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes (to prove nothing was written)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def agreement(ctx, a, b) -> float:
+    """Share of the test split on which two models predict the same class."""
+    from pipelines.training.loop import predict
+
+    loader = ctx.loader("test")
+    return (predict(a, loader).argmax(1) == predict(b, loader).argmax(1)).float().mean().item()

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import fast_params
+from conftest import agreement, fast_params
 from torch import nn
 
 from pipelines.compression.quantize import eager as qz
@@ -20,7 +20,6 @@ from pipelines.core.config import QuantizeConfig
 from pipelines.compression.quantize import recipe
 from pipelines.core.kinds import is_eager_int8, is_pt2e
 from pipelines.core.pt2e_graph import CONV_LINEAR
-from pipelines.training.loop import predict
 from pipelines.training.context import Context, train
 from pipelines.workflow import quantize_model
 
@@ -54,11 +53,6 @@ def quantized(ctx, fp32):
     return get
 
 
-def _agreement(ctx, a: nn.Module, b: nn.Module) -> float:
-    loader = ctx.loader("test")
-    return (predict(a, loader).argmax(1) == predict(b, loader).argmax(1)).float().mean().item()
-
-
 def _weight_dequant_ops(model: torch.fx.GraphModule) -> set[str]:
     """Which dequantize op feeds each conv/linear weight in a converted PT2E graph."""
     ops = set()
@@ -74,7 +68,7 @@ def _weight_dequant_ops(model: torch.fx.GraphModule) -> set[str]:
 def test_eager_int8_is_int8_and_close_to_fp32(ctx, fp32, quantized, method):
     model, metrics = quantized("eager", method)
     assert is_eager_int8(model)
-    assert _agreement(ctx, model, fp32) >= 0.9
+    assert agreement(ctx, model, fp32) >= 0.9
     assert abs(metrics["accuracy"] - metrics["accuracy_fp32"]) <= 0.05
     # dynamic int8 has Linear kernels only: the convolutions stay fp32 and are reported as such
     assert metrics["fp32_layers"] == (["features.0.0", "features.2.0"] if method == "dynamic" else [])
@@ -91,7 +85,7 @@ def test_pt2e_int8_graph_is_quantized_and_close_to_fp32(ctx, fp32, quantized, me
     ops = qp.quantize_ops(model)
     assert ops.get("quantize_per_tensor", 0) >= 3 and ops.get("dequantize_per_channel", 0) == 3  # 2 conv + linear
     assert metrics["fp32_layers"] == [] and metrics["pt2e_export"] == "strict"
-    assert _agreement(ctx, model, fp32) >= 0.9
+    assert agreement(ctx, model, fp32) >= 0.9
     assert abs(metrics["accuracy"] - metrics["accuracy_fp32"]) <= 0.05
     # convert_pt2e's leftover fp32 weights are stripped: int8 weights + scales + biases only
     assert metrics["size_ratio_vs_fp32"] < 0.5
@@ -104,7 +98,7 @@ def test_pt2e_dynamic_quantizes_linear_with_torchao(ctx, fp32, quantized):
     assert not is_eager_int8(model) and not is_pt2e(model)
     assert type(model.classifier.weight).__name__ == "Int8Tensor"
     assert metrics["fp32_layers"] == ["features.0.0", "features.2.0"]
-    assert _agreement(ctx, model, fp32) >= 0.95
+    assert agreement(ctx, model, fp32) >= 0.95
 
 
 def test_per_channel_changes_the_weight_qscheme(ctx, fp32):

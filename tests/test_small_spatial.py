@@ -8,7 +8,7 @@ import collections
 
 import pytest
 import torch
-from conftest import fast_params
+from conftest import agreement, fast_params
 from torch import nn
 
 from pipelines.compression.quantize import pt2e as qp
@@ -17,7 +17,6 @@ from pipelines.core.config import QuantizeConfig
 from pipelines.measurement.compile import compile_for
 from pipelines.measurement.kernels import onednn_executions
 from pipelines.training.context import Context, train
-from pipelines.training.loop import predict
 from pipelines.workflow import quantize_model
 
 TAIL = ["tail.0", "tail.3"]  # 2x2 -> 1x1 (stride 2) and 1x1 -> 1x1: both smaller as matrices
@@ -74,11 +73,6 @@ def test_growth_limit_leaves_the_graph_untouched(ctx, fp32):
     assert graph.code == code
 
 
-def _agreement(ctx, a, b) -> float:
-    loader = ctx.loader("test")
-    return (predict(a, loader).argmax(1) == predict(b, loader).argmax(1)).float().mean().item()
-
-
 def test_pt2e_runs_the_rewritten_layers_as_int8_linear_kernels(ctx, fp32):
     cfg = QuantizeConfig(method="static", calibration_batches=2)
     batches = ctx.calibration_batches()
@@ -88,8 +82,8 @@ def test_pt2e_runs_the_rewritten_layers_as_int8_linear_kernels(ctx, fp32):
     assert off.meta[qp.REPORT_KEY]["convs_as_linear"] == []
     assert (_convs(on), _convs(off)) == (2, 4)
     assert qp.fp32_layers(on) == []
-    assert _agreement(ctx, on, fp32) >= 0.95
-    assert _agreement(ctx, on, off) >= 0.95
+    assert agreement(ctx, on, fp32) >= 0.95
+    assert agreement(ctx, on, off) >= 0.95
 
     x = ctx.example(16)
     compiled = compile_for(on, "compile-default", x)

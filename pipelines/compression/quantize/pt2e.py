@@ -115,13 +115,12 @@ def export(model: nn.Module, example: torch.Tensor, strict: bool = True) -> fx.G
     return program.module()
 
 
-def _as_linear(graph: fx.GraphModule, example: torch.Tensor) -> tuple[fx.GraphModule, list[str]]:
-    """:func:`small_spatial.convs_as_linear` on a strictly exported graph, re-exported strictly
-    (which records the source functions the quantizer finds the new linear layers by); a graph
-    that does not re-export stays as it was."""
+def _as_linear(model: nn.Module, graph: fx.GraphModule, example: torch.Tensor) -> tuple[fx.GraphModule, list[str]]:
+    """:func:`small_spatial.convs_as_linear` on ``model``'s strictly exported ``graph``,
+    re-exported strictly (which records the source functions the quantizer finds the new linear
+    layers by); if that fails, ``model`` exported afresh, unrewritten."""
     from pipelines.compression.quantize.small_spatial import convs_as_linear
 
-    original = copy.deepcopy(graph)
     rewritten = convs_as_linear(graph)
     if not rewritten:
         return graph, []
@@ -130,7 +129,7 @@ def _as_linear(graph: fx.GraphModule, example: torch.Tensor) -> tuple[fx.GraphMo
     except Exception as exc:  # noqa: BLE001 - the rewrite is an optimisation: without it the model still quantizes
         warnings.warn(f"pt2e: convs_as_linear left out, the rewritten graph did not re-export "
                       f"({type(exc).__name__}: {first_line(exc, 120)})", RuntimeWarning, stacklevel=3)
-        return original, []
+        return export(model, example, strict=True), []
 
 
 def quantization_config(observer: str, per_channel: bool, qat: bool):
@@ -218,7 +217,7 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
     # QAT trains its batch norms (nothing to fold yet); a non-strict graph re-exported strictly
     # loses the module-level source functions its annotation depends on
     rewrite = cfg.convs_as_linear and not qat and strict
-    graph, report["convs_as_linear"] = _as_linear(graph, example) if rewrite else (graph, [])
+    graph, report["convs_as_linear"] = _as_linear(model, graph, example) if rewrite else (graph, [])
     config = quantization_config(cfg.observer, cfg.per_channel, qat)
     insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
     try:
@@ -228,7 +227,7 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
                       "refusing fusion annotators skipped, see fp32_layers", RuntimeWarning, stacklevel=2)
         quantizer = _quantizer(config, tolerant=True)
         graph = export(model, example, strict)  # fresh graph: no stale annotations
-        graph = _as_linear(graph, example)[0] if rewrite else graph
+        graph = _as_linear(model, graph, example)[0] if rewrite else graph
         prepared = insert_observers(graph, quantizer)
         report["skipped_patterns"] = list(quantizer.skipped)
     (move_exported_model_to_train if qat else move_exported_model_to_eval)(prepared)
