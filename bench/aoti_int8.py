@@ -48,7 +48,7 @@ def main() -> None:
     case = trained_case(Path(__file__).resolve().parents[1], 64)
     if case is None:
         raise SystemExit("models/pruned.pt: no finished run here (make repro)")
-    _, model, (x, batches), cfg, _ = case
+    _, model, (x, batches), cfg, _, _ = case
     eager = qz.quantize_static(model.eval(), batches, cfg)
     graph = qp.quantize_static(model, batches, cfg, x[:2])
     compiled = compile_for(graph, "compile-default", x, settings=CompileSettings("auto")).fn

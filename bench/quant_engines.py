@@ -2,7 +2,8 @@
 (torchao X86InductorQuantizer, torch.compile with Inductor freezing), one interleaved
 measurement per model at a fixed thread count (pipelines.measurement.timing.time_interleaved),
 and for every variant the time its compute kernels take (pipelines.measurement.kernels): the call
-p50 next to that sum makes the per-call overhead a number.
+p50 next to that sum makes the per-call overhead a number (``p50/kern`` divides a p50 timed right
+before the profile, since this kind of VM's speed drifts within a run).
 
     .venv/bin/python bench/quant_engines.py            # the run's trained models, then random CNNs, ResNet-18
     .venv/bin/python bench/quant_engines.py --quick    # the same without the teacher, fewer iterations
@@ -22,7 +23,11 @@ cache, so compile_s is what a first compile costs): freezing is what lets Induct
 weights and pattern-match dq -> conv/linear -> q into oneDNN int8 kernels; without it a PT2E
 graph runs as dequantize + fp32 ops. ``--cpp-wrapper`` is ``benchmark.cpp_wrapper``: by default
 (auto) the PT2E graph gets Inductor's C++ wrapper and the fp32 graph the Python one; run it again
-with ``never`` to see what the Python wrapper's per-op dispatch costs a small int8 model.
+with ``never`` to see what the Python wrapper's per-op dispatch costs a small int8 model. Compiled
+variants are called as ``compile_benchmark`` calls them (``benchmark.compiled_call: direct``:
+Inductor's graph without Dynamo at the timed shape, :mod:`pipelines.measurement.direct_call`);
+the row ``int8 pt2e compiled, through dynamo`` is the same PT2E graph with every call through
+torch.compile's guards, so what Dynamo costs a call is a number too.
 Calibration of the random models uses random inputs: they measure latency, not accuracy (the tests
 check accuracy on digits).
 """
@@ -54,6 +59,7 @@ from pipelines.models import CNN, build_model  # noqa: E402
 
 VARIANTS = ["fp32 eager", "fp32 compiled", "int8 eager (torch.ao)", "int8 pt2e compiled"]
 FP32_LINEAR = "fp32 compiled, convs as linear"
+PT2E_DYNAMO = "int8 pt2e compiled, through dynamo"
 
 
 def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, iters: int,
@@ -75,7 +81,10 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         convs_as_linear(fp32_linear)
     settings = CompileSettings(cpp_wrapper)
     compiled = {"fp32 compiled": compile_for(model, "compile-default", x, settings=settings),
-                "int8 pt2e compiled": compile_for(pt2e_int8, "compile-default", x, settings=settings)}
+                "int8 pt2e compiled": compile_for(pt2e_int8, "compile-default", x, settings=settings),
+                # the same graph with every call through torch.compile's guards: what Dynamo costs a call
+                PT2E_DYNAMO: compile_for(pt2e_int8, "compile-default", x,
+                                         settings=CompileSettings(cpp_wrapper, call="dynamo"))}
     if rewritten:
         compiled[FP32_LINEAR] = compile_for(fp32_linear, "compile-default", x, settings=settings)
     for key, c in compiled.items():
@@ -86,6 +95,7 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         "fp32 compiled": lambda: compiled["fp32 compiled"].fn(x),
         "int8 eager (torch.ao)": lambda: eager_int8(x),
         "int8 pt2e compiled": lambda: compiled["int8 pt2e compiled"].fn(x),
+        PT2E_DYNAMO: lambda: compiled[PT2E_DYNAMO].fn(x),
         **({FP32_LINEAR: lambda: compiled[FP32_LINEAR].fn(x)} if rewritten else {}),
         **{key: (lambda m=m: m(x)) for key, m in (extra or {}).items()},
     }
@@ -95,15 +105,18 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         agree = {k: (fn().argmax(1) == ref.argmax(1)).float().mean().item() for k, fn in fns.items()}
     timings = time_interleaved(fns, warmup=warmup, iters=iters)
     fp32 = timings["fp32 eager"].p50_ms
-    kernels = {key: kernel_profile(fn, iters=max(10, iters // 2)) for key, fn in fns.items()}
+    kernels, adjacent = {}, {}
+    for key, fn in fns.items():  # call p50 / kernel time from one moment: this VM's speed drifts within a run
+        adjacent[key] = time_interleaved({key: fn}, warmup=5, iters=max(20, iters // 3))[key].p50_ms
+        kernels[key] = kernel_profile(fn, iters=max(10, iters // 3))
     rows = []
     for key in fns:
         lat, c, k = timings[key], compiled.get(key), kernels[key]
         rows.append({"model": name, "variant": key, "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
                      "speedup_vs_fp32_eager": fp32 / lat.p50_ms, "compile_s": c.compile_time_s if c else 0.0,
-                     "wrapper": c.wrapper if c else "",
+                     "wrapper": c.wrapper if c else "", "call": c.call if c else "",
                      "max_abs_err": err[key], "top1_agree": agree[key],
-                     "kernel_ms": k.kernel_ms, "kernel_source": k.source, "over_kernel": k.overhead_ratio(lat.p50_ms),
+                     "kernel_ms": k.kernel_ms, "kernel_source": k.source, "over_kernel": k.overhead_ratio(adjacent[key]),
                      "top_ops": k.top_ops[:4], "primitives": dict(list(k.primitives.items())[:6])})
     print(f"[{name}] quantized both engines in {prep_s:.1f}s; pt2e fp32 layers: {qp.fp32_layers(pt2e_int8) or 'none'}; "
           f"pt2e convs run as linear (quantize.convs_as_linear): {', '.join(rewritten) or 'none'}", flush=True)
@@ -130,14 +143,15 @@ def trained_case(run: Path, bs: int):
     finally:
         os.chdir(cwd)
     pruned = load_model(models / "pruned.pt").model
-    extra = {}
+    extra, runtime = {}, "eager"
     if (models / "quantized.pt").exists():  # what compile_benchmark timed: a PT2E graph compiled the same way
         int8 = load_model(models / "quantized.pt").model
         if is_pt2e_int8(int8):
-            int8 = compile_for(int8, "compile-default", data[0]).fn
+            runtime = "compile-default"
+            int8 = compile_for(int8, runtime, data[0], settings=CompileSettings.of(params.benchmark)).fn
         extra["int8 pipeline (models/quantized.pt)"] = int8
     name = f"trained final fp32 {params.student.arch} (models/pruned.pt)"
-    return name, pruned, data, params.quantize, extra
+    return name, pruned, data, params.quantize, extra, runtime
 
 
 def main() -> None:
@@ -153,7 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     warm_compiler()
-    warmup, iters, calib = (3, 15, 2) if args.quick else (10, 40, 4)
+    warmup, iters, calib = (3, 15, 2) if args.quick else (20, 150, 4)
     bs = args.batch
     started = time.perf_counter()
     rows = []
@@ -162,7 +176,7 @@ def main() -> None:
         if case is None:
             print(f"{args.run}/models/pruned.pt: no finished run there (make repro); trained models skipped")
         else:
-            name, model, data, cfg, extra = case
+            name, model, data, cfg, extra, pipeline_runtime = case
             rows += run_model(name, model, tuple(data[0].shape), warmup, iters, calib, args.cpp_wrapper, data, cfg,
                               extra)
             torch._dynamo.reset()
@@ -183,13 +197,13 @@ def main() -> None:
     print(f"\nbatch {bs}, {torch.get_num_threads()} threads, warm-up {warmup}, {iters} interleaved iters, "
           f"torch {torch.__version__}, CPU {cpu_model()} ({isa_summary()})")
     header = f"{'model':44} {'variant':34} {'p50 ms':>7} {'p90 ms':>7} {'x fp32':>6} {'kernel ms':>9} " \
-             f"{'p50/kern':>8} {'compile s':>9} {'wrapper':>7} {'max|err|':>8} {'top1=':>5}"
+             f"{'p50/kern':>8} {'compile s':>9} {'wrapper':>7} {'call':>6} {'max|err|':>8} {'top1=':>5}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['model'][:44]:44} {r['variant'][:34]:34} {r['p50_ms']:7.3f} {r['p90_ms']:7.3f} "
               f"{r['speedup_vs_fp32_eager']:6.2f} {r['kernel_ms']:9.3f} {r['over_kernel']:8.2f} {r['compile_s']:9.1f} "
-              f"{r['wrapper']:>7} {r['max_abs_err']:8.4f} {r['top1_agree']:5.2f}")
+              f"{r['wrapper']:>7} {r['call']:>6} {r['max_abs_err']:8.4f} {r['top1_agree']:5.2f}")
     print("\nwhere the time goes (per call; kernel ms from the profiler or oneDNN's verbose log, see the column "
           "source):")
     for r in rows:
@@ -203,7 +217,9 @@ def main() -> None:
         p = {r["variant"]: r["p50_ms"] for r in rows if r["model"] == name}
         best = min((r for r in rows if r["model"] == name and "int8" in r["variant"]), key=lambda r: r["p50_ms"])
         print(f"  {name}: pt2e int8 latency / eager int8 {p['int8 pt2e compiled'] / p['int8 eager (torch.ao)']:.2f} "
-              "(bar: <= 1.0 with AMX, <= 1.2 without); pt2e int8 speedup "
+              f"(bar: <= 1.0 with AMX, <= 1.2 without; through dynamo "
+              f"{p[PT2E_DYNAMO] / p['int8 eager (torch.ao)']:.2f}, dynamo's cost per call "
+              f"{p[PT2E_DYNAMO] - p['int8 pt2e compiled']:.3f} ms); pt2e int8 speedup "
               f"vs fp32 compiled {p['fp32 compiled'] / p['int8 pt2e compiled']:.2f}x, "
               f"vs fp32 eager {p['fp32 eager'] / p['int8 pt2e compiled']:.2f}x; "
               f"eager int8 speedup vs fp32 eager {p['fp32 eager'] / p['int8 eager (torch.ao)']:.2f}x; "
@@ -211,14 +227,16 @@ def main() -> None:
               f"{p['fp32 compiled'] / best['p50_ms']:.2f}x faster than fp32 compiled"
               + (f" ({p[FP32_LINEAR] / best['p50_ms']:.2f}x than fp32 compiled with the same convs as linear)"
                  if FP32_LINEAR in p else ""))
-    in_pipeline(args.run, bs, rows)
+    if args.only in ("all", "trained") and case is not None:
+        in_pipeline(args.run, bs, rows, pipeline_runtime)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
 
 
-def in_pipeline(run: Path, bs: int, rows: list[dict]) -> None:
+def in_pipeline(run: Path, bs: int, rows: list[dict], runtime: str) -> None:
     """The same ratio inside the run's compile_benchmark (reports/benchmark.csv: the final int8
-    model's p50 over the pruned fp32 model's eager p50, interleaved with every other model and
-    runtime) next to this bench's, so a gap between bench and pipeline is a number too."""
+    model's p50 in ``runtime``, compile-default for a PT2E graph, over the pruned fp32 model's
+    eager p50, interleaved with every other model and runtime) next to this bench's, so a gap
+    between bench and pipeline is a number too."""
     from pipelines.core.io import read_csv
 
     table = run / "reports" / "benchmark.csv"
@@ -227,12 +245,13 @@ def in_pipeline(run: Path, bs: int, rows: list[dict]) -> None:
         return
     csv_rows = [r for r in read_csv(table) if r["batch_size"] == str(bs) and r["latency_ms_p50"]]
     p50 = {(r["model"], r["runtime"]): float(r["latency_ms_p50"]) for r in csv_rows}
-    if ("quantized", "eager") not in p50 or ("pruned", "eager") not in p50:
+    if ("quantized", runtime) not in p50 or ("pruned", "eager") not in p50:
         return
-    pipeline = p50[("quantized", "eager")] / p50[("pruned", "eager")]
+    pipeline = p50[("quantized", runtime)] / p50[("pruned", "eager")]
     bench = mine["int8 pipeline (models/quantized.pt)"]["p50_ms"] / mine["fp32 eager"]["p50_ms"]
-    kernel = next((r.get("kernel_ms") for r in csv_rows if (r["model"], r["runtime"]) == ("quantized", "eager")), "")
-    print(f"\nin-pipeline (reports/benchmark.csv, batch {bs}): final int8 p50 {p50[('quantized', 'eager')]:.3f} ms "
+    kernel = next((r.get("kernel_ms") for r in csv_rows if (r["model"], r["runtime"]) == ("quantized", runtime)), "")
+    print(f"\nin-pipeline (reports/benchmark.csv, batch {bs}): final int8 ({runtime}) p50 "
+          f"{p50[('quantized', runtime)]:.3f} ms "
           f"= {pipeline:.3f} x pruned fp32 eager{f', kernel {float(kernel):.3f} ms' if kernel else ''}; "
           f"this bench: {bench:.3f} x; pipeline / bench {pipeline / bench:.2f} (bar: within 1.15)")
 

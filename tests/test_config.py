@@ -29,6 +29,7 @@ def test_committed_params_validate_and_spell_out_every_section():
         (lambda r: r["quantize"].update(method="int4"), "quantize.method", "static"),
         (lambda r: r["quantize"].update(engine="tensorrt"), "quantize.engine", "pt2e"),
         (lambda r: r["benchmark"].update(cpp_wrapper=True), "benchmark.cpp_wrapper", "auto"),
+        (lambda r: r["benchmark"].update(compiled_call="guardless"), "benchmark.compiled_call", "direct"),
         (lambda r: r["benchmark"].update(inductor={"no_such_knob": True}), "benchmark.inductor",
          "not a torch._inductor.config setting"),
         (lambda r: r["benchmark"].update(inductor={"freezing": False}), "benchmark.inductor", "own setting"),

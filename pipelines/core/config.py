@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipelines.core.errors import ParamsError
-from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CppWrapper
+from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CompiledCall, CppWrapper
 from pipelines.core.yaml_files import parse_yaml, read_yaml
 
 __all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "parse_yaml", "read_yaml", "validate"]
@@ -195,6 +195,11 @@ class BenchmarkConfig(Section):
     # for PT2E int8 graphs on CPU, where the Python wrapper's per-op dispatch is what separated
     # them from eager int8 on small models; it costs ~6 s more compile time per graph.
     cpp_wrapper: CppWrapper = "auto"
+    # How a compiled CPU variant is called at the shape it was compiled for. direct: Inductor's
+    # graph straight away (one graph, one input; every other input still goes through Dynamo);
+    # dynamo: every call through torch.compile's guards (~0.1 ms a call here). See
+    # pipelines/measurement/direct_call.py.
+    compiled_call: CompiledCall = "direct"
     # Extra torch._inductor.config settings for every compiled variant, e.g.
     # {layout_optimization: false, cpp.weight_prepack: false} keeps wide fp32 CNNs on tiny feature
     # maps in NCHW, where oneDNN's channels-last kernels are slower (see README).

@@ -7,6 +7,8 @@ from typing import Literal
 
 # benchmark.cpp_wrapper, see pipelines.measurement.compile
 CppWrapper = Literal["auto", "always", "never"]
+# benchmark.compiled_call, see pipelines.measurement.direct_call
+CompiledCall = Literal["direct", "dynamo"]
 
 FIXED_INDUCTOR_SETTINGS = {
     # weights become constants: conv/linear weights prepacked, PT2E dq -> conv -> q fused into int8 kernels

@@ -174,7 +174,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
             report = None if rt.deploy else reports.get(name)
             row: dict[str, Any] = {
                 "model": name, "runtime": runtime, "batch_size": batch_size, "device": comp.device,
-                "compile_time_s": comp.compile_time_s, "wrapper": comp.wrapper,
+                "compile_time_s": comp.compile_time_s, "wrapper": comp.wrapper, "call": comp.call,
                 "graphs": comp.graphs if rt.mode else "",
                 "graph_breaks": (report.graph_breaks if report else "") if rt.mode else 0,
                 "break_reasons": " | ".join(report.reasons) if (report and rt.mode) else "",

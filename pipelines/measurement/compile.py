@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from pipelines.core.errors import error_line
-from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CppWrapper
+from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CompiledCall, CppWrapper
 from pipelines.core.kinds import is_pt2e_int8
+from pipelines.measurement.direct_call import capturing_backend, direct_call
 from pipelines.measurement.graphs import GraphReport
 from pipelines.measurement.runtimes import Runtime, parse_runtime
 from pipelines.measurement.timing import sync
@@ -59,6 +60,7 @@ class Compiled:
     device: str = "cpu"
     note: str = ""
     wrapper: str = ""                  # "cpp" or "python" for compiled variants
+    call: str = ""                     # compiled variants: "direct" (no Dynamo at the compiled shape) or "dynamo"
     skipped: str = ""                  # why this machine cannot run the variant (not an error)
     artifact: str = ""                 # deploy targets: the file a user ships
     artifact_mb: float | str = ""
@@ -135,11 +137,12 @@ class CompileSettings:
 
     cpp_wrapper: str = "auto"
     inductor: tuple[tuple[str, Any], ...] = ()
+    call: CompiledCall = "direct"  # benchmark.compiled_call, see pipelines.measurement.direct_call
 
     @classmethod
     def of(cls, cfg: Any) -> "CompileSettings":
         """From a ``BenchmarkConfig``."""
-        return cls(cfg.cpp_wrapper, tuple(sorted(cfg.inductor.items())))
+        return cls(cfg.cpp_wrapper, tuple(sorted(cfg.inductor.items())), cfg.compiled_call)
 
 
 def apply_inductor_settings(settings: CompileSettings) -> None:
@@ -215,17 +218,21 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
             example = example.to(rt.device)
         graphs_before = counters["stats"]["unique_graphs"]
         start = time.perf_counter()
+        backend = capturing_backend(rt.mode) if settings.call == "direct" and rt.device == "cpu" else None
         with _compile_context(rt, cpp_wrapper=cpp):
-            compiled = torch.compile(model, mode=rt.mode, dynamic=False)
+            compiled = (torch.compile(model, mode=rt.mode, dynamic=False) if backend is None
+                        else torch._dynamo.optimize(backend=backend, dynamic=False)(model))
             compiled(example)
             compiled(example)
         sync()
         elapsed = time.perf_counter() - start
+        with torch.inference_mode(), _autocast(rt):
+            direct = direct_call(backend, model, compiled, example)
     except Exception as exc:  # noqa: BLE001 - a model the compiler refuses is a result, not a crash
         return Compiled(model, float("nan"), error=error_line(exc), device=rt.device,
                         wrapper="cpp" if cpp else "python")
 
-    run = _with_autocast(compiled, rt)
+    run = _with_autocast(direct or compiled, rt)
     notes = []
     if breaks is not None and breaks.note:
         notes.append(breaks.note)
@@ -233,7 +240,7 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
         notes.append(REDUCE_OVERHEAD_CPU_NOTE)
     return Compiled(run, elapsed, breaks.graph_breaks if breaks else None, list(breaks.reasons) if breaks else [],
                     graphs=counters["stats"]["unique_graphs"] - graphs_before, device=rt.device,
-                    note="; ".join(notes), wrapper="cpp" if cpp else "python")
+                    note="; ".join(notes), wrapper="cpp" if cpp else "python", call="direct" if direct else "dynamo")
 
 
 _WARMED: set[str] = set()
