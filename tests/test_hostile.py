@@ -490,14 +490,15 @@ def _wait_for_run(proc: subprocess.Popen, store: str, timeout: float = 120, **ta
 
 
 def test_ctrl_c_during_a_stage_is_one_line_exit_130_and_the_run_killed(tmp_path):
-    root = tiny_project(tmp_path / "p", train={"epochs": 500})
+    root = tiny_project(tmp_path / "p", train={"epochs": 1000})  # the most the schema allows: ~5 s on a fast moment
     store = _store(tmp_path)
     mlflow.MlflowClient(store).create_experiment("faults")  # made here: the test reads it while the stage writes
     env = stage_env(MLFLOW_TRACKING_URI=store, TQDM_DISABLE="1")
     proc = subprocess.Popen([sys.executable, "-m", "stages.train_baseline"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_run(proc, store, stage="train_baseline")
-    time.sleep(2)  # inside the training loop
+    time.sleep(1)  # inside the training loop (500 epochs once ended before a 2 s sleep did)
+    assert proc.poll() is None, "the stage ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), code=130)
