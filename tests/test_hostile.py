@@ -497,7 +497,7 @@ def test_ctrl_c_during_a_stage_is_one_line_exit_130_and_the_run_killed(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "stages.train_baseline"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_run(proc, store, stage="train_baseline")
-    time.sleep(1)  # inside the training loop (500 epochs once ended before a 2 s sleep did)
+    time.sleep(2)  # inside the training loop (500 epochs once ended before this sleep did)
     assert proc.poll() is None, "the stage ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -72,3 +72,36 @@ def test_auto_engine_is_the_one_that_measures_faster():
         assert p50["pt2e"] < p50["eager"]  # eager stays unless PT2E is really faster
     assert f"pt2e {p50['pt2e']:.3f} ms vs eager {p50['eager']:.3f} ms" in choice["why"]
     assert choice["cpu_isa"]
+
+
+_LIMITED_PROBE = """
+import json, torch
+from pipelines.compression.quantize import eager as qz
+from pipelines.core.config import QuantizeConfig
+from pipelines.core.cpu import isa_summary
+from pipelines.measurement.kernels import onednn_executions
+from pipelines.models import CNN
+torch.manual_seed(0)
+model, x = CNN(1, 10, [32, 64]).eval(), torch.randn(16, 1, 8, 8)
+int8 = qz.quantize_static(model, [x], QuantizeConfig(method="static", calibration_batches=1))
+with torch.inference_mode():
+    int8(x)
+impls = sorted({line.split("exec,cpu,")[1].split(",")[1] for line in onednn_executions(lambda: int8(x))})
+print(json.dumps({"isa": isa_summary(), "impls": impls}))
+"""
+
+
+def test_onednn_isa_limit_is_obeyed_and_recorded():
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI (how to time a VNNI-only CPU on an AMX one): oneDNN's
+    int8 convolutions run without AMX, and the cpu_isa every row and run records says so."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, venv_env
+
+    done = subprocess.run([sys.executable, "-c", _LIMITED_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          env={**venv_env(), "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, timeout=300, check=True)
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["isa"].endswith(" onednn<=avx512_core_vnni"), probe
+    assert probe["impls"] and not any("amx" in impl for impl in probe["impls"]), probe

@@ -4,11 +4,16 @@ features that decide which kernels oneDNN/fbgemm pick, so every benchmark row sa
 - ``avx512_vnni`` / ``avx_vnni``: int8 dot products (u8 x s8 -> s32) in one instruction;
 - ``amx_int8`` / ``amx_bf16``: Advanced Matrix Extensions tiles (Sapphire Rapids and later);
 - ``avx512_bf16``: bf16 dot products.
+
+oneDNN can be told to use less than the CPU has (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` runs
+its VNNI kernels on an AMX machine: how to measure a VNNI-only CPU without one); the summary
+then says so, since the flags alone would claim AMX.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -58,7 +63,17 @@ def has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def onednn_isa_limit() -> str | None:
+    """The ISA oneDNN is limited to (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``), lower case."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return limit.strip().lower() if limit and limit.strip().upper() != "ALL" else None
+
+
 def isa_summary() -> str:
-    """One short string for tags and CSV columns, e.g. ``avx512_vnni+avx512_bf16+amx_int8+amx_bf16``."""
+    """One short string for tags and CSV columns, e.g. ``avx512_vnni+avx512_bf16+amx_int8+amx_bf16``
+    (``...+amx_bf16 onednn<=avx512_core_vnni`` when oneDNN is limited below what the CPU has)."""
     shown = [f for f in features() if f not in ("avx2", "avx512f", "amx_tile")]
-    return "+".join(shown) or ("avx512f" if "avx512f" in cpu_flags() else "avx2" if "avx2" in cpu_flags() else "baseline")
+    summary = "+".join(shown) or ("avx512f" if "avx512f" in cpu_flags() else "avx2" if "avx2" in cpu_flags()
+                                  else "baseline")
+    limit = onednn_isa_limit()
+    return f"{summary} onednn<={limit}" if limit else summary
