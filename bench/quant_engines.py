@@ -105,10 +105,8 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         agree = {k: (fn().argmax(1) == ref.argmax(1)).float().mean().item() for k, fn in fns.items()}
     timings = time_interleaved(fns, warmup=warmup, iters=iters)
     fp32 = timings["fp32 eager"].p50_ms
-    kernels, adjacent = {}, {}
-    for key, fn in fns.items():  # call p50 / kernel time from one moment: this VM's speed drifts within a run
-        adjacent[key] = time_interleaved({key: fn}, warmup=5, iters=max(20, iters // 3))[key].p50_ms
-        kernels[key] = kernel_profile(fn, iters=max(10, iters // 3))
+    kernels = {key: kernel_profile(fn, iters=max(10, iters // 3), timed_iters=max(20, iters // 3))
+               for key, fn in fns.items()}  # call p50 / kernel time from one moment: this VM's speed drifts
     rows = []
     for key in fns:
         lat, c, k = timings[key], compiled.get(key), kernels[key]
@@ -116,7 +114,7 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
                      "speedup_vs_fp32_eager": fp32 / lat.p50_ms, "compile_s": c.compile_time_s if c else 0.0,
                      "wrapper": c.wrapper if c else "", "call": c.call if c else "",
                      "max_abs_err": err[key], "top1_agree": agree[key],
-                     "kernel_ms": k.kernel_ms, "kernel_source": k.source, "over_kernel": k.overhead_ratio(adjacent[key]),
+                     "kernel_ms": k.kernel_ms, "kernel_source": k.source, "over_kernel": k.overhead_ratio(),
                      "top_ops": k.top_ops[:4], "primitives": dict(list(k.primitives.items())[:6])})
     print(f"[{name}] quantized both engines in {prep_s:.1f}s; pt2e fp32 layers: {qp.fp32_layers(pt2e_int8) or 'none'}; "
           f"pt2e convs run as linear (quantize.convs_as_linear): {', '.join(rewritten) or 'none'}", flush=True)

@@ -27,11 +27,14 @@ def test_fp32_kernels_are_part_of_the_call_and_named_by_onednn(capfd):
     fn = lambda: model(x)  # noqa: E731
     with torch.inference_mode():
         fn()
-    prof = kernel_profile(fn, iters=5)
+    prof = kernel_profile(fn, iters=5, timed_iters=10)
     assert 0 < prof.kernel_ms < prof.profiled_call_ms
     assert any(op == "aten::mkldnn_convolution" for op, _ in prof.top_ops), prof.top_ops
     assert any(name.startswith("convolution:") for name in prof.primitives), prof.primitives
     assert prof.overhead_ratio(2 * prof.kernel_ms) == 2.0
+    assert 0 < prof.call_p50_ms < prof.profiled_call_ms  # timed alone, right before, without the profiler
+    assert prof.overhead_ratio() == prof.call_p50_ms / prof.kernel_ms
+    assert math.isnan(kernel_profile(fn, iters=2).overhead_ratio())  # no timing asked for: nothing to divide
     out, err = capfd.readouterr()
     assert "onednn_verbose" not in out and "profiler_start" not in err  # the C-level logs are captured
 

@@ -84,7 +84,8 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     ``deploy``: builds the deploy targets (once per model, reused at every batch size) and
     measures each row's accuracy in its own runtime. ``kernels``: after timing, profile every
     PyTorch CPU row once (:func:`~pipelines.measurement.kernels.kernel_profile`): ``kernel_ms`` is
-    its compute kernels' share of a call, ``p50_over_kernel`` what the rest costs on top.
+    its compute kernels' share of a call, ``p50_over_kernel`` a p50 of the row timed alone right
+    before its profile over it (what the rest costs on top, from one moment).
 
     Dynamo keeps one code cache per Python function, shared by every instance of a class and by
     every ``torch.compile`` of it, and ``explain()`` wipes it. So: explain every model first;
@@ -195,8 +196,9 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 if ref is not None:
                     row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
                 if kernels and not rt.deploy and comp.device == "cpu":
-                    prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)))
+                    prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)),
+                                          timed_iters=max(20, iters // 2))
                     row.update(kernel_ms=prof.kernel_ms, kernel_source=prof.source,
-                               p50_over_kernel=prof.overhead_ratio(lat.p50_ms))
+                               p50_over_kernel=prof.overhead_ratio())
             rows.append(row)
     return rows

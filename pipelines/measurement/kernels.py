@@ -44,10 +44,13 @@ class KernelProfile:
     source: str                        # "profiler" or "onednn-verbose"
     top_ops: list[tuple[str, float]] = field(default_factory=list)  # (op, self ms per call), biggest first
     primitives: dict[str, float] = field(default_factory=dict)      # oneDNN primitive/impl -> ms per call
+    call_p50_ms: float = float("nan")  # the call's p50 without the profiler, timed right before it
 
-    def overhead_ratio(self, call_p50_ms: float) -> float:
-        """The timed call p50 over the kernel time: 1.0 would be a call that is nothing but kernels."""
-        return call_p50_ms / self.kernel_ms if self.kernel_ms > 0 else float("nan")
+    def overhead_ratio(self, call_p50_ms: float | None = None) -> float:
+        """A call p50 (default: the one timed right before the profile) over the kernel time: 1.0
+        would be a call that is nothing but kernels."""
+        call = self.call_p50_ms if call_p50_ms is None else call_p50_ms
+        return call / self.kernel_ms if self.kernel_ms > 0 else float("nan")
 
 
 _KINETO_LINE = re.compile(r"^(USDT|INFO|WARNING|ERROR):\d{4}-\d\d-\d\d .*\.cpp:\d+\]")
@@ -128,12 +131,21 @@ def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
     return {k: v / iters for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def kernel_profile(fn: Callable[[], Any], iters: int = 30) -> KernelProfile:
-    """Kernel time per call of ``fn`` (see the module docstring); ``fn`` is warmed up by the caller."""
+def kernel_profile(fn: Callable[[], Any], iters: int = 30, timed_iters: int = 0) -> KernelProfile:
+    """Kernel time per call of ``fn`` (see the module docstring); ``fn`` is warmed up by the caller.
+
+    ``timed_iters`` > 0 first times ``fn`` alone, without the profiler (``call_p50_ms``), so the
+    call / kernel ratio comes from one moment: on a shared VM whose speed drifts by 2x within a
+    minute, a p50 from an earlier loop over a kernel time profiled later mixes two machines."""
+    call_p50 = float("nan")
+    if timed_iters > 0:
+        from pipelines.measurement.timing import time_interleaved
+
+        call_p50 = time_interleaved({"call": fn}, warmup=3, iters=timed_iters)["call"].p50_ms
     kernel_ms, call_ms, top = profile_ops(fn, iters)
     primitives = onednn_exec_ms(fn, iters)
     dnn_ms = sum(ms for name, ms in primitives.items() if _COMPUTE.search(name.split(":")[0]) or "matmul" in name
                  or "inner_product" in name)
     if dnn_ms > kernel_ms:  # ops the profiler did not see (C++ wrapper), or a profiler that saw fewer
-        return KernelProfile(dnn_ms, call_ms, "onednn-verbose", top, primitives)
-    return KernelProfile(kernel_ms, call_ms, "profiler", top, primitives)
+        return KernelProfile(dnn_ms, call_ms, "onednn-verbose", top, primitives, call_p50)
+    return KernelProfile(kernel_ms, call_ms, "profiler", top, primitives, call_p50)
