@@ -82,14 +82,14 @@ import json, torch
 from pipelines.compression.quantize import eager as qz
 from pipelines.core.config import QuantizeConfig
 from pipelines.core.cpu import isa_summary
-from pipelines.measurement.kernels import onednn_executions
+from pipelines.measurement.kernels import onednn_execution, onednn_executions
 from pipelines.models import CNN
 torch.manual_seed(0)
 model, x = CNN(1, 10, [32, 64]).eval(), torch.randn(16, 1, 8, 8)
 int8 = qz.quantize_static(model, [x], QuantizeConfig(method="static", calibration_batches=1))
 with torch.inference_mode():
     int8(x)
-impls = sorted({line.split("exec,cpu,")[1].split(",")[1] for line in onednn_executions(lambda: int8(x))})
+impls = sorted({onednn_execution(line)[1] for line in onednn_executions(lambda: int8(x))})
 print(json.dumps({"isa": isa_summary(), "impls": impls}))
 """
 

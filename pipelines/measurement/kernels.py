@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from pipelines.measurement.timing import time_interleaved
+
 # Operators whose own time is a convolution / matrix-product primitive.
 _COMPUTE = re.compile(r"conv|linear|addmm|(^|::)b?mm\b|matmul|_pointwise")
 # ... and those that only forward to one (their self time is dispatch, not compute).
@@ -121,13 +123,20 @@ def onednn_executions(fn: Callable[[], Any], iters: int = 1) -> list[str]:
     return [line for line in log if _VERBOSE_EXEC.match(line)]
 
 
+def onednn_execution(line: str) -> tuple[str, str, float]:
+    """(primitive kind, implementation, ms) of one line :func:`onednn_executions` returned, e.g.
+    ``("convolution", "brg_conv_fwd:avx10_1_512_amx", 0.11)``."""
+    kind, impl, ms = _VERBOSE_EXEC.match(line).groups()
+    return kind, impl, float(ms)
+
+
 def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
     """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, summed per
     ``primitive:implementation`` and divided by ``iters`` (empty when nothing ran through oneDNN)."""
     totals: dict[str, float] = defaultdict(float)
     for line in onednn_executions(fn, iters):
-        kind, impl, ms = _VERBOSE_EXEC.match(line).groups()
-        totals[f"{kind}:{impl}"] += float(ms)
+        kind, impl, ms = onednn_execution(line)
+        totals[f"{kind}:{impl}"] += ms
     return {k: v / iters for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
@@ -139,8 +148,6 @@ def kernel_profile(fn: Callable[[], Any], iters: int = 30, timed_iters: int = 0)
     minute, a p50 from an earlier loop over a kernel time profiled later mixes two machines."""
     call_p50 = float("nan")
     if timed_iters > 0:
-        from pipelines.measurement.timing import time_interleaved
-
         call_p50 = time_interleaved({"call": fn}, warmup=3, iters=timed_iters)["call"].p50_ms
     kernel_ms, call_ms, top = profile_ops(fn, iters)
     primitives = onednn_exec_ms(fn, iters)

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from pipelines.compression.quantize.small_spatial import convs_as_linear
 from pipelines.core.config import QuantizeConfig
 from pipelines.core.errors import QuantizeError, first_line
 from pipelines.core.kinds import is_pt2e
@@ -119,8 +120,6 @@ def _as_linear(model: nn.Module, graph: fx.GraphModule, example: torch.Tensor) -
     """:func:`small_spatial.convs_as_linear` on ``model``'s strictly exported ``graph``,
     re-exported strictly (which records the source functions the quantizer finds the new linear
     layers by); if that fails, ``model`` exported afresh, unrewritten."""
-    from pipelines.compression.quantize.small_spatial import convs_as_linear
-
     rewritten = convs_as_linear(graph)
     if not rewritten:
         return graph, []
