@@ -189,12 +189,16 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 row["accuracy"] = accuracy[(name, runtime)]
             lat = timings.get((name, runtime))
             if lat is not None:
-                row.update(latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,
+                p50_low, p50_high = lat.p50_interval
+                row.update(latency_ms_p50=lat.p50_ms, latency_ms_p50_ci_low=p50_low, latency_ms_p50_ci_high=p50_high,
+                           latency_ms_p90=lat.p90_ms,
                            throughput_sps=lat.throughput(batch_size), noisy=measured.noisy,
                            other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
                            timing_attempts=measured.attempts)
                 if ref is not None:
                     row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
+                    speedup = ref.ratio(lat)  # teacher / row, per round: the interval of the speedup
+                    row.update(speedup_vs_teacher_ci_low=speedup.low, speedup_vs_teacher_ci_high=speedup.high)
                 if kernels and not rt.deploy and comp.device == "cpu":
                     prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)),
                                           timed_iters=max(20, iters // 2))

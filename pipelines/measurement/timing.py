@@ -23,15 +23,34 @@ from typing import Any
 
 import torch
 
+from pipelines.core.stats import LatencyRatio, median_interval
+
+
 @dataclass(frozen=True)
 class Latency:
+    """One variant's timing. ``samples``: every timed call (ms); ``rounds``: one value per round
+    of the side-by-side measurement, aligned with every other variant timed in the same
+    measurement (round ``i`` of each variant ran at the same machine speed), the pairs
+    :meth:`ratio` is computed from."""
+
     p50_ms: float
     p90_ms: float
     mean_ms: float
     iters: int
+    samples: tuple[float, ...] = ()
+    rounds: tuple[float, ...] = ()
 
     def throughput(self, batch_size: int) -> float:
         return batch_size / (self.p50_ms / 1e3)
+
+    @property
+    def p50_interval(self) -> tuple[float, float]:
+        """95% interval of the p50 from the samples' order statistics."""
+        return median_interval(self.samples) if self.samples else (self.p50_ms, self.p50_ms)
+
+    def ratio(self, other: "Latency") -> LatencyRatio:
+        """This p50 over ``other``'s, with its interval, from the rounds both were timed in."""
+        return LatencyRatio.of(self.rounds, other.rounds)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -71,7 +90,7 @@ def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters:
                 fns[name]()
                 sync()
                 samples[name].append((time.perf_counter() - start) * 1e3)
-    return {n: Latency(statistics.median(s), _percentile(s, 0.9), statistics.fmean(s), len(s))
+    return {n: Latency(statistics.median(s), _percentile(s, 0.9), statistics.fmean(s), len(s), tuple(s), tuple(s))
             for n, s in samples.items()}
 
 
