@@ -206,6 +206,14 @@ class BenchmarkConfig(Section):
     # Nested and dotted forms are the same setting: {cpp: {weight_prepack: false}} reads as
     # {cpp.weight_prepack: false} (what `dvc exp run -S '+benchmark.inductor.cpp.weight_prepack=false'` writes).
     inductor: dict[str, bool | int | float | str] = {}
+    # Timing schedule (pipelines/measurement/timing.py): the iters timed calls of each variant run in
+    # `blocks` rotating rounds, one block of each variant per round (a block: block_warmup untimed
+    # calls, then iters/blocks timed ones, as a server runs one runtime call after call). A fixed
+    # reference workload timed between blocks measures the machine's speed; a round with a block
+    # timed across a speed change of more than max_speed_change is re-measured, then flagged noisy.
+    blocks: Annotated[int, Field(gt=0, le=1000)] = 6
+    block_warmup: Annotated[int, Field(ge=0, le=10_000)] = 5
+    max_speed_change: Annotated[float, Field(gt=1.0)] = 1.25
 
     @field_validator("deploy_runtime")
     @classmethod

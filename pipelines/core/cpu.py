@@ -63,6 +63,12 @@ def has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def bf16_missing() -> str:
+    """Why bf16 rows are skipped on this CPU, or ``""`` when it has native bf16 (without it PyTorch
+    and OpenVINO emulate bf16 through fp32 conversions: that measures the emulation, not bf16)."""
+    return "" if has_bf16() else "this CPU has no native bf16 (avx512_bf16 / amx_bf16 absent from its flags)"
+
+
 def onednn_isa_limit() -> str | None:
     """The ISA oneDNN is limited to (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``), lower case."""
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")

@@ -24,7 +24,7 @@ from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_
 from pipelines.measurement.deploy import Deployer, exact, import_libraries
 from pipelines.measurement.graphs import GraphReport, explain_graphs
 from pipelines.measurement.kernels import kernel_profile
-from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for
+from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for, serving_note
 from pipelines.measurement.timing import NoiseLimits, measure
 
 
@@ -75,7 +75,8 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
                      noise: NoiseLimits = NoiseLimits(),
                      deploy: DeployInputs | None = None, kernels: bool = False) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
-    together, interleaved; ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
+    together, in rotating blocks (:func:`~pipelines.measurement.timing.measure`, schedule from
+    ``noise``); ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
     row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
     ``runtimes`` is one list for every model or ``{model: its runtimes}`` (the search times the
     teacher on eager only, the reference of the speedup).
@@ -180,7 +181,8 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 "graph_breaks": (report.graph_breaks if report else "") if rt.mode else 0,
                 "break_reasons": " | ".join(report.reasons) if (report and rt.mode) else "",
                 "max_abs_diff_vs_eager": diffs.get((name, runtime), ""),
-                "note": "; ".join(n for n in (comp.note, explain_notes.get(name, "") if rt.mode else "") if n),
+                "note": "; ".join(n for n in (comp.note, explain_notes.get(name, "") if rt.mode else "",
+                                              serving_note(rt, comp.fn, batch_size) if comp.fn else "") if n),
                 "error": comp.error or "",
                 "skipped": comp.skipped,
                 "artifact": comp.artifact, "artifact_mb": comp.artifact_mb,
@@ -194,7 +196,10 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                            latency_ms_p90=lat.p90_ms,
                            throughput_sps=lat.throughput(batch_size), noisy=measured.noisy,
                            other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
-                           timing_attempts=measured.attempts)
+                           timing_attempts=measured.attempts, remeasured_rounds=measured.remeasured,
+                           speed_change=measured.disturbance.speed_change)
+                if measured.speed is not None:
+                    row.update(ref_int8_ms=measured.speed.int8_ms, ref_fp32_ms=measured.speed.fp32_ms)
                 if ref is not None:
                     row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
                     speedup = ref.ratio(lat)  # teacher / row, per round: the interval of the speedup

@@ -31,6 +31,7 @@ from typing import Any, get_args
 import torch
 from torch import nn
 
+from pipelines.core.cpu import bf16_missing
 from pipelines.core.errors import error_line
 from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CompiledCall, CppWrapper
 from pipelines.core.kinds import is_pt2e_int8
@@ -201,8 +202,6 @@ def compile_for(model: nn.Module, runtime: str, example: torch.Tensor,
     if rt.deploy:
         return Compiled(None, float("nan"), skipped=DEPLOY_ONLY_NOTE)
     if rt.amp is not None and rt.device == "cpu":
-        from pipelines.measurement.deploy import bf16_missing
-
         if reason := bf16_missing():
             return Compiled(model, float("nan"), skipped=reason)
     if rt.mode is None:

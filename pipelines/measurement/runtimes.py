@@ -10,12 +10,16 @@
   reason on a CPU without native bf16 (:mod:`pipelines.core.cpu`).
 - deploy targets ``ort-fp32``, ``ort-int8``, ``ov-fp32``, ``ov-bf16``, ``ov-int8``, ``aoti``
   (ONNX Runtime, OpenVINO, AOTInductor): built by :mod:`pipelines.measurement.deploy` and timed in
-  the same interleaved loop, every runtime on ``benchmark.num_threads`` threads, none spinning idle.
+  the same measurement, in blocks (:mod:`pipelines.measurement.timing`), every runtime on
+  ``benchmark.num_threads`` threads in its serving configuration (:func:`serving_note`).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -87,3 +91,30 @@ def runtimes_for(model: nn.Module, runtimes: list[str]) -> list[str]:
     if not is_quantized(model):
         return list(runtimes)
     return [r for r in runtimes if parse_runtime(r).amp is None and applies(r, int8_model=True)]
+
+
+def openmp_library() -> str:
+    """The OpenMP runtime PyTorch loaded (GNU ``libgomp`` in the pip wheels, Intel ``libiomp5``
+    in some builds), from the process's memory map; ``"OpenMP"`` where that cannot be read."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "OpenMP"
+    return next((lib for lib in ("libiomp5", "libgomp") if lib in maps), "OpenMP")
+
+
+def pytorch_serving() -> str:
+    """PyTorch's threading as it runs now, for a row's ``note``: intra-op threads and the OpenMP
+    runtime's wait policy (``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` / ``KMP_BLOCKTIME`` when set,
+    else the runtime's default: spin a while after a parallel region, then sleep)."""
+    env = [f"{key}={os.environ[key]}" for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+           if key in os.environ]
+    return (f"PyTorch: {torch.get_num_threads()} intra-op threads, {openmp_library()} "
+            f"{', '.join(env) if env else 'default wait policy (spins, then sleeps)'}")
+
+
+def serving_note(rt: Runtime, fn: Callable | None, batch_size: int) -> str:
+    """How the row's runtime is configured to serve: a deploy session's own description
+    (ONNX Runtime, OpenVINO), PyTorch's threading for the rest (AOTInductor included)."""
+    describe = getattr(fn, "serving", None) if rt.deploy else None
+    return describe(batch_size) if callable(describe) else pytorch_serving()

@@ -34,9 +34,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.core.cpu import has_bf16
+from pipelines.core.cpu import bf16_missing
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
+from pipelines.measurement.deploy import aoti, ort, ov
+from pipelines.measurement.deploy.export import export_onnx
+
+__all__ = ["DEPLOY_RUNTIMES", "Deployed", "Deployer", "DeploySettings", "aoti", "applies", "bf16_missing", "exact",
+           "export_chain", "import_libraries", "ort", "ov", "skip_reason"]
 
 DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
 INT8_RUNTIMES = ("ort-int8", "ov-int8")
@@ -99,16 +104,12 @@ class Deployer:
     def onnx(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[Path, float, float]:
         """The fp32 ONNX export of a float model: (path, seconds, max abs diff vs PyTorch)."""
         if name not in self._exports:
-            from pipelines.measurement.deploy.export import export_onnx
-
             done = export_onnx(model, example, self.path(name, ".onnx"))
             self._exports[name] = (done.path, done.seconds, done.max_abs_diff)
         return self._exports[name]
 
     def ort_int8(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[Path, float]:
         if name not in self._int8_onnx:
-            from pipelines.measurement.deploy import ort
-
             fp32, export_s, _ = self.onnx(name, model, example)
             start = time.perf_counter()
             out = ort.quantize_int8(fp32, self.path(name, ".int8.onnx"), self.settings.calibration)
@@ -117,8 +118,6 @@ class Deployer:
 
     def ov_int8(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[list[Path], float]:
         if name not in self._ov_int8:
-            from pipelines.measurement.deploy import ov
-
             fp32, export_s, _ = self.onnx(name, model, example)
             start = time.perf_counter()
             files = ov.save_ir(ov.quantize_int8(ov.read_onnx(fp32), self.settings.calibration),
@@ -143,8 +142,6 @@ class Deployer:
             return Deployed(None, error=error_line(exc))
 
     def _build(self, runtime, name, model, example, int8_model, source) -> Deployed:
-        from pipelines.measurement.deploy import aoti
-
         if runtime == "aoti":
             if int8_model and not is_pt2e(model):
                 return Deployed(None, skipped=aoti.EAGER_INT8_REASON)
@@ -172,11 +169,10 @@ class Deployer:
         return Deployed(fn, prior + time.perf_counter() - start, files, note)
 
     def _session(self, runtime: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        from pipelines.measurement.deploy import ort, ov
-
+        """The runtime's session in its serving configuration (see :mod:`.ort`, :mod:`.ov`)."""
         n = self.settings.num_threads
         if runtime.startswith("ort-"):
-            return ort.Session(path, n)
+            return ort.Session(path, n, spinning=True)
         model = ov.read_ir(path) if path.suffix == ".xml" else ov.read_onnx(path)
         return ov.Compiled(model, "bf16" if runtime == "ov-bf16" else "f32", n)
 
@@ -214,16 +210,8 @@ def import_libraries(runtimes: Sequence[str]) -> None:
             importlib.import_module(module)
 
 
-def bf16_missing() -> str:
-    """Why bf16 rows are skipped on this CPU, or ``""`` when it has native bf16 (without it PyTorch
-    and OpenVINO emulate bf16 through fp32 conversions: that measures the emulation, not bf16)."""
-    return "" if has_bf16() else "this CPU has no native bf16 (avx512_bf16 / amx_bf16 absent from its flags)"
-
-
 def skip_reason(runtime: str) -> str:
     """Why a deploy target cannot run on this machine (``""``: it runs)."""
     if runtime == "ov-bf16":
-        from pipelines.measurement.deploy import ov
-
         return ov.bf16_missing()
     return ""

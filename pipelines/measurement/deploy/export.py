@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pipelines.core.io import atomic_write
+from pipelines.measurement.deploy import ort
 
 MAX_BATCH = 1 << 16
 FP32_RTOL = 1e-4  # ONNX Runtime's fp32 kernels reassociate sums: agreement to ~1e-6 of the output scale
@@ -36,8 +37,6 @@ def tolerance(reference: torch.Tensor, rtol: float = FP32_RTOL) -> float:
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Exported:
     """Export ``model`` (eval mode, float) to ``path``; raises :class:`ExportMismatch` when ONNX
     Runtime's output on ``example`` differs from PyTorch's by more than :func:`tolerance`."""
-    from pipelines.measurement.deploy import ort
-
     start = time.perf_counter()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():

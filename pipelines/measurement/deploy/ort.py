@@ -1,9 +1,12 @@
-"""ONNX Runtime on the CPU: sessions that share the machine politely, and static int8.
+"""ONNX Runtime on the CPU: sessions configured as a server runs them, and static int8.
 
-Politeness: ONNX Runtime's worker threads spin-wait after each run by default (to answer the next
-one sooner), which burns the cores another runtime in the same process is about to be timed on.
-Every session here has ``intra_op_num_threads = num_threads`` (``benchmark.num_threads``), one
-inter-op thread, and spinning off (``session.intra_op.allow_spinning = 0``, the same for inter-op).
+Serving configuration: ``intra_op_num_threads = num_threads`` (``benchmark.num_threads``), one
+inter-op thread, sequential execution, and ONNX Runtime's default spinning *on*: its worker
+threads spin-wait after each run to answer the next one sooner, which is how a server calling one
+session request after request runs it. The benchmark times every runtime in blocks of its own
+calls (:mod:`pipelines.measurement.timing`), so the spinning costs no other runtime its cores
+while it is timed. ``spinning=False`` (``session.intra_op.allow_spinning = 0``, same for inter-op)
+is for sessions that share the process's cores with other work call by call.
 
 int8 (:func:`quantize_int8`): ``onnxruntime.quantization.quantize_static`` in QDQ format
 (QuantizeLinear/DequantizeLinear pairs that ORT fuses into int8 kernels), weights int8 per output
@@ -24,7 +27,7 @@ import torch
 NO_SPIN = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
 
-def session_options(num_threads: int):
+def session_options(num_threads: int, spinning: bool = False):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -33,19 +36,25 @@ def session_options(num_threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
     for key in NO_SPIN:
-        options.add_session_config_entry(key, "0")
+        options.add_session_config_entry(key, "1" if spinning else "0")
     return options
 
 
 class Session:
     """A CPU ``InferenceSession`` called like a model: tensor in, tensor out (no copies)."""
 
-    def __init__(self, path: str | Path, num_threads: int) -> None:
+    def __init__(self, path: str | Path, num_threads: int, spinning: bool = False) -> None:
         import onnxruntime as ort
 
-        self.options = session_options(num_threads)
+        self.num_threads, self.spinning = num_threads, spinning
+        self.options = session_options(num_threads, spinning)
         self.session = ort.InferenceSession(str(path), self.options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+
+    def serving(self, batch_size: int) -> str:
+        """This session's serving configuration, for a row's ``note``."""
+        return (f"ONNX Runtime: {self.num_threads} intra-op threads, 1 inter-op, sequential, "
+                f"spinning {'on' if self.spinning else 'off'}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input: x.numpy()})[0])

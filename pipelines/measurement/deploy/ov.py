@@ -8,9 +8,11 @@
   the batches it is given (the pipeline gives it the PTQ calibration batches). What NNCF leaves
   in float runs in f32.
 
-Politeness towards other runtimes in the process: ``INFERENCE_NUM_THREADS = num_threads``
-(``benchmark.num_threads``), one stream, ``ENABLE_CPU_PINNING`` off (pinning would tie its
-threads, and the caller's, to cores other runtimes are about to use).
+Serving configuration: ``INFERENCE_NUM_THREADS = num_threads`` (``benchmark.num_threads``),
+``PERFORMANCE_HINT`` ``LATENCY`` for batch 1 and ``THROUGHPUT`` for larger batches (one compiled
+model per hint; a call picks by its batch), one stream either way (the caller runs one request at
+a time, so a second stream would only take threads from the first), ``ENABLE_CPU_PINNING`` off
+(pinning would tie its threads, and the caller's, to cores other runtimes in the process use).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from pipelines.core.cpu import bf16_missing as native_missing
 
 
 @functools.cache
@@ -35,28 +39,43 @@ def capabilities() -> list[str]:
 
 def bf16_missing() -> str:
     """Why an OpenVINO bf16 row is skipped here, or ``""``."""
-    from pipelines.measurement.deploy import bf16_missing as native_missing
-
     return native_missing() or ("" if "BF16" in capabilities() else "OpenVINO's CPU plugin lists no BF16 capability")
 
 
-def config(precision: str, num_threads: int) -> dict:
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+def hint_for(batch_size: int) -> str:
+    """``PERFORMANCE_HINT`` a server uses for requests of ``batch_size``."""
+    return "LATENCY" if batch_size == 1 else "THROUGHPUT"
+
+
+def config(precision: str, num_threads: int, hint: str = "LATENCY") -> dict:
     return {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": num_threads,
-            "ENABLE_CPU_PINNING": False, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+            "ENABLE_CPU_PINNING": False, "NUM_STREAMS": 1, "PERFORMANCE_HINT": hint}
 
 
 class Compiled:
-    """A compiled OpenVINO model called like a PyTorch one (tensor in, tensor out)."""
+    """A compiled OpenVINO model called like a PyTorch one (tensor in, tensor out): one compiled
+    model per ``PERFORMANCE_HINT``, the one for the input's batch size (:func:`hint_for`) runs."""
 
     def __init__(self, model, precision: str, num_threads: int) -> None:
-        self.compiled = core().compile_model(model, "CPU", config(precision, num_threads))
-        self.request = self.compiled.create_infer_request()
+        self.num_threads = num_threads
+        self.compiled = {hint: core().compile_model(model, "CPU", config(precision, num_threads, hint))
+                         for hint in HINTS}
+        self.requests = {hint: c.create_infer_request() for hint, c in self.compiled.items()}
 
-    def property(self, name: str):
-        return self.compiled.get_property(name)
+    def property(self, name: str, hint: str = "LATENCY"):
+        return self.compiled[hint].get_property(name)
+
+    def serving(self, batch_size: int) -> str:
+        """The serving configuration at ``batch_size``, for a row's ``note``."""
+        hint = hint_for(batch_size)
+        return (f"OpenVINO: {self.num_threads} threads, PERFORMANCE_HINT={hint}, "
+                f"{self.property('NUM_STREAMS', hint)} stream, pinning off")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.request.infer({0: x.numpy()}, share_inputs=True, share_outputs=True)
+        out = self.requests[hint_for(len(x))].infer({0: x.numpy()}, share_inputs=True, share_outputs=True)
         return torch.from_numpy(out[0].copy())
 
 
