@@ -1,0 +1,243 @@
+"""Latency as a server sees it: the final model's runtimes timed *alone* (each in a fresh process
+of its own, in its serving configuration, nothing else loaded, blocks of calls) against the same
+variants timed by the pipeline's routine in one process (``pipelines.measurement.timing.measure``:
+rotating blocks) and by the old per-call interleaving (``time_interleaved``), per runtime and
+batch size. The ratios decide how the pipeline times (docs/serving.md); the last part checks the
+issue-26 bars against the numbers of the last ``dvc repro``.
+
+    .venv/bin/python bench/serving.py                 # models/ + reports/benchmark.csv of the last run
+    .venv/bin/python bench/serving.py --random        # no run needed: a random [64,128,256] CNN, int8
+    .venv/bin/python bench/serving.py --bars-only     # only the bars: the run's p50s vs standalone now
+
+Bars (run mode): each deploy runtime of the final model (``ort-int8``, ``ov-int8``) at batch 1 and
+``benchmark.batch_size`` has a pipeline p50 (``reports/benchmark.csv``) within 1.3x of the same
+artifact timed alone right after; the runtime the report picked (``metrics/compile_benchmark.json``
+``quantized.best_runtime`` / ``best_runtime_bs1``) is the fastest standalone or within 1.1x of it.
+Machine speed moves between the pipeline's run and this one: the reference workload's p50
+(``ref_int8_ms``, ``ref_fp32_ms``) of both is printed next to the ratios; a bar read across a
+speed change of more than ``benchmark.max_speed_change`` is said to be.
+
+The worker mode (``--worker RUNTIME``) is what the script spawns for each standalone timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import pipelines  # noqa: E402,F401  (central warning filters)
+from pipelines.core.config import load_params  # noqa: E402
+from pipelines.core.stats import median_interval  # noqa: E402
+from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler  # noqa: E402
+from pipelines.measurement.deploy import Deployer, DeploySettings, ort, ov  # noqa: E402
+from pipelines.measurement.speed import SpeedProbe  # noqa: E402
+from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks, time_interleaved  # noqa: E402
+from pipelines.training.context import Context  # noqa: E402
+
+RUNTIMES = ["eager", "compile-default", "ort-int8", "ov-int8"]
+DEPLOY = ["ort-int8", "ov-int8"]
+BENCH_CSV, SUMMARY = ROOT / "reports" / "benchmark.csv", ROOT / "metrics" / "compile_benchmark.json"
+
+
+def chain(ctx: Context, random: bool):
+    """(teacher, pruned, quantized): the last run's checkpoints, or random weights (seed 0)."""
+    from pipelines.compression.checkpoint import load_model
+
+    paths = {name: ROOT / "models" / f"{name}.pt" for name in ("teacher", "pruned", "quantized")}
+    if not random:
+        return tuple(load_model(paths[n]).model.eval() for n in ("teacher", "pruned", "quantized"))
+    from pipelines.compression.quantize.eager import quantize_static
+    from pipelines.models import build_model
+
+    torch.manual_seed(0)
+    data = ctx.data
+    teacher = build_model(ctx.params.teacher, data.in_channels, data.num_classes).eval()
+    pruned = build_model(ctx.params.student.model_copy(update={"channels": [64, 128, 256]}), data.in_channels,
+                         data.num_classes).eval()
+    return teacher, pruned, quantize_static(pruned, ctx.calibration_batches(), ctx.params.quantize)
+
+
+def artifacts(ctx: Context, pruned, directory: Path | None) -> dict[str, Path]:
+    """The final model's deploy artifacts: the run's (``models/deploy``) or built into ``directory``."""
+    if directory is None:
+        return {"ort-int8": ROOT / "models" / "deploy" / "pruned.int8.onnx",
+                "ov-int8": ROOT / "models" / "deploy" / "pruned.int8.xml"}
+    deployer = Deployer(DeploySettings(ctx.params.benchmark.num_threads, ctx.calibration_batches(), directory))
+    example = ctx.example(2)
+    return {"ort-int8": deployer.ort_int8("pruned", pruned, example)[0],
+            "ov-int8": deployer.ov_int8("pruned", pruned, example)[0][0]}
+
+
+def variant(runtime: str, model, files: dict[str, Path], example: torch.Tensor, ctx: Context):
+    """``runtime`` of the final model as the pipeline builds it, in its serving configuration."""
+    threads = ctx.params.benchmark.num_threads
+    if runtime == "ort-int8":
+        return ort.Session(files[runtime], threads, spinning=True)
+    if runtime == "ov-int8":
+        return ov.Compiled(ov.read_ir(files[runtime]), "f32", threads)
+    if runtime == "eager":
+        return model
+    comp = compile_for(model, runtime, example, settings=CompileSettings.of(ctx.params.benchmark))
+    if comp.error:
+        raise RuntimeError(f"{runtime}: {comp.error}")
+    return comp.fn
+
+
+def sizes(ctx: Context) -> list[int]:
+    return sorted({1, ctx.params.benchmark.batch_size})
+
+
+def worker(runtime: str, random: bool, directory: str | None) -> None:
+    """One runtime alone in this process: every batch size in rotating blocks; JSON on stdout."""
+    ctx = Context(load_params(ROOT / "params.yaml"))
+    cfg = ctx.params.benchmark
+    set_threads(cfg.num_threads)
+    quantized = None if runtime in DEPLOY else chain(ctx, random)[2]
+    files = artifacts(ctx, None, None) if directory is None else {
+        "ort-int8": Path(directory) / "pruned.int8.onnx", "ov-int8": Path(directory) / "pruned.int8.xml"}
+    if runtime.startswith("compile"):
+        warm_compiler(settings=CompileSettings.of(cfg))
+    fns = {}
+    for bs in sizes(ctx):
+        x = ctx.example(bs)
+        fn = variant(runtime, quantized, files, x, ctx)
+        fns[bs] = lambda fn=fn, x=x: fn(x)
+    timed = time_blocks(fns, cfg.warmup, cfg.iters, NoiseLimits.of(cfg), SpeedProbe())
+    out = {str(bs): {"p50": t.p50_ms, "ci": t.p50_interval} for bs, t in timed.timings.items()}
+    print(json.dumps({"timings": out, "ref_int8_ms": timed.speed.int8_ms, "ref_fp32_ms": timed.speed.fp32_ms,
+                      "speed_change": timed.speed_change}))
+
+
+def alone(runtime: str, random: bool, directory: Path | None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", runtime] + (["--random", "--dir", str(directory)] if random else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"worker {runtime} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def in_process(ctx: Context, teacher, quantized, files) -> dict[str, dict[tuple[str, int], float]]:
+    """The same variants plus the teacher's eager reference, in one process: the pipeline's
+    routine (blocks) and the old per-call interleaving, per batch size: ``{schedule: {(rt, bs): p50}}``."""
+    cfg = ctx.params.benchmark
+    warm_compiler(settings=CompileSettings.of(cfg))
+    out: dict[str, dict[tuple[str, int], float]] = {"blocks": {}, "per-call": {}}
+    for bs in sizes(ctx):
+        x = ctx.example(bs)
+        fns = {"teacher": lambda x=x: teacher(x)}
+        for runtime in RUNTIMES:
+            fn = variant(runtime, quantized, files, x, ctx)
+            fns[runtime] = lambda fn=fn, x=x: fn(x)
+        blocks = measure(fns, cfg.warmup, cfg.iters, replace(NoiseLimits.of(cfg), retries=0)).timings
+        percall = time_interleaved(fns, cfg.warmup, cfg.iters)
+        for runtime in RUNTIMES:
+            out["blocks"][(runtime, bs)] = blocks[runtime].p50_ms
+            out["per-call"][(runtime, bs)] = percall[runtime].p50_ms
+    torch._dynamo.reset()
+    return out
+
+
+def decide(ctx: Context, random: bool, repeats: int, directory: Path | None) -> dict[tuple[str, int], list[float]]:
+    """In-process schedules vs alone, ``repeats`` times alternating; prints the ratio table."""
+    teacher, pruned, quantized = chain(ctx, random)
+    files = artifacts(ctx, pruned, directory)
+    ratios: dict[str, dict[tuple[str, int], list[float]]] = {"blocks": {}, "per-call": {}}
+    standalone: dict[tuple[str, int], list[float]] = {}
+    for rep in range(repeats):
+        inside = in_process(ctx, teacher, quantized, files)
+        for runtime in RUNTIMES:
+            got = alone(runtime, random, directory)
+            for bs in sizes(ctx):
+                p50 = got["timings"][str(bs)]["p50"]
+                standalone.setdefault((runtime, bs), []).append(p50)
+                for schedule, p50s in inside.items():
+                    ratios[schedule].setdefault((runtime, bs), []).append(p50s[(runtime, bs)] / p50)
+        print(f"repeat {rep + 1}/{repeats} done", file=sys.stderr)
+    print(f"\nin one process / alone (p50 ratio, median of {repeats} repeats [min, max]); "
+          f"{ctx.params.benchmark.num_threads} threads, blocks {ctx.params.benchmark.blocks} x "
+          f"{-(-ctx.params.benchmark.iters // ctx.params.benchmark.blocks)} calls\n")
+    print("| runtime | batch | alone p50 ms | blocks / alone | per-call / alone |\n| --- | --- | --- | --- | --- |")
+    for key, values in standalone.items():
+        cells = [f"{statistics.median(ratios[s][key]):.2f} [{min(ratios[s][key]):.2f}, {max(ratios[s][key]):.2f}]"
+                 for s in ("blocks", "per-call")]
+        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {cells[0]} | {cells[1]} |")
+    return standalone
+
+
+def bars(ctx: Context) -> bool:
+    """The issue-26 bars on the last run's numbers, each runtime timed alone now."""
+    rows = [r for r in csv.DictReader(BENCH_CSV.open()) if r["model"] == "quantized" and r["latency_ms_p50"]]
+    summary = json.loads(SUMMARY.read_text())["quantized"]
+    runtimes = sorted({r["runtime"] for r in rows})
+    standalone = {rt: alone(rt, False, None) for rt in runtimes}
+    cfg = ctx.params.benchmark
+    ok = True
+    print("\n| runtime | batch | pipeline p50 ms [95%] | alone p50 ms [95%] | pipeline / alone | bar |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        rt, bs = r["runtime"], r["batch_size"]
+        a = standalone[rt]["timings"][bs]
+        ratio = float(r["latency_ms_p50"]) / a["p50"]
+        bar = ""
+        if rt in DEPLOY:
+            bar = "ok" if ratio <= 1.3 else "FAIL (> 1.3)"
+            ok &= ratio <= 1.3
+        print(f"| {rt} | {bs} | {float(r['latency_ms_p50']):.3f} [{float(r['latency_ms_p50_ci_low']):.3f}, "
+              f"{float(r['latency_ms_p50_ci_high']):.3f}] | {a['p50']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] | "
+              f"{ratio:.2f} | {bar} |")
+    for bs, suffix in ((cfg.batch_size, ""), (1, "_bs1")):
+        picked = summary.get(f"best_runtime{suffix}")
+        if picked not in standalone:
+            continue
+        p50 = {rt: standalone[rt]["timings"][str(bs)]["p50"] for rt in standalone}
+        best = min(p50, key=p50.get)
+        within = p50[picked] / p50[best]
+        ok &= within <= 1.1
+        print(f"batch {bs}: the report picked {picked}; fastest alone {best}; picked / fastest alone "
+              f"{within:.2f}: {'ok' if within <= 1.1 else 'FAIL (> 1.1)'}")
+    run_ref = [float(r["ref_int8_ms"]) for r in rows if r.get("ref_int8_ms")]
+    now_ref = [s["ref_int8_ms"] for s in standalone.values()]
+    if run_ref:
+        change = statistics.median(now_ref) / statistics.median(run_ref)
+        print(f"machine speed: reference int8 p50 {statistics.median(run_ref):.4f} ms in the run, "
+              f"{statistics.median(now_ref):.4f} ms now ({change:.2f}x"
+              + ("; the machine changed speed in between: read the ratios with that in mind)"
+                 if max(change, 1 / change) > cfg.max_speed_change else ")"))
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--random", action="store_true", help="random weights, artifacts built in a temp dir")
+    parser.add_argument("--bars-only", action="store_true", help="only check the bars against the last run")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.random, args.dir)
+        return
+    ctx = Context(load_params(ROOT / "params.yaml"))
+    set_threads(ctx.params.benchmark.num_threads)
+    run_mode = not args.random and BENCH_CSV.exists() and SUMMARY.exists()
+    if not args.bars_only:
+        with tempfile.TemporaryDirectory(prefix="serving_") as tmp:
+            decide(ctx, not run_mode, args.repeats, None if run_mode else Path(tmp))
+    if run_mode and not bars(ctx):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
