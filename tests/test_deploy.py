@@ -112,23 +112,45 @@ def test_every_chain_model_is_exported_an_int8_one_from_its_source(models, deplo
     assert all(Path(e["file"]).stat().st_size > 0 for e in exports.values())
 
 
-# --- the runtimes share the machine -----------------------------------------------------------------
+# --- each runtime in its serving configuration ------------------------------------------------------
 
 
-def test_onnx_runtime_sessions_use_the_thread_count_and_never_spin(models, deployer):
+def test_onnx_runtime_sessions_use_the_thread_count_and_spin_only_when_serving(models, deployer):
     path, _, _ = deployer.onnx("fp32", models["fp32"], torch.randn(4, 1, 8, 8))
-    session = ort.Session(path, THREADS)
-    assert session.options.intra_op_num_threads == THREADS and session.options.inter_op_num_threads == 1
-    for key in ort.NO_SPIN:
-        assert session.options.get_session_config_entry(key) == "0"
+    for spinning, entry in ((False, "0"), (True, "1")):
+        session = ort.Session(path, THREADS, spinning=spinning)
+        assert session.options.intra_op_num_threads == THREADS and session.options.inter_op_num_threads == 1
+        for key in ort.NO_SPIN:
+            assert session.options.get_session_config_entry(key) == entry
+        assert f"spinning {'on' if spinning else 'off'}" in session.serving(1)
 
 
-def test_openvino_uses_the_thread_count_without_pinning(models, deployer):
+def test_openvino_uses_the_thread_count_without_pinning_and_a_hint_per_batch_size(models, deployer):
     path, _, _ = deployer.onnx("fp32", models["fp32"], torch.randn(4, 1, 8, 8))
     compiled = ov.Compiled(ov.read_onnx(path), "f32", THREADS)
-    assert compiled.property("INFERENCE_NUM_THREADS") == THREADS
-    assert compiled.property("ENABLE_CPU_PINNING") is False
-    assert str(compiled.property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    for hint in ov.HINTS:
+        assert compiled.property("INFERENCE_NUM_THREADS", hint) == THREADS
+        assert compiled.property("ENABLE_CPU_PINNING", hint) is False
+        assert str(compiled.property("INFERENCE_PRECISION_HINT", hint)) == "<Type: 'float32'>"
+        assert str(compiled.property("PERFORMANCE_HINT", hint)) == hint
+        assert compiled.property("NUM_STREAMS", hint) == 1
+    assert "PERFORMANCE_HINT=LATENCY" in compiled.serving(1) and "PERFORMANCE_HINT=THROUGHPUT" in compiled.serving(4)
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(compiled(x[:1]), compiled(x)[:1], rtol=1e-4, atol=1e-5)  # both hints, same model
+
+
+def test_every_row_states_its_serving_configuration(rows):
+    for row in rows:
+        if row["error"] or row["skipped"]:
+            continue
+        runtime, note = row["runtime"], row["note"]
+        if runtime.startswith("ort-"):
+            assert f"ONNX Runtime: {THREADS} intra-op threads" in note and "spinning on" in note
+        elif runtime.startswith("ov-"):
+            hint = "LATENCY" if row["batch_size"] == 1 else "THROUGHPUT"
+            assert f"OpenVINO: {THREADS} threads, PERFORMANCE_HINT={hint}" in note
+        else:
+            assert f"PyTorch: {THREADS} intra-op threads" in note
 
 
 def test_foreign_runtimes_leave_pytorchs_thread_count_alone(rows):

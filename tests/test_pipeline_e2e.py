@@ -114,7 +114,7 @@ def test_mlflow_benchmark_is_a_table_plus_a_few_metrics_per_model(repo):
     root, _, _ = repo
     client, _, _, stages = _first_pipeline(root)
     bench = stages["compile_benchmark"]
-    names = set(bench.data.metrics)
+    names = {n for n in bench.data.metrics if not n.startswith("system/")}  # MLflow's system metrics aside
     assert {"quantized.size_ratio_vs_teacher", "quantized.throughput_sps", "teacher.latency_ms_p50"} <= names
     assert len(names) <= 4 * 8 and not any(".bs" in n for n in names)
     assert "benchmark_table.json" in {a.path for a in client.list_artifacts(bench.info.run_id)}

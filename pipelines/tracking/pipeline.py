@@ -132,8 +132,9 @@ def stage_run(params: Params, stage: str, sections: list[str]) -> Iterator[Run]:
             **_process_tags(), **environment_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
+    # log_system_metrics: CPU and memory over time (system/*, every 10 s), next to the timings' noisy flag
     with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent,
-                                           tags=tags) as active:
+                                           tags=tags, log_system_metrics=True) as active:
         run = Run(active.info.run_id, exp_id, parent)
         raw = params.model_dump()
         logged: dict[str, Any] = {}
