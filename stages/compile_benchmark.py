@@ -12,7 +12,7 @@ import shutil
 
 from pipelines import stage
 from pipelines.core.io import write_csv
-from pipelines.measurement.benchmark import DeployInputs
+from pipelines.measurement.benchmark import DeployInputs, machine_metrics
 from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, summary_metrics
 from pipelines.measurement.deploy import Deployer, DeploySettings, export_chain
 from pipelines.tracking import link_model_metrics
@@ -41,6 +41,7 @@ def body(ctx, run):
     stage.write_outputs(ctx, run, "compile_benchmark", summary, artifacts=[csv_path],
                         logged_metrics=pick(summary, RUN_METRICS))
     run.log_table(rows, "benchmark_table.json")
+    run.log_metrics(machine_metrics(rows))  # the machine's speed on a fixed workload: runs told apart
     for done in exports.values():
         for path in done.get("files", []):
             run.log_artifact(path, "onnx")

@@ -11,6 +11,7 @@ import mlflow
 import pytest
 import torch
 
+from pipelines.measurement.benchmark import benchmark_models, machine_metrics
 from pipelines.measurement.deploy import Deployer, DeploySettings, ort
 from pipelines.measurement.speed import Speed, SpeedProbe
 from pipelines.measurement.timing import Disturbance, NoiseLimits, Round, measure, time_blocks
@@ -67,6 +68,19 @@ def test_the_speed_probe_times_an_int8_and_an_fp32_product():
     speed = SpeedProbe(calls=3)()
     assert 0 < speed.int8_ms < 50 and 0 < speed.fp32_ms < 50
     assert Speed(1.0, 2.0).change(Speed(2.0, 2.0)) == Speed(2.0, 2.0).change(Speed(1.0, 2.0)) == 2.0
+
+
+def test_benchmark_rows_record_the_machine_speed_and_the_run_its_metrics():
+    models = {"teacher": CNN(1, 10, [8, 16], 1).eval(), "student": CNN(1, 10, [4, 8], 1).eval()}
+    rows = benchmark_models(models, {4: torch.randn(4, 1, 8, 8)}, ["eager"], warmup=1, iters=6, reference="teacher",
+                            noise=NoiseLimits(retries=0, blocks=3))
+    for row in rows:
+        assert row["ref_int8_ms"] > 0 and row["ref_fp32_ms"] > 0 and row["speed_change"] >= 1.0
+        assert row["remeasured_rounds"] == 0 and "PyTorch: " in row["note"]
+        assert row["latency_ms_p50_ci_low"] <= row["latency_ms_p50"] <= row["latency_ms_p50_ci_high"]
+    metrics = machine_metrics(rows)
+    assert set(metrics) == {"machine.ref_int8_ms", "machine.ref_fp32_ms", "machine.speed_change"}
+    assert metrics["machine.ref_int8_ms"] == rows[0]["ref_int8_ms"]  # one measurement: one speed
 
 
 # --- one artifact: alone and inside the benchmark agree ------------------------------------------

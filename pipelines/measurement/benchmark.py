@@ -211,3 +211,21 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                                p50_over_kernel=prof.overhead_ratio())
             rows.append(row)
     return rows
+
+
+def machine_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The machine's speed while the rows were timed, on the fixed reference workload
+    (:mod:`pipelines.measurement.speed`): median ``ref_int8_ms`` / ``ref_fp32_ms`` over the
+    measurements and the worst ``speed_change`` across a kept block, as ``machine.*`` metrics, so
+    two runs on a machine in different phases are told apart from two different models."""
+    import statistics
+
+    out: dict[str, float] = {}
+    for key in ("ref_int8_ms", "ref_fp32_ms"):
+        values = [r[key] for r in rows if isinstance(r.get(key), float)]
+        if values:
+            out[f"machine.{key}"] = statistics.median(values)
+    changes = [r["speed_change"] for r in rows if isinstance(r.get("speed_change"), float)]
+    if changes:
+        out["machine.speed_change"] = max(changes)
+    return out
