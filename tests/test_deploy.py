@@ -212,21 +212,24 @@ def test_eager_int8_has_no_aoti_row_and_says_why(rows):
     assert "cannot be exported" in row["skipped"] and "latency_ms_p50" not in row and row["error"] == ""
 
 
-def test_a_pt2e_int8_graph_as_aoti_package_computes_what_the_graph_does_and_says_how(models, calibration, deployer):
-    """Packaged with autograd on (see deploy/aoti.py: under no_grad the dynamic-batch int8 fusion
-    gave wrong logits): the package must agree with the PT2E graph at batch sizes it was not built
-    for, and its row says it runs fp32 kernels."""
+def test_a_pt2e_int8_graph_as_aoti_package_is_static_per_batch_size_and_computes_what_the_graph_does(
+        models, calibration, deployer):
+    """One static package per served batch size, compiled under no_grad so Inductor's int8 fusion
+    runs (the dynamic-batch int8 package computed wrong logits, see deploy/aoti.py): it must agree
+    with the PT2E graph at its own batch size and, padded or split, at others; the row says so."""
     from pipelines.compression.quantize import pt2e
 
     cfg = QuantizeConfig(method="static", calibration_batches=2)
     graph = pt2e.quantize_static(models["fp32"], calibration, cfg, calibration[0][:2])
-    built = deployer.build("aoti", "pt2e-int8", graph, calibration[0], int8_model=True)
-    assert built.error == "" and built.fn is not None and "fp32 kernels" in built.note
-    for n in (1, 7):
+    built = deployer.build("aoti", "pt2e-int8", graph, calibration[0][:4], int8_model=True)
+    assert built.error == "" and built.fn is not None and "static shape" in built.note
+    assert built.artifact.endswith("pt2e-int8.bs4.pt2")
+    for n in (4, 1, 7):
         x = torch.randn(n, 1, 8, 8)
         with torch.inference_mode():
             expected, got = graph(x), built.fn(x)
-        assert (got - expected).abs().max() <= 1e-3 * (1 + expected.abs().max())
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() <= 5e-2 * (1 + expected.abs().max())  # int8 rounding, same function
 
 
 def test_bf16_rows_run_where_the_cpu_has_bf16_and_are_skipped_with_the_reason_elsewhere(rows):

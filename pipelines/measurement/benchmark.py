@@ -21,7 +21,7 @@ from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_quantized
 from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.compile import Compiled, CompileSettings, cold_cache_root, compile_for, warm_compilers
-from pipelines.measurement.deploy import Deployer, exact, import_libraries
+from pipelines.measurement.deploy import Deployer, exact, import_libraries, per_batch
 from pipelines.measurement.graphs import GraphReport, explain_graphs
 from pipelines.measurement.kernels import kernel_profile
 from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for, serving_note
@@ -135,7 +135,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
-    built: dict[tuple[str, str], Compiled] = {}  # deploy targets serve every batch size
+    built: dict[tuple, Compiled] = {}  # deploy targets serve every batch size (per_batch ones: one each)
     for batch_size, example in examples.items():
         torch._dynamo.reset()
         variants: dict[tuple[str, str], Compiled] = {}
@@ -152,9 +152,10 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
             for runtime in per_model[name]:
                 rt = parse_runtime(runtime)
                 if rt.deploy:
-                    if (name, runtime) not in built:
-                        built[(name, runtime)] = _deployed(deploy, models, name, runtime, example, quantized[name])
-                    comp = built[(name, runtime)]
+                    key = (name, runtime, batch_size) if per_batch(runtime, quantized[name]) else (name, runtime)
+                    if key not in built:
+                        built[key] = _deployed(deploy, models, name, runtime, example, quantized[name])
+                    comp = built[key]
                 else:
                     comp = compile_for(model, runtime, example, reports.get(name), settings)
                 if comp.error is None and not comp.skipped:
@@ -204,7 +205,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                     row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
                     speedup = ref.ratio(lat)  # teacher / row, per round: the interval of the speedup
                     row.update(speedup_vs_teacher_ci_low=speedup.low, speedup_vs_teacher_ci_high=speedup.high)
-                if kernels and not rt.deploy and comp.device == "cpu":
+                if kernels and (not rt.deploy or runtime == "aoti") and comp.device == "cpu":
                     prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)),
                                           timed_iters=max(20, iters // 2))
                     row.update(kernel_ms=prof.kernel_ms, kernel_source=prof.source,

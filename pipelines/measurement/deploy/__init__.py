@@ -9,6 +9,7 @@ runtime        what runs                                                        
 ``ov-bf16``    the same with ``INFERENCE_PRECISION_HINT=bf16`` (CPUs with native bf16)   ``<model>.onnx``
 ``ov-int8``    OpenVINO CPU on NNCF's PTQ int8 model                                     ``<model>.int8.xml/.bin``
 ``aoti``       AOTInductor package: ahead-of-time compiled, C++ runner, no Python        ``<model>.pt2``
+               (PT2E int8: one static package per batch size)                          ``<model>.bs<N>.pt2``
 =============  ======================================================================  =================
 
 Every float model is exported once (:mod:`.export`: dynamo exporter, dynamic batch, checked
@@ -41,7 +42,7 @@ from pipelines.measurement.deploy import aoti, ort, ov
 from pipelines.measurement.deploy.export import export_onnx
 
 __all__ = ["DEPLOY_RUNTIMES", "Deployed", "Deployer", "DeploySettings", "aoti", "applies", "bf16_missing", "exact",
-           "export_chain", "import_libraries", "ort", "ov", "skip_reason"]
+           "export_chain", "import_libraries", "ort", "ov", "per_batch", "skip_reason"]
 
 DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
 INT8_RUNTIMES = ("ort-int8", "ov-int8")
@@ -51,6 +52,12 @@ FLOAT_RUNTIMES = ("ort-fp32", "ov-fp32", "ov-bf16")
 def applies(runtime: str, int8_model: bool) -> bool:
     """Whether ``runtime`` has a row for a model (fp32/bf16 runtimes: float models only)."""
     return not (int8_model and runtime in FLOAT_RUNTIMES)
+
+
+def per_batch(runtime: str, int8_model: bool) -> bool:
+    """Whether the runtime builds one artifact per batch size (AOTInductor of a PT2E int8 graph:
+    static shapes, see :mod:`.aoti`) rather than one for every batch size."""
+    return runtime == "aoti" and int8_model
 
 
 def exact(runtime: str, int8_model: bool) -> bool:
@@ -134,7 +141,7 @@ class Deployer:
         ``error`` / ``skipped``, never as exceptions."""
         if reason := skip_reason(runtime):
             return Deployed(None, skipped=reason)
-        if len(example) < 2:  # torch.export specialises a batch of 1; the exports keep the batch dynamic
+        if len(example) < 2 and not per_batch(runtime, int8_model):  # export specialises a batch of 1: keep it dynamic
             example = example.expand(2, *example.shape[1:]).contiguous()
         try:
             return self._build(runtime, name, model, example, int8_model, source)
@@ -146,8 +153,12 @@ class Deployer:
             if int8_model and not is_pt2e(model):
                 return Deployed(None, skipped=aoti.EAGER_INT8_REASON)
             start = time.perf_counter()
-            path = aoti.package(model, example, self.path(name, ".pt2"))
-            fn = aoti.load(path)
+            if int8_model:  # one static package per batch size, int8 kernels
+                path = aoti.package(model, example, self.path(name, f".bs{len(example)}.pt2"), static=True)
+                fn = aoti.Padded(aoti.load(path), len(example))
+            else:
+                path = aoti.package(model, example, self.path(name, ".pt2"))
+                fn = aoti.load(path)
             return Deployed(fn, time.perf_counter() - start, [path], aoti.PT2E_INT8_NOTE if int8_model else "")
         note = ""
         if runtime in INT8_RUNTIMES and int8_model:
