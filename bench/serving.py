@@ -8,6 +8,11 @@ issue-26 bars against the numbers of the last ``dvc repro``.
     .venv/bin/python bench/serving.py                 # models/ + reports/benchmark.csv of the last run
     .venv/bin/python bench/serving.py --random        # no run needed: a random [64,128,256] CNN, int8
     .venv/bin/python bench/serving.py --bars-only     # only the bars: the run's p50s vs standalone now
+    .venv/bin/python bench/serving.py --aoti          # also the PT2E int8 graph as static AOTInductor packages
+
+Each standalone PyTorch runtime also reports ``p50_over_kernel`` (its p50 over its compute
+kernels' time, ``pipelines.measurement.kernels``): the per-call overhead a PyTorch-native batch-1
+path has to remove to come close to ONNX Runtime int8.
 
 Bars (run mode): each deploy runtime of the final model (``ort-int8``, ``ov-int8``) at batch 1 and
 ``benchmark.batch_size`` has a pipeline p50 (``reports/benchmark.csv``) within 1.3x of the same
@@ -41,7 +46,8 @@ import pipelines  # noqa: E402,F401  (central warning filters)
 from pipelines.core.config import load_params  # noqa: E402
 from pipelines.core.stats import median_interval  # noqa: E402
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler  # noqa: E402
-from pipelines.measurement.deploy import Deployer, DeploySettings, ort, ov  # noqa: E402
+from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, ort, ov  # noqa: E402
+from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.speed import SpeedProbe  # noqa: E402
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks, time_interleaved  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
@@ -89,6 +95,14 @@ def variant(runtime: str, model, files: dict[str, Path], example: torch.Tensor, 
         return ov.Compiled(ov.read_ir(files[runtime]), "f32", threads)
     if runtime == "eager":
         return model
+    if runtime == "aoti":  # the PT2E int8 graph, one static package for this batch size
+        from pipelines.core.kinds import is_pt2e
+
+        if not is_pt2e(model):
+            raise SystemExit("aoti: the final model is not a PT2E int8 graph (quantize.engine); --random is eager int8")
+        directory = Path(tempfile.mkdtemp(prefix="serving_aoti_"))
+        return aoti.Padded(aoti.load(aoti.package(model, example, directory / f"bs{len(example)}.pt2", static=True)),
+                           len(example))
     comp = compile_for(model, runtime, example, settings=CompileSettings.of(ctx.params.benchmark))
     if comp.error:
         raise RuntimeError(f"{runtime}: {comp.error}")
@@ -116,6 +130,9 @@ def worker(runtime: str, random: bool, directory: str | None) -> None:
         fns[bs] = lambda fn=fn, x=x: fn(x)
     timed = time_blocks(fns, cfg.warmup, cfg.iters, NoiseLimits.of(cfg), SpeedProbe())
     out = {str(bs): {"p50": t.p50_ms, "ci": t.p50_interval} for bs, t in timed.timings.items()}
+    if runtime not in DEPLOY:  # PyTorch-native: how much of a call is kernels
+        for bs, fn in fns.items():
+            out[str(bs)]["p50_over_kernel"] = kernel_profile(fn, iters=20, timed_iters=60).overhead_ratio()
     print(json.dumps({"timings": out, "ref_int8_ms": timed.speed.int8_ms, "ref_fp32_ms": timed.speed.fp32_ms,
                       "speed_change": timed.speed_change}))
 
@@ -128,7 +145,7 @@ def alone(runtime: str, random: bool, directory: Path | None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def in_process(ctx: Context, teacher, quantized, files) -> dict[str, dict[tuple[str, int], float]]:
+def in_process(ctx: Context, teacher, quantized, files, runtimes: list[str]) -> dict[str, dict[tuple[str, int], float]]:
     """The same variants plus the teacher's eager reference, in one process: the pipeline's
     routine (blocks) and the old per-call interleaving, per batch size: ``{schedule: {(rt, bs): p50}}``."""
     cfg = ctx.params.benchmark
@@ -137,42 +154,53 @@ def in_process(ctx: Context, teacher, quantized, files) -> dict[str, dict[tuple[
     for bs in sizes(ctx):
         x = ctx.example(bs)
         fns = {"teacher": lambda x=x: teacher(x)}
-        for runtime in RUNTIMES:
+        for runtime in runtimes:
             fn = variant(runtime, quantized, files, x, ctx)
             fns[runtime] = lambda fn=fn, x=x: fn(x)
         blocks = measure(fns, cfg.warmup, cfg.iters, replace(NoiseLimits.of(cfg), retries=0)).timings
         percall = time_interleaved(fns, cfg.warmup, cfg.iters)
-        for runtime in RUNTIMES:
+        for runtime in runtimes:
             out["blocks"][(runtime, bs)] = blocks[runtime].p50_ms
             out["per-call"][(runtime, bs)] = percall[runtime].p50_ms
     torch._dynamo.reset()
     return out
 
 
-def decide(ctx: Context, random: bool, repeats: int, directory: Path | None) -> dict[tuple[str, int], list[float]]:
+def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
+           runtimes: list[str]) -> dict[tuple[str, int], list[float]]:
     """In-process schedules vs alone, ``repeats`` times alternating; prints the ratio table."""
     teacher, pruned, quantized = chain(ctx, random)
     files = artifacts(ctx, pruned, directory)
     ratios: dict[str, dict[tuple[str, int], list[float]]] = {"blocks": {}, "per-call": {}}
     standalone: dict[tuple[str, int], list[float]] = {}
+    overhead: dict[tuple[str, int], list[float]] = {}
     for rep in range(repeats):
-        inside = in_process(ctx, teacher, quantized, files)
-        for runtime in RUNTIMES:
+        inside = in_process(ctx, teacher, quantized, files, runtimes)
+        for runtime in runtimes:
             got = alone(runtime, random, directory)
             for bs in sizes(ctx):
                 p50 = got["timings"][str(bs)]["p50"]
                 standalone.setdefault((runtime, bs), []).append(p50)
+                if "p50_over_kernel" in got["timings"][str(bs)]:
+                    overhead.setdefault((runtime, bs), []).append(got["timings"][str(bs)]["p50_over_kernel"])
                 for schedule, p50s in inside.items():
                     ratios[schedule].setdefault((runtime, bs), []).append(p50s[(runtime, bs)] / p50)
         print(f"repeat {rep + 1}/{repeats} done", file=sys.stderr)
     print(f"\nin one process / alone (p50 ratio, median of {repeats} repeats [min, max]); "
           f"{ctx.params.benchmark.num_threads} threads, blocks {ctx.params.benchmark.blocks} x "
           f"{-(-ctx.params.benchmark.iters // ctx.params.benchmark.blocks)} calls\n")
-    print("| runtime | batch | alone p50 ms | blocks / alone | per-call / alone |\n| --- | --- | --- | --- | --- |")
+    print("| runtime | batch | alone p50 ms | blocks / alone | per-call / alone | alone p50 / kernels |\n"
+          "| --- | --- | --- | --- | --- | --- |")
     for key, values in standalone.items():
         cells = [f"{statistics.median(ratios[s][key]):.2f} [{min(ratios[s][key]):.2f}, {max(ratios[s][key]):.2f}]"
                  for s in ("blocks", "per-call")]
-        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {cells[0]} | {cells[1]} |")
+        kern = f"{statistics.median(overhead[key]):.2f}" if key in overhead else ""
+        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {cells[0]} | {cells[1]} | {kern} |")
+    ort1 = statistics.median(standalone.get(("ort-int8", 1), [float("nan")]))
+    for runtime in ("compile-default", "aoti"):
+        if (runtime, 1) in standalone:
+            print(f"batch 1, alone: {runtime} / ort-int8 = {statistics.median(standalone[(runtime, 1)]) / ort1:.2f} "
+                  "(issue 26's bar for the fastest PyTorch-native path: 1.5)")
     return standalone
 
 
@@ -223,6 +251,7 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="random weights, artifacts built in a temp dir")
     parser.add_argument("--bars-only", action="store_true", help="only check the bars against the last run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--aoti", action="store_true", help="add the PT2E int8 graph as static AOTInductor packages")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,7 +263,8 @@ def main() -> None:
     run_mode = not args.random and BENCH_CSV.exists() and SUMMARY.exists()
     if not args.bars_only:
         with tempfile.TemporaryDirectory(prefix="serving_") as tmp:
-            decide(ctx, not run_mode, args.repeats, None if run_mode else Path(tmp))
+            decide(ctx, not run_mode, args.repeats, None if run_mode else Path(tmp),
+                   RUNTIMES + (["aoti"] if args.aoti else []))
     if run_mode and not bars(ctx):
         raise SystemExit(1)
 
