@@ -289,9 +289,9 @@ def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout:
 _FORKSERVER: list = []
 
 
-def _forked_stage(name: str, root: Path, env: dict[str, str], timeout: float, args: list[str]) -> Finished:
+def _fork(name: str, root: Path, env: dict[str, str], args: list[str], out: str, err: str, usage: str):
+    """A child of the forkserver (started on first use) that becomes ``python -m stages.<name>``."""
     import multiprocessing
-    import tempfile
 
     from tests import forked_stage
 
@@ -299,9 +299,50 @@ def _forked_stage(name: str, root: Path, env: dict[str, str], timeout: float, ar
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(forked_stage.PRELOAD)
         _FORKSERVER.append(context)
+    return _FORKSERVER[0].Process(target=forked_stage.child, args=(name, str(root), env, args, out, err, usage))
+
+
+class Started:
+    """A stage process running in the background (forked, see :func:`run_stage`), its stdout and
+    stderr together in ``log``; answers as :class:`subprocess.Popen` does."""
+
+    def __init__(self, name: str, root: Path, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.log = log
+        self._proc = _fork(name, root, env, args, str(log), str(log), f"{log}.rusage")
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(f"stages.{self._proc.name}", timeout)
+        return self._proc.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+
+def start_stage(name: str, root: Path, env: dict[str, str], args: list[str], log: Path) -> Started:
+    """``python -m stages.<name> *args`` in ``root``, in the background, output to ``log``."""
+    return Started(name, root, env, args, log)
+
+
+def _forked_stage(name: str, root: Path, env: dict[str, str], timeout: float, args: list[str]) -> Finished:
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="stage-") as tmp:
         out, err, usage = (os.path.join(tmp, n) for n in ("stdout", "stderr", "rusage"))
-        proc = _FORKSERVER[0].Process(target=forked_stage.child, args=(name, str(root), env, args, out, err, usage))
+        proc = _fork(name, root, env, args, out, err, usage)
         started = time.perf_counter()
         proc.start()
         proc.join(timeout)

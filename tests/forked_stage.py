@@ -30,6 +30,9 @@ def child(name: str, root: str, env: dict[str, str], args: list[str], out: str, 
     import traceback
 
     for fd, path in ((1, out), (2, err)):
+        if fd == 2 and err == out:  # one log for both, as `2>&1`
+            os.dup2(1, 2)
+            continue
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(handle, fd)
         os.close(handle)
