@@ -147,3 +147,18 @@ def test_every_test_named_exists():
     missing = {name: pages for name, pages in names.items() if name not in defined}
     assert not missing, f"tests named in the docs that do not exist: {missing}"
 
+
+
+def test_every_markdown_file_the_code_points_to_exists():
+    """Docstrings and comments send readers to pages: those pages exist (no DESIGN.md that is
+    not in the repository)."""
+    named: dict[str, set[str]] = {}
+    for folder in ("pipelines", "stages", "examples", "bench"):
+        for source in (ROOT / folder).rglob("*.py"):
+            # documentation pages: docs/<page>.md and the upper-case ones (README.md, DESIGN.md), not
+            # the run's own outputs (summary.md)
+            for page in re.findall(r"(?<![\w/.-])((?:docs/[\w/.-]+|[A-Z][A-Z_]+)\.md)\b", source.read_text()):
+                named.setdefault(page, set()).add(str(source.relative_to(ROOT)))
+    assert named, "the code points readers to the README and the docs"
+    missing = {page: files for page, files in named.items() if not (ROOT / page).is_file()}
+    assert not missing, f"pages the code points to that do not exist: {missing}"
