@@ -136,7 +136,7 @@ STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark",
 METRIC_STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark"]
 
 
-def run_cmd(cmd, cwd, env, timeout=900) -> str:
+def run_cmd(cmd, cwd, env, timeout=1800) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
@@ -157,7 +157,9 @@ def repo(tmp_path_factory):
     raw["train"]["epochs"] = 3
     raw["distill"]["epochs"] = 3
     raw["prune"].update(finetune_epochs=1)
-    raw["benchmark"].update(warmup=2, iters=10)
+    # one timed attempt: on a busy machine the benchmark would re-measure every loop twice more,
+    # and these tests read the numbers' presence and shape, not their quietness
+    raw["benchmark"].update(warmup=2, iters=10, retries=0)
     raw["search"].update(n_trials=2)  # trials train with the epochs above
     raw["search"]["space"]["student.channels"]["choices"] = [[16, 32, 64], [32, 64, 128]]  # CI time again
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

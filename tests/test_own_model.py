@@ -464,7 +464,7 @@ def test_dvc_repro_with_a_trained_torchvision_model_on_an_image_folder(tmp_path,
     raw["distill"]["epochs"] = 1
     raw["prune"].update(steps=1, finetune_epochs=1)
     raw["quantize"].update(calibration_batches=1)
-    raw["benchmark"].update(warmup=1, iters=3, runtimes=["eager"], include_batch_one=False)
+    raw["benchmark"].update(warmup=1, iters=3, runtimes=["eager"], include_batch_one=False, retries=0)
     raw["search"].update(TINY["search"])  # one trial over prune.amount: the student is an mlp, not a CNN
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = init_repo(root)
