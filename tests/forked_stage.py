@@ -55,8 +55,8 @@ def child(name: str, root: str, env: dict[str, str], args: list[str], out: str, 
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception
-        traceback.print_exc()
+    except BaseException as exc:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)  # from runpy on, as `python -m`
         code = 1
     atexit._run_exitfuncs()
     sys.stdout.flush()
