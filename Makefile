@@ -24,7 +24,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test search worker promote ui server dashboard compare plots clean
+.PHONY: setup repro test test-fast docs search worker promote ui server dashboard compare plots clean
 
 setup: $(STAMP)
 
@@ -36,8 +36,17 @@ $(STAMP): pyproject.toml
 repro: setup
 	dvc repro
 
+# --durations: the slowest tests, so a test that grows is seen in every CI log
 test: setup
-	@eval "$$(.ci/test-deps)"; $(PY) -m pytest -q
+	@eval "$$(.ci/test-deps)"; $(PY) -m pytest -q --durations=15
+
+# the inner loop: everything but the tests that need a real `dvc repro` (marker `slow`)
+test-fast: setup
+	@eval "$$(.ci/test-deps)"; $(PY) -m pytest -q -m "not slow" --durations=15
+
+# docs/ (and README.md as the home page) as a site in site/, offline; --strict: a broken link fails
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 search: setup
 	$(PY) -m stages.search $(if $(N),--n-trials $(N),)
@@ -73,4 +82,4 @@ plots: setup
 	$(PY) -m stages.plots $(REVS)
 
 clean:
-	rm -rf models metrics reports plots dvc_plots
+	rm -rf models metrics reports plots dvc_plots site

@@ -109,6 +109,21 @@ def one_error_line(proc: Finished | subprocess.CompletedProcess, code: int = 2) 
     return lines[0]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--reverse", action="store_true",
+                     help="run the collected tests in reverse order (no test may depend on another's leftovers)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test on the session's pipeline repo is ``slow`` (it needs the real `dvc repro` the
+    fixture runs): `make test-fast` (``-m "not slow"``) leaves them out. ``--reverse``: reversed order."""
+    for item in items:
+        if "repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
 def pytest_runtest_setup(item):
     """pytest resets warning filters for every test; re-apply the project's one central list
     before the test's fixtures are set up (module-scoped ones quantize models too)."""
@@ -121,7 +136,7 @@ STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark",
 METRIC_STAGES = ["train_baseline", "distill", "prune", "quantize", "compile_benchmark"]
 
 
-def run_cmd(cmd, cwd, env, timeout=900) -> str:
+def run_cmd(cmd, cwd, env, timeout=1800) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
@@ -142,7 +157,9 @@ def repo(tmp_path_factory):
     raw["train"]["epochs"] = 3
     raw["distill"]["epochs"] = 3
     raw["prune"].update(finetune_epochs=1)
-    raw["benchmark"].update(warmup=2, iters=10)
+    # one timed attempt: on a busy machine the benchmark would re-measure every loop twice more,
+    # and these tests read the numbers' presence and shape, not their quietness
+    raw["benchmark"].update(warmup=2, iters=10, retries=0)
     raw["search"].update(n_trials=2)  # trials train with the epochs above
     raw["search"]["space"]["student.channels"]["choices"] = [[16, 32, 64], [32, 64, 128]]  # CI time again
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -239,10 +256,18 @@ class Finished:
 
 
 def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout: float = 300,
-              args: list[str] | None = None) -> Finished:
-    """``python -m stages.<name>`` in ``root``, as DVC would run it; killed after ``timeout`` seconds."""
+              args: list[str] | None = None, real: bool = False) -> Finished:
+    """``python -m stages.<name>`` in ``root``, as DVC would run it; killed after ``timeout`` seconds.
+
+    By default a child forked from a process that has the library imported already
+    (:mod:`tests.forked_stage`: a process of its own, with its own exit status, stderr and peak
+    memory, seconds cheaper); ``real=True`` starts a fresh interpreter (what import-time output or
+    interpreter start-up must be seen through)."""
+    env = env if env is not None else stage_env()
+    if not real:
+        return _forked_stage(name, root, env, timeout, args or [])
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{name}", *(args or [])], cwd=root,
-                            env=env if env is not None else stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     chunks: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda key, pipe: chunks.__setitem__(key, pipe.read()), args=(key, pipe))
                for key, pipe in (("out", proc.stdout), ("err", proc.stderr))]
@@ -261,6 +286,75 @@ def run_stage(name: str, root: Path, env: dict[str, str] | None = None, timeout:
     proc.stderr.close()
     return Finished(proc.returncode, chunks["out"].decode(errors="replace"), chunks["err"].decode(errors="replace"),
                     wall, usage.ru_maxrss / 1024)
+
+
+_FORKSERVER: list = []
+
+
+def _fork(name: str, root: Path, env: dict[str, str], args: list[str], out: str, err: str, usage: str):
+    """A child of the forkserver (started on first use) that becomes ``python -m stages.<name>``."""
+    import multiprocessing
+
+    from tests import forked_stage
+
+    if not _FORKSERVER:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(forked_stage.PRELOAD)
+        _FORKSERVER.append(context)
+    return _FORKSERVER[0].Process(target=forked_stage.child, args=(name, str(root), env, args, out, err, usage))
+
+
+class Started:
+    """A stage process running in the background (forked, see :func:`run_stage`), its stdout and
+    stderr together in ``log``; answers as :class:`subprocess.Popen` does."""
+
+    def __init__(self, name: str, root: Path, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.log = log
+        self._proc = _fork(name, root, env, args, str(log), str(log), f"{log}.rusage")
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(f"stages.{self._proc.name}", timeout)
+        return self._proc.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+
+def start_stage(name: str, root: Path, env: dict[str, str], args: list[str], log: Path) -> Started:
+    """``python -m stages.<name> *args`` in ``root``, in the background, output to ``log``."""
+    return Started(name, root, env, args, log)
+
+
+def _forked_stage(name: str, root: Path, env: dict[str, str], timeout: float, args: list[str]) -> Finished:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="stage-") as tmp:
+        out, err, usage = (os.path.join(tmp, n) for n in ("stdout", "stderr", "rusage"))
+        proc = _fork(name, root, env, args, out, err, usage)
+        started = time.perf_counter()
+        proc.start()
+        proc.join(timeout)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+        wall = time.perf_counter() - started
+        read = lambda path: Path(path).read_bytes().decode(errors="replace") if os.path.exists(path) else ""  # noqa: E731
+        rss_kib = float(read(usage) or "nan")
+        return Finished(proc.exitcode, read(out), read(err), wall, rss_kib / 1024)
 
 
 def within_bounds(proc: Finished) -> None:

@@ -1,4 +1,5 @@
-"""Distributed search: real `python -m stages.search --worker` processes sharing one Optuna study
+"""Distributed search: real `python -m stages.search --worker` processes (forked, as
+tests/forked_stage.py explains) sharing one Optuna study
 on a real PostgreSQL server (``$COMPRESSION_TEST_PG_URL``; `make test` starts one with
 `.ci/postgres`), and on a journal file for several processes on one machine.
 
@@ -11,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +27,7 @@ from pipelines.search import storage as search_storage
 from pipelines.compression.checkpoint import save_model
 from pipelines.search.attrs import overrides_of
 from pipelines.training.context import Context
-from tests.conftest import missing_system_dependency, venv_env
+from tests.conftest import Started, missing_system_dependency, run_stage, start_stage, venv_env
 from tests.test_search import SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -81,14 +81,14 @@ def project(teacher, tmp_path):  # noqa: F811 - the fixture imported above
     return tmp_path, env
 
 
-def _worker(project, storage: str, n_trials: int, tag: str, *extra: str, **env_extra: str
-            ) -> tuple[subprocess.Popen, Path]:
+def _worker(project, storage: str, n_trials: int, tag: str, *extra: str, **env_extra: str) -> tuple[Started, Path]:
+    """``python -m stages.search --storage ... --n-trials N`` in the background: a process of its
+    own (forked from one that imported the library already, see tests/forked_stage.py), output in
+    a log file (a file, not a pipe: a full pipe would block the worker)."""
     root, env = project
-    log = root / f"worker-{tag}.log"  # a file, not a pipe: a full pipe would block the worker
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "stages.search", "--storage", storage,
-                                 "--n-trials", str(n_trials), *extra], cwd=root, env={**env, **env_extra},
-                                stdout=handle, stderr=subprocess.STDOUT)
+    log = root / f"worker-{tag}.log"
+    proc = start_stage("search", root, {**env, **env_extra}, ["--storage", storage, "--n-trials", str(n_trials),
+                                                             *extra], log)
     return proc, log
 
 
@@ -130,8 +130,7 @@ def test_three_workers_on_postgres_run_exactly_their_trials(project, pg_url):
     root, _ = project
     assert not (root / "reports").exists()  # workers write no outputs...
     # ...the outputs come afterwards, from every worker's trials
-    proc = subprocess.run([sys.executable, "-m", "stages.search", "--storage", pg_url, "--n-trials", "0"],
-                          cwd=root, env=project[1], capture_output=True, text=True, timeout=120)
+    proc = run_stage("search", root, project[1], timeout=120, args=["--storage", pg_url, "--n-trials", "0"])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     pareto = json.loads((root / "reports" / "search" / "pareto.json").read_text())
     assert pareto["counts"]["complete"] == 3 * k and pareto["counts"]["trials"] == 3 * k

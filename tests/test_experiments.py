@@ -1,9 +1,12 @@
 """Comparing experiments with real DVC, as a user does after `make repro`: `dvc exp run -S` leaves
-params.yaml alone but for the set line, and two experiments can be compared with `dvc exp show`
-(`make compare`), `dvc metrics diff`, `dvc params diff` and `dvc plots diff` (rendered offline).
+params.yaml alone but for the set lines, and the default run and an experiment can be compared with
+`dvc exp show` (`make compare`), `dvc metrics diff`, `dvc params diff` and `dvc plots diff`
+(rendered offline).
 
-The experiments run in a copy of the session's `repo` (one real `dvc repro`, shortened epochs), its
-outputs committed as DVC's convention for `cache: false` files expects."""
+The experiment runs in a copy of the session's `repo` (one real `dvc repro`, shortened epochs, never
+changed: every test reads it), its outputs committed as DVC's convention for `cache: false` files
+expects. The experiment is also the check that a params change re-runs only the stages downstream
+of it. One experiment, not two: each costs a cold `compile_benchmark`, the suite's dearest step."""
 
 from __future__ import annotations
 
@@ -15,17 +18,18 @@ import json
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipelines.promote import promote
-from tests.conftest import ROOT, require_chromium, run_cmd, venv_env
+from tests.conftest import ROOT, require_chromium, run_cmd, stages_ran, venv_env
 from tests.headless import Browser
 
 HEADLINE = ("acc", "drop_pp", "size_ratio", "p50_ms", "p50_ms_bs1", "speedup")
-SETTINGS = {"quantize.method": "dynamic", "prune.amount": 0.3}  # one experiment each
+SETTINGS = {"quantize.method": "dynamic", "prune.amount": 0.3}  # one experiment sets both
 
 
 def _init(root: Path, env: dict[str, str]) -> None:
@@ -66,64 +70,89 @@ def test_set_param_rewrites_only_its_own_lines_and_promote_writes_the_same(tmp_p
     assert promoted.read_text() == after  # `make promote` writes what `dvc exp run -S` writes
 
 
+@dataclass
+class Experiments:
+    """The session's pipeline repo, copied, its outputs committed as the default run (``main``),
+    then one `dvc exp run` with every SETTINGS entry: what it ran, and what a plain `dvc repro`
+    ran right after it."""
+
+    root: Path
+    env: dict[str, str]
+    exp: str  # the experiment's name
+    ran: list[str]  # the stages its `dvc exp run` ran
+    then: list[str]  # the stages a `dvc repro` right after it ran
+    quantized: dict  # metrics/quantize.json after it
+
+    main = "HEAD"  # the default run's commit: experiments are refs beside it, HEAD stays there
+
+    @property
+    def revs(self) -> list[str]:
+        return [self.main, self.exp]
+
+
 @pytest.fixture(scope="module")
-def experiments(repo, tmp_path_factory):
-    """The pipeline repo with its outputs committed, plus one `dvc exp run -S` per SETTINGS entry:
-    ``(root, env, {setting: experiment name})``."""
-    source, env, _ = repo
+def experiments(repo, tmp_path_factory) -> Experiments:
+    source, env, _ = repo  # read only: the copy is ours to change
     root = tmp_path_factory.mktemp("experiments") / "project"
     shutil.copytree(source, root, symlinks=True)
-    run_cmd(["git", "checkout", "--", "params.yaml"], root, env)  # another test may have edited it
-    run_cmd(["dvc", "repro"], root, env)  # nothing to do unless it had
     run_cmd(["git", "add", "-A"], root, env)
     run_cmd(["git", "commit", "-qm", "default run: dvc.lock and the cache: false outputs"], root, env)
-    names = {}
-    for key, value in SETTINGS.items():
-        out = run_cmd(["dvc", "exp", "run", "-S", f"{key}={value}"], root, env)
-        names[key] = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
-        run_cmd(["git", "checkout", "--", "params.yaml"], root, env)  # the next one starts from main's params
-    return root, env, names
+    out = run_cmd(["dvc", "exp", "run", *(arg for k, v in SETTINGS.items() for arg in ("-S", f"{k}={v}"))], root, env)
+    exp = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
+    then = stages_ran(run_cmd(["dvc", "repro"], root, env))  # the workspace holds the experiment
+    quantized = json.loads((root / "metrics" / "quantize.json").read_text())
+    return Experiments(root, env, exp, stages_ran(out), then, quantized)
+
+
+def test_changing_params_reruns_only_downstream_then_nothing(experiments):
+    """Each stage reads only its own params sections: `prune.amount` and `quantize.method` re-run
+    prune and what follows it (the search, which starts from the teacher, and everything before
+    prune stay); a second `dvc repro` runs nothing."""
+    assert experiments.ran == ["prune", "quantize", "compile_benchmark", "report"]
+    assert experiments.quantized["method"] == "dynamic"
+    assert experiments.then == []
 
 
 def test_outputs_that_describe_a_run_are_in_git_and_models_are_not(experiments):
-    root, env, _ = experiments
+    root, env = experiments.root, experiments.env
     tracked = set(run_cmd(["git", "ls-files"], root, env).split())
     assert {"metrics/summary.json", "metrics/compile_benchmark.json", "plots/pareto.json", "plots/distill.json",
             "reports/summary.md", "reports/benchmark.csv", "reports/search/pareto.json"} <= tracked
     assert not any(path.startswith(("models/", "reports/search_plots/")) for path in tracked)
 
 
-def test_exp_show_has_numeric_headline_for_main_and_each_experiment(experiments):
-    root, env, names = experiments
+def test_exp_show_has_numeric_headline_for_main_and_the_experiment(experiments):
+    root, env = experiments.root, experiments.env
     rows = list(csv.DictReader(io.StringIO(run_cmd(["dvc", "exp", "show", "--csv"], root, env))))
     main = [r for r in rows if r["typ"] == "baseline" and r["rev"] != "workspace"]
-    exps = {r["Experiment"]: r for r in rows if r["Experiment"] in names.values()}
-    assert len(main) == 1 and set(exps) == set(names.values())
-    for row in [*main, *exps.values()]:
+    exps = [r for r in rows if r["Experiment"] == experiments.exp]
+    assert len(main) == 1 and len(exps) == 1
+    for row in [*main, *exps]:
         for key in HEADLINE:
             float(row[key])  # numeric, not "!" or "-"
-    assert exps[names["quantize.method"]]["quantize.method"] == "dynamic"
-    assert float(exps[names["prune.amount"]]["prune.amount"]) == 0.3
+    assert (main[0]["quantize.method"], float(main[0]["prune.amount"])) == ("static", 0.5)
+    assert exps[0]["quantize.method"] == "dynamic"
+    assert float(exps[0]["prune.amount"]) == 0.3
 
 
-def test_metrics_and_params_diff_between_two_experiments(experiments):
-    root, env, names = experiments
-    a, b = names["quantize.method"], names["prune.amount"]
+def test_metrics_and_params_diff_between_main_and_the_experiment(experiments):
+    root, env = experiments.root, experiments.env
+    a, b = experiments.revs
     metrics = json.loads(run_cmd(["dvc", "metrics", "diff", a, b, "--json"], root, env))
     headline = metrics["metrics/summary.json"]
     for key in ("acc", "p50_ms", "speedup", "size_ratio"):
         assert isinstance(headline[key]["old"], float) and isinstance(headline[key]["new"], float)
     params = json.loads(run_cmd(["dvc", "params", "diff", a, b, "--json"], root, env))["params.yaml"]
-    assert params["quantize.method"] == {"old": "dynamic", "new": "static"}
+    assert params["quantize.method"] == {"old": "static", "new": "dynamic"}
     assert (params["prune.amount"]["old"], params["prune.amount"]["new"]) == (0.5, 0.3)
 
 
-def test_plots_diff_overlays_experiments_on_real_axes(experiments):
-    root, env, names = experiments
-    plots = json.loads(run_cmd(["dvc", "plots", "diff", *names.values(), "--json"], root, env))["data"]
+def test_plots_diff_overlays_main_and_the_experiment_on_real_axes(experiments):
+    root, env, revs = experiments.root, experiments.env, experiments.revs
+    plots = json.loads(run_cmd(["dvc", "plots", "diff", *revs, "--json"], root, env))["data"]
     pareto = next(v[0]["content"] for k, v in plots.items() if k.startswith("Accuracy vs latency"))
     points = pareto["data"]["values"]
-    for exp in names.values():
+    for exp in revs:
         mine = [p for p in points if p["rev"] == exp]
         assert sorted(p["model"] for p in mine) == ["pruned", "quantized", "student", "teacher"]
         assert all(p["best_latency_ms_p50"] > 0 and 0 <= p["accuracy"] <= 1 for p in mine)
@@ -134,12 +163,12 @@ def test_plots_diff_overlays_experiments_on_real_axes(experiments):
         y = spec["layer"][0]["encoding"]["y"]["field"]  # dvc_inferred_y_value: several fields on one chart
         assert x in ("epoch", "step") and y not in ("epoch", "step"), (title, x, y)  # not step against step
         values = spec["data"]["values"]
-        assert {v["rev"] for v in values} == set(names.values())
+        assert {v["rev"] for v in values} == set(revs)
         assert all(isinstance(v[x], int) and isinstance(v[y], float) for v in values), title
 
 
 def test_make_compare_fits_120_columns(experiments):
-    root, env, _ = experiments
+    root, env = experiments.root, experiments.env
     out = run_cmd([sys.executable, "-m", "stages.compare"], root, {**env, "COLUMNS": "120"})
     lines = out.splitlines()
     assert lines and max(len(line) for line in lines) <= 120, out
@@ -151,8 +180,8 @@ def test_make_compare_fits_120_columns(experiments):
 
 def test_make_plots_renders_without_a_network(experiments, tmp_path):
     binary = require_chromium()
-    root, env, names = experiments
-    run_cmd([sys.executable, "-m", "stages.plots", *names.values()], root, env)
+    root, env = experiments.root, experiments.env
+    run_cmd([sys.executable, "-m", "stages.plots", *experiments.revs], root, env)
     page = root / "dvc_plots" / "index.html"
     html = page.read_text()
     assert "<script src=" not in html and "cdn." not in html  # everything inline

@@ -3,7 +3,9 @@
 
 Every refusal is one stderr line naming the file, key or URL (passwords masked), exit code 2
 (130 for Ctrl-C), no traceback, no output file changed, within 60 s and 2 GiB
-(:func:`tests.conftest.within_bounds`).
+(:func:`tests.conftest.within_bounds`). The stage processes are forked from one that imported the
+library already (:mod:`tests.forked_stage`); Ctrl-C and SIGKILL hit fresh interpreters, and
+one test checks that importing the entry points prints nothing.
 
 1. data files never run code (a CIFAR-10 batch whose pickle calls ``os.system``);
 2. passwords never show (URL userinfo, ``?password=`` query parameters) in lines, tags or params,
@@ -436,6 +438,21 @@ def test_checkpoint_built_for_other_data_is_one_line(tmp_path, stage, model):
                              "has 1 and 10"), reason
 
 
+STAGE_MODULES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
+
+
+def test_every_stage_entry_point_imports_without_a_word():
+    """The refusals above run in children of a process that imported the library already
+    (tests/forked_stage.py), so what importing prints is checked here, in a fresh interpreter that
+    imports every entry point as `python -m` would: nothing on stdout or stderr."""
+    assert {"train_baseline", "distill", "prune", "quantize", "compile_benchmark", "search", "report",
+            "promote"} <= set(STAGE_MODULES)
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module('stages.' + name)\n"
+    proc = subprocess.run([sys.executable, "-c", code, *STAGE_MODULES], cwd=ROOT, env=stage_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
 def test_non_utf8_params_is_one_line(tmp_path):
     root = tmp_path / "p"
     root.mkdir()
@@ -542,6 +559,5 @@ def test_search_outputs_are_replaced_as_a_whole_and_promote_then_refuses(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["pareto.json"] == [p.name for p in files]
     assert [p.name for p in tmp_path.joinpath("reports").iterdir()] == ["search"]  # no staging folder left
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    proc = subprocess.run([sys.executable, "-m", "stages.promote"], cwd=tmp_path, env=stage_env(),
-                          capture_output=True, text=True, timeout=60)
+    proc = run_stage("promote", tmp_path, timeout=60)
     assert one_error_line(proc).startswith("promote: error: reports/search/best_params.yaml: not found")

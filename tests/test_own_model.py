@@ -28,7 +28,7 @@ from pipelines.core.kinds import is_eager_int8
 from pipelines.data import load_data
 from pipelines.models import build_model
 from pipelines.workflow import Context, distill_student, prune_student, quantize_model, train_teacher
-from tests.conftest import ROOT, STAGES, TINY, copy_project, init_repo, run_cmd, stages_ran, venv_env
+from tests.conftest import ROOT, STAGES, TINY, copy_project, init_repo, run_cmd, run_stage, stages_ran
 
 SIZE = 8
 CLASSES = ("circle", "cross", "square")  # sorted: ImageFolder numbers them 0, 1, 2
@@ -421,14 +421,6 @@ def _stage_project(root: Path, folder: Path, **sections) -> Path:
     return root
 
 
-def _run_stage(name: str, root: Path) -> subprocess.CompletedProcess:
-    env = venv_env()
-    for key in ("DVC_ROOT", "DVC_EXP_NAME", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and "__pycache__" not in p.parts}
@@ -450,7 +442,7 @@ def test_bad_input_stops_the_stage_with_one_line_and_exit_2(tmp_path, folder, tr
         ctx = Context(params_for(images, student={"arch": f"{FACTORY_MODULE}:branchy"}))
         save_model(root / "models" / "pruned.pt", ctx.new_model("student"), ctx.spec("student"))
     before = _files(root)
-    proc = _run_stage(stage, root)
+    proc = run_stage(stage, root)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"{stage}: error: ") and named in lines[0], lines[0]
@@ -472,7 +464,7 @@ def test_dvc_repro_with_a_trained_torchvision_model_on_an_image_folder(tmp_path,
     raw["distill"]["epochs"] = 1
     raw["prune"].update(steps=1, finetune_epochs=1)
     raw["quantize"].update(calibration_batches=1)
-    raw["benchmark"].update(warmup=1, iters=3, runtimes=["eager"], include_batch_one=False)
+    raw["benchmark"].update(warmup=1, iters=3, runtimes=["eager"], include_batch_one=False, retries=0)
     raw["search"].update(TINY["search"])  # one trial over prune.amount: the student is an mlp, not a CNN
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = init_repo(root)

@@ -4,7 +4,8 @@ pipeline parent expanded: each stage run of that execution is listed directly un
 
 Needs Debian's `chromium` (`make test` installs it when it can). Without a browser this test
 fails under CI, so CI cannot go green without looking at the UI, and skips elsewhere. A screenshot is saved next to the repo
-(`<repo>/reports/ui/runs.png`) and its path printed.
+(`<repo>/../ui/runs.png`) and its path printed. The repo itself is only read (the server's log and
+the screenshots go beside it), so the other tests that share it see it as `dvc repro` left it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ EXPAND_JS = """(() => {{
 
 def _start_server(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = int(env.get("MLFLOW_PORT") or free_port())  # where the store's MLflow links point
-    log = open(root / "mlflow-server.log", "w")  # noqa: SIM115 - closed with the process
+    log_path = root.parent / "ui" / f"mlflow-server-{port}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--serve-artifacts", "--artifacts-destination", str(root / "mlartifacts"),
@@ -49,7 +52,7 @@ def _start_server(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, st
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"mlflow server exited {proc.returncode}: {(root / 'mlflow-server.log').read_text()[-2000:]}"
+        assert proc.poll() is None, f"mlflow server exited {proc.returncode}: {log_path.read_text()[-2000:]}"
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2):
                 return proc, url
@@ -104,7 +107,7 @@ def test_every_stage_run_is_listed_under_its_pipeline_parent_in_the_ui(repo, tmp
     assert set(STAGES) <= set(children[parents[0].info.run_id].values()), children
 
     proc, url = _start_server(root, env)
-    shot = root / "reports" / "ui" / "runs.png"
+    shot = root.parent / "ui" / "runs.png"
     try:
         seen = asyncio.run(_look(binary, url, exp.experiment_id, [p.info.run_id for p in parents],
                                  tmp_path / "chromium", shot))
@@ -138,7 +141,7 @@ def test_report_summary_shows_its_plot_in_the_artifact_view(repo, tmp_path):
             await browser.open(f"{url}/#/experiments/{exp.experiment_id}/runs/{report.info.run_id}/artifacts/summary.md")
             images = await browser.wait_for(f"{IMAGE_JS}.filter(([done, width]) => done && width > 0).length",
                                             timeout=90)
-            await browser.screenshot(root / "reports" / "ui" / "summary_md.png")
+            await browser.screenshot(root.parent / "ui" / "summary_md.png")
             return images
 
     proc, url = _start_server(root, env)

@@ -1,4 +1,4 @@
-"""Model size and sparsity, measured the same way for every model (DESIGN.md metric names)."""
+"""Model size and sparsity, measured the same way for every model (the metric names of docs/results.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one MLflow module: store location, experiment, parent/stage/trial runs, logging.
 
-Layout in the store (DESIGN.md, Tracking):
+Layout in the store (docs/tracking.md):
 
 - experiment ``tracking.experiment``, tagged ``mlflow.experimentKind=custom_model_development``;
 - one *pipeline* parent run per pipeline execution (keyed by the DVC experiment name, or
