@@ -1,7 +1,10 @@
 """What every stage entry point shares: params loading, user-error handling, outputs, logging.
 
 A stage body receives a :class:`~pipelines.training.context.Context` and an MLflow :class:`Run`;
-it calls :mod:`pipelines.workflow` and hands its results to :func:`write_outputs`.
+it calls its step of :mod:`pipelines.chain` and hands its results to :func:`write_outputs`.
+Checkpoints load and save through :mod:`pipelines.models.checkpoint` (fp32, no quantizer
+imported); a stage that meets int8 models passes :mod:`pipelines.compression.checkpoint`'s
+``load_model`` / ``save_model`` instead.
 
 :data:`SECTIONS` is the one list of the params sections each stage reads: ``dvc.yaml`` declares
 exactly these (a test checks it) and :func:`main` logs exactly these to MLflow.
@@ -17,10 +20,10 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.compression.checkpoint import Loaded, load_model, save_model
 from pipelines.core.config import Params, load_params
 from pipelines.core.errors import CheckpointError, UserError
 from pipelines.core.io import write_json
+from pipelines.models.checkpoint import Loaded, load_model, save_model
 from pipelines.tracking import Run, check_reachable, close_pipeline, stage_run
 from pipelines.training.context import Context
 
@@ -61,14 +64,15 @@ def model_path(name: str) -> Path:
     return MODELS / f"{name}.pt"
 
 
-def load_checkpoint(ctx: Context, name: str) -> Loaded:
+def load_checkpoint(ctx: Context, name: str, loader: Callable[[Path], Loaded] = load_model) -> Loaded:
     """``models/<name>.pt``, refused with one line when it is missing or was built for other data
-    than the params describe (input channels, classes), before it meets that data."""
+    than the params describe (input channels, classes), before it meets that data. ``loader``:
+    the fp32 loader, or :func:`pipelines.compression.checkpoint.load_model` where int8 models load."""
     path = model_path(name)
     if not path.exists():
         raise CheckpointError(f"{path}: not found; run `dvc repro {WRITTEN_BY[name]}` (the stage that writes it) "
                               "first")
-    loaded = load_model(path)
+    loaded = loader(path)
     got = (loaded.spec.get("in_channels"), loaded.spec.get("num_classes"))
     want = (ctx.data.in_channels, ctx.data.num_classes)
     if got != want:
@@ -78,8 +82,8 @@ def load_checkpoint(ctx: Context, name: str) -> Loaded:
     return loaded
 
 
-def load(ctx: Context, name: str) -> nn.Module:
-    return load_checkpoint(ctx, name).model
+def load(ctx: Context, name: str, loader: Callable[[Path], Loaded] = load_model) -> nn.Module:
+    return load_checkpoint(ctx, name, loader).model
 
 
 def data_source(params: Params) -> Path:
@@ -100,14 +104,16 @@ def log_training_data(ctx: Context, run: Run) -> None:
 def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *,
                   model: nn.Module | None = None, model_name: str | None = None,
                   spec: dict[str, Any] | None = None, save_kwargs: dict[str, Any] | None = None,
+                  saver: Callable[..., Path] = save_model,
                   history: list[dict[str, float]] | None = None, artifacts: list[Path] = (),
                   logged_metrics: dict[str, Any] | None = None) -> None:
     """Checkpoint (atomic), ``metrics/<stage>.json``, training curve, and the same to MLflow:
     the numbers of ``metrics`` (or ``logged_metrics``) under their dotted names, the model as a
-    logged model named ``model_name`` with those numbers linked to it, and the train split."""
+    logged model named ``model_name`` with those numbers linked to it, and the train split.
+    ``saver``: the fp32 writer, or :func:`pipelines.compression.checkpoint.save_model` for int8."""
     checkpoint = None
     if model is not None:
-        checkpoint = save_model(model_path(model_name), model, spec, **(save_kwargs or {}),
+        checkpoint = saver(model_path(model_name), model, spec, **(save_kwargs or {}),
                                 extra={"stage": stage, "metrics": metrics})
     if history:
         write_json(PLOTS / f"{stage}.json", history)
