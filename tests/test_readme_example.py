@@ -52,14 +52,6 @@ def project(tmp_path_factory):
     return root, env, example
 
 
-def test_the_example_writes_sections_short(project):
-    _, _, example = project
-    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
-    short = [name for name, section in example.items() if isinstance(section, dict)
-             and set(section) < set(committed[name])]
-    assert short, "the example is meant to show sections that name only the keys they change"
-
-
 def test_every_stage_records_its_params(project):
     """What stopped `dvc repro` at search ("Parameters 'student.dropout, ...' are missing"): DVC
     hashes each stage's params after running it, and a key dvc.yaml names must be in the file."""
