@@ -1,7 +1,10 @@
 """What every stage entry point shares: params loading, user-error handling, outputs, logging.
 
 A stage body receives a :class:`~pipelines.training.context.Context` and an MLflow :class:`Run`;
-it calls :mod:`pipelines.workflow` and hands its results to :func:`write_outputs`.
+it calls its step of :mod:`pipelines.chain` and hands its results to :func:`write_outputs`.
+Checkpoints load and save through :mod:`pipelines.models.checkpoint` (fp32, no quantizer
+imported); a stage that meets int8 models passes :mod:`pipelines.compression.checkpoint`'s
+``load_model`` / ``save_model`` instead.
 
 :data:`SECTIONS` is the one list of the params sections each stage reads: ``dvc.yaml`` declares
 exactly these (a test checks it) and :func:`main` logs exactly these to MLflow.
@@ -17,10 +20,10 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.compression.checkpoint import Loaded, load_model, save_model
 from pipelines.core.config import Params, load_params
 from pipelines.core.errors import CheckpointError, UserError
 from pipelines.core.io import write_json
+from pipelines.models.checkpoint import Loaded, load_model, save_model
 from pipelines.tracking import Run, check_reachable, close_pipeline, stage_run
 from pipelines.training.context import Context
 
@@ -29,26 +32,20 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
-def _all_but(section: str, *fields: str) -> list[str]:
-    """A section's keys except ``fields``, dotted (as dvc.yaml's params and MLflow take them)."""
-    model = Params.model_fields[section].annotation
-    return [f"{section}.{name}" for name in model.model_fields if name not in fields]
-
-
-# The params sections (or dotted keys) each stage reads (seed is logged with every stage).
+# The params sections each stage reads (seed is logged with every stage). Whole sections, never
+# single keys: a section written short (only the keys it changes, the rest taking the schema's
+# defaults) must still run every stage, and DVC refuses a key-by-key param the file lacks. So a
+# change anywhere in a section re-runs every stage that reads it: promoting a search trial (which
+# sets student.channels/depth and benchmark.deploy_runtime) re-runs the search too, and
+# benchmark.runtimes re-runs quantize (whose engine choice reads the timing keys).
 SECTIONS: dict[str, list[str]] = {
     "train_baseline": ["seed", "data", "teacher", "train"],
     "distill": ["seed", "data", "student", "train", "distill"],
     "prune": ["seed", "data", "train", "prune"],
     # benchmark (timing keys): quantize.engine auto times eager int8 against PT2E int8 here
-    "quantize": ["seed", "data", "train", "quantize",
-                 *_all_but("benchmark", "runtimes", "deploy_runtime", "include_batch_one")],
+    "quantize": ["seed", "data", "train", "quantize", "benchmark"],
     "compile_benchmark": ["seed", "data", "quantize", "benchmark"],  # quantize: the deploy int8 calibration
-    # The teacher comes from models/teacher.pt; the default space sets distill/prune/quantize, the
-    # student's width and depth and the deploy runtime per trial, so promoting a trial into those
-    # keys must not re-run (and change) the search.
-    "search": ["seed", "data", *_all_but("student", "channels", "depth"), "train",
-               *_all_but("benchmark", "deploy_runtime"), "search"],
+    "search": ["seed", "data", "student", "train", "benchmark", "search"],  # the teacher: models/teacher.pt
     "report": ["data", "distill", "prune", "quantize", "benchmark"],
 }
 
@@ -61,14 +58,15 @@ def model_path(name: str) -> Path:
     return MODELS / f"{name}.pt"
 
 
-def load_checkpoint(ctx: Context, name: str) -> Loaded:
+def load_checkpoint(ctx: Context, name: str, loader: Callable[[Path], Loaded] = load_model) -> Loaded:
     """``models/<name>.pt``, refused with one line when it is missing or was built for other data
-    than the params describe (input channels, classes), before it meets that data."""
+    than the params describe (input channels, classes), before it meets that data. ``loader``:
+    the fp32 loader, or :func:`pipelines.compression.checkpoint.load_model` where int8 models load."""
     path = model_path(name)
     if not path.exists():
         raise CheckpointError(f"{path}: not found; run `dvc repro {WRITTEN_BY[name]}` (the stage that writes it) "
                               "first")
-    loaded = load_model(path)
+    loaded = loader(path)
     got = (loaded.spec.get("in_channels"), loaded.spec.get("num_classes"))
     want = (ctx.data.in_channels, ctx.data.num_classes)
     if got != want:
@@ -78,8 +76,8 @@ def load_checkpoint(ctx: Context, name: str) -> Loaded:
     return loaded
 
 
-def load(ctx: Context, name: str) -> nn.Module:
-    return load_checkpoint(ctx, name).model
+def load(ctx: Context, name: str, loader: Callable[[Path], Loaded] = load_model) -> nn.Module:
+    return load_checkpoint(ctx, name, loader).model
 
 
 def data_source(params: Params) -> Path:
@@ -100,14 +98,16 @@ def log_training_data(ctx: Context, run: Run) -> None:
 def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *,
                   model: nn.Module | None = None, model_name: str | None = None,
                   spec: dict[str, Any] | None = None, save_kwargs: dict[str, Any] | None = None,
+                  saver: Callable[..., Path] = save_model,
                   history: list[dict[str, float]] | None = None, artifacts: list[Path] = (),
                   logged_metrics: dict[str, Any] | None = None) -> None:
     """Checkpoint (atomic), ``metrics/<stage>.json``, training curve, and the same to MLflow:
     the numbers of ``metrics`` (or ``logged_metrics``) under their dotted names, the model as a
-    logged model named ``model_name`` with those numbers linked to it, and the train split."""
+    logged model named ``model_name`` with those numbers linked to it, and the train split.
+    ``saver``: the fp32 writer, or :func:`pipelines.compression.checkpoint.save_model` for int8."""
     checkpoint = None
     if model is not None:
-        checkpoint = save_model(model_path(model_name), model, spec, **(save_kwargs or {}),
+        checkpoint = saver(model_path(model_name), model, spec, **(save_kwargs or {}),
                                 extra={"stage": stage, "metrics": metrics})
     if history:
         write_json(PLOTS / f"{stage}.json", history)

@@ -11,6 +11,7 @@ its logged model."""
 import shutil
 
 from pipelines import stage
+from pipelines.compression.checkpoint import load_model
 from pipelines.core.io import write_csv
 from pipelines.measurement.benchmark import DeployInputs, machine_metrics
 from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, summary_metrics
@@ -23,7 +24,7 @@ SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize s
 
 def body(ctx, run):
     cfg = ctx.params.benchmark
-    models = {name: stage.load(ctx, name) for name in CHAIN}
+    models = {name: stage.load(ctx, name, load_model) for name in CHAIN}  # quantized: int8
     accuracy = {name: ctx.accuracy(model) for name, model in models.items()}
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)

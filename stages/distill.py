@@ -1,7 +1,7 @@
 """Stage distill: student trained against the frozen teacher -> models/student.pt."""
 
 from pipelines import stage
-from pipelines.workflow import distill_student
+from pipelines.chain.distill import distill_student
 
 
 def body(ctx, run):

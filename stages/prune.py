@@ -1,8 +1,8 @@
 """Stage prune: iterative prune + fine-tune of the student -> models/pruned.pt."""
 
 from pipelines import stage
+from pipelines.chain.prune import prune_student
 from pipelines.core.io import write_json
-from pipelines.workflow import prune_student
 
 
 def body(ctx, run):

@@ -4,10 +4,10 @@ measures faster on this machine: eager int8 against compiled PT2E int8, timed si
 (``metrics/quantize.json`` ``engine_choice``)."""
 
 from pipelines import stage
-from pipelines.compression.checkpoint import layer_shapes
+from pipelines.chain.quantize import quantize_model
+from pipelines.compression.checkpoint import layer_shapes, save_model
 from pipelines.compression.quantize import recipe
 from pipelines.engines import measure_engines
-from pipelines.workflow import quantize_model
 
 
 def body(ctx, run):
@@ -16,7 +16,7 @@ def body(ctx, run):
     quant = recipe(ctx.params.quantize, metrics["engine"])  # the engine `auto` chose
     metrics = {**metrics, "method": ctx.params.quantize.method}
     stage.write_outputs(ctx, run, "quantize", metrics, model=model, model_name="quantized", spec=pruned.spec,
-                        save_kwargs={"shapes": layer_shapes(pruned.model), "quant": quant})
+                        save_kwargs={"shapes": layer_shapes(pruned.model), "quant": quant}, saver=save_model)
 
 
 if __name__ == "__main__":

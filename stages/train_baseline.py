@@ -2,7 +2,8 @@
 models/teacher.pt, metrics/train_baseline.json (with how the images were normalised)."""
 
 from pipelines import stage
-from pipelines.workflow import data_record, model_metrics, train_teacher
+from pipelines.chain.metrics import model_metrics
+from pipelines.chain.teacher import data_record, train_teacher
 
 
 def body(ctx, run):

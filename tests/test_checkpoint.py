@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from pipelines.core.errors import CheckpointError
-from pipelines.compression.checkpoint import load_model, save_model
 from pipelines.core.io import atomic_write, write_dir, write_json
 from pipelines.models import CNN
+from pipelines.models.checkpoint import load_model, save_model
 
 SPEC = {"model": {"arch": "cnn", "channels": [8, 16], "depth": 1, "dropout": 0.0}, "in_channels": 1,
         "num_classes": 10}
@@ -20,6 +20,25 @@ def test_round_trip_is_exact_and_weights_only(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.model(x), model(x))
     assert loaded.extra == {"stage": "x"}
+
+
+def test_the_fp32_loader_refuses_an_int8_checkpoint_and_the_chain_loader_rebuilds_it(tmp_path):
+    """distill and prune load through pipelines.models.checkpoint, which imports no quantizer: an
+    int8 checkpoint there is one line naming the loader that rebuilds it."""
+    from pipelines.compression import checkpoint as chain_checkpoint
+    from pipelines.compression.quantize import quantize, recipe
+    from pipelines.core.config import QuantizeConfig
+
+    torch.manual_seed(0)
+    cfg = QuantizeConfig(method="dynamic", engine="eager")
+    int8 = quantize(CNN(1, 10, [8, 16]).eval(), cfg, ctx=None)
+    path = chain_checkpoint.save_model(tmp_path / "q.pt", int8, SPEC, quant=recipe(cfg))
+    with pytest.raises(CheckpointError, match=r"q\.pt: holds an int8 model \(eager/dynamic\).*"
+                                              r"pipelines\.compression\.checkpoint\.load_model"):
+        load_model(path)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(chain_checkpoint.load_model(path).model(x), int8(x))
 
 
 def test_truncated_checkpoint_names_the_file(tmp_path):

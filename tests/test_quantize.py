@@ -14,6 +14,7 @@ from conftest import agreement, fast_params
 from torch import nn
 
 from pipelines.compression.quantize import eager as qz
+from pipelines.compression.quantize import program
 from pipelines.compression.quantize import pt2e as qp
 from pipelines.compression.checkpoint import load_model, save_model
 from pipelines.core.config import QuantizeConfig
@@ -151,7 +152,7 @@ def test_checkpoint_round_trip_is_exact_and_safe(ctx, quantized, tmp_path, engin
 
 def test_program_with_pickled_entries_is_refused(quantized):
     model, _ = quantized("pt2e", "static")
-    blob = qp.program_bytes(model)
+    blob = program.program_bytes(model)
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(blob)) as src, zipfile.ZipFile(out, "w") as dst:
         for info in src.infolist():
@@ -162,7 +163,7 @@ def test_program_with_pickled_entries_is_refused(quantized):
                 data = json.dumps(config).encode()
             dst.writestr(info, data)
     with pytest.raises(ValueError, match="pickled"):
-        qp.load_program(out.getvalue())
+        program.load_program(out.getvalue())
 
 
 # --- bigger graphs and the fp32 report ------------------------------------------------------------

@@ -95,14 +95,19 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _ARCH_PATTERN = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
 
 
+Depth = Annotated[int, Field(ge=1, le=4)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class ModelConfig(Section):
+    # Defaults: the student's of params.yaml (TeacherConfig: the teacher's).
     # cnn (channels/depth), mlp (hidden), torchvision's quantizable resnet18 / mobilenet_v2,
     # torchvision:<builder> (any classification builder), <module>:<callable> (your factory)
     arch: str = "cnn"
     channels: Annotated[list[Width], Field(min_length=1, max_length=6, description=(
-        "a 3x3 convolution between two layers 2048 wide already holds 38M weights (150 MB)"))] = [32, 64, 128]
-    depth: Annotated[int, Field(ge=1, le=4)] = 1
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+        "a 3x3 convolution between two layers 2048 wide already holds 38M weights (150 MB)"))] = [128, 256, 512]
+    depth: Depth = 1
+    dropout: Dropout = 0.0
     hidden: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)] = [256, 128]  # mlp only
     # extra keyword arguments for a torchvision builder or your factory, e.g. {image_size: 32}
     kwargs: dict[str, bool | int | float | str | list[int] | None] = {}
@@ -124,8 +129,16 @@ class ModelConfig(Section):
         return value
 
 
+class TeacherConfig(ModelConfig):
+    """``teacher``: a model section whose omitted keys take the teacher's defaults (deeper, with
+    dropout), so a short ``teacher:`` section means what the same keys in params.yaml mean."""
+
+    depth: Depth = 2
+    dropout: Dropout = 0.1
+
+
 class TrainConfig(Section):
-    epochs: NonNegEpochs = 12  # 0: evaluate teacher.weights as given, no training
+    epochs: NonNegEpochs = 8  # 0: evaluate teacher.weights as given, no training
     lr: PositiveFloat = 3e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -135,7 +148,7 @@ class TrainConfig(Section):
 class DistillConfig(Section):
     temperature: PositiveFloat = 4.0
     alpha: Fraction = 0.3
-    epochs: Epochs = 20
+    epochs: Epochs = 10
     lr: PositiveFloat = 3e-3
     cache_teacher_logits: bool = True
     compare_without_kd: bool = True
@@ -151,7 +164,10 @@ class PruneConfig(Section):
 
 class QuantizeConfig(Section):
     method: Literal["none", "dynamic", "static", "qat"] = "static"
-    # auto: eager for the built-in quantizable archs (cnn, mlp, resnet18, mobilenet_v2), pt2e otherwise
+    # auto: on the built-in archs (cnn, mlp, resnet18, mobilenet_v2) the quantize stage quantizes
+    # static/QAT with both engines, times them side by side on this machine and keeps the faster
+    # (pt2e only when at least 5% faster; metrics/quantize.json engine_choice, pipelines/engines.py);
+    # dynamic, and every search trial, take eager there; any other model takes pt2e
     engine: Literal["auto", "eager", "pt2e"] = "auto"
     observer: Literal["minmax", "histogram"] = "histogram"
     per_channel: bool = True
@@ -179,7 +195,7 @@ class BenchmarkConfig(Section):
     num_threads: Annotated[int, Field(gt=0, le=MAX_THREADS, description=(
         f"more threads than the {CORES} cores this process may use only oversubscribe them and distort every latency"))] = 2
     warmup: Annotated[int, Field(ge=0, le=10_000, description="calls of each variant, one after another")] = 10
-    iters: Annotated[int, Field(gt=0, le=100_000, description="timed calls of each variant, one after another")] = 60
+    iters: Annotated[int, Field(gt=0, le=100_000, description="timed calls of each variant, one after another")] = 120
     runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default", "ort-int8", "ov-int8"]
     # The runtime the final model is judged on (headline latency, speedup, the search's latency
     # objective): `fastest` of the measured ones, or one entry of `runtimes`.
@@ -288,7 +304,7 @@ class SearchConfig(Section):
     study_name: str = "compression"
     storage: str | None = None
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
-    n_trials: Annotated[int, Field(gt=0, le=100_000, description="each trial trains a model")] = 12
+    n_trials: Annotated[int, Field(gt=0, le=100_000, description="each trial trains a model")] = 6
     timeout_s: PositiveFloat | None = None
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     max_latency_ms: PositiveFloat | None = None
@@ -322,8 +338,8 @@ class TrackingConfig(Section):
 class Params(Section):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED, description=SEED_WHY)] = 0
     data: DataConfig = DataConfig()
-    teacher: ModelConfig = ModelConfig(channels=[64, 128, 256], depth=2)
-    student: ModelConfig = ModelConfig(channels=[32, 64, 128], depth=1)
+    teacher: TeacherConfig = TeacherConfig()
+    student: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()

@@ -1,7 +1,8 @@
 """int8 quantization, affine scheme ``x ~ S * (q - Z)``: one registry keyed by (engine, method).
 
-Every caller (the chain, the search, checkpoint loading) goes through :func:`quantizer`, so the
-choice of implementation for ``quantize.engine`` x ``quantize.method`` lives here only:
+Every caller (the chain, the search, int8 checkpoint loading: :func:`rebuild_int8`) goes through
+:func:`quantizer`, so the choice of implementation for ``quantize.engine`` x ``quantize.method``
+lives here only:
 
 - engine ``eager``: torch.ao x86 (:mod:`.eager`), the textbook API;
 - engine ``pt2e``: torch.export + torchao ``X86InductorQuantizer`` (:mod:`.pt2e`);
@@ -18,13 +19,15 @@ from typing import Any
 from torch import nn
 
 from pipelines.compression.quantize import eager, pt2e
-from pipelines.compression.quantize.pt2e import REPORT_KEY, fp32_layers, load_program, program_tensor
+from pipelines.compression.quantize.program import load_program, program_tensor
+from pipelines.compression.quantize.pt2e import REPORT_KEY, fp32_layers
 from pipelines.core.config import QuantizeConfig
 from pipelines.core.errors import ParamsError, QuantizeError
+from pipelines.models.checkpoint import float_skeleton
 from pipelines.training.context import Context, train
 
 __all__ = ["REPORT_KEY", "Quantizer", "fp32_layers", "load_program", "program_tensor", "quantize", "quantizer",
-           "recipe", "resolve_engine", "skeleton"]
+           "rebuild_int8", "recipe", "resolve_engine", "skeleton"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +118,13 @@ def skeleton(model: nn.Module, quant: dict[str, Any]) -> tuple[nn.Module, bool]:
     if entry.skeleton is None:
         raise ValueError(f"{quant.get('engine')}/{quant['method']} models are saved as programs, not state_dicts")
     return entry.skeleton(model, quant), entry.assign
+
+
+def rebuild_int8(payload: dict[str, Any]) -> nn.Module:
+    """The int8 model of a checkpoint payload (:mod:`pipelines.models.checkpoint`): a PT2E graph
+    from its program, any other from its recipe replayed on the float skeleton, then its state_dict."""
+    if payload.get("program") is not None:
+        return load_program(payload["program"])
+    model, assign = skeleton(float_skeleton(payload), payload["quant"])
+    model.load_state_dict(payload["state_dict"], assign=assign)
+    return model

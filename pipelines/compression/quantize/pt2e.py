@@ -23,9 +23,8 @@ then gives one partition with two outputs and the conv+add+relu annotator raises
 partition has more than one output node". If the quantizer still refuses a pattern, we retry
 with the refusing fusion annotators skipped and :func:`fp32_layers` reports what stayed fp32.
 
-Persistence (:func:`program_bytes` / :func:`load_program`): the converted graph, stripped of
-the fp32 parameters ``convert_pt2e`` leaves behind, is re-exported and stored in torch.export's
-own archive format; :func:`load_program` refuses archives with pickled payloads.
+Persistence of the converted graph (torch.export's archive, no pickle) is
+:mod:`pipelines.compression.quantize.program`.
 """
 
 from __future__ import annotations
@@ -34,13 +33,11 @@ import contextlib
 import copy
 import dataclasses
 import io
-import json
 import os
 import re
 import sys
 import types
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,7 +48,7 @@ from pipelines.compression.quantize.small_spatial import convs_as_linear
 from pipelines.core.config import QuantizeConfig
 from pipelines.core.errors import QuantizeError, first_line
 from pipelines.core.kinds import is_pt2e
-from pipelines.core.pt2e_graph import ADD, CONV_LINEAR, dequant_ops, register_int8_ops, weight_quantized
+from pipelines.core.pt2e_graph import ADD, CONV_LINEAR, dequant_ops, weight_quantized
 
 EPS = 2**-12  # torchao's default observer eps for the x86 config
 MAX_BATCH = 1 << 16
@@ -98,7 +95,7 @@ def allow_train_eval(model: fx.GraphModule) -> fx.GraphModule:
     return model
 
 
-def _dynamic_batch() -> tuple[dict[int, Any], ...]:
+def dynamic_batch() -> tuple[dict[int, Any], ...]:
     return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
@@ -111,7 +108,7 @@ def export(model: nn.Module, example: torch.Tensor, strict: bool = True) -> fx.G
     names the code). Whatever it writes to stderr on success is passed through."""
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):
-        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=strict)
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_batch(), strict=strict)
     sys.stderr.write(captured.getvalue())
     return program.module()
 
@@ -356,53 +353,3 @@ def quantize_ops(model: nn.Module) -> dict[str, int]:
                 name = node.target.name().split("::")[-1].split(".")[0]
                 counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-# --- persistence ----------------------------------------------------------------------------------
-
-def program_bytes(model: fx.GraphModule) -> bytes:
-    """The converted graph as a torch.export archive (weights stored as raw tensors, no pickle)."""
-    example = model.meta.get(EXAMPLE_KEY)
-    if example is None:
-        raise ValueError("pt2e model carries no example input; build it with pipelines.compression.quantize")
-    strip_unused(model)
-    program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(), strict=False)
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
-
-
-def _check_archive(blob: bytes) -> None:
-    """Refuse an archive that would make torch.export.load unpickle anything but plain tensors."""
-    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-        names = archive.namelist()
-        configs = [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]
-        if not any(n.endswith("_weights_config.json") for n in configs):
-            raise ValueError("not a torch.export archive (no weights config)")
-        for name in configs:
-            for fqn, meta in json.loads(archive.read(name)).get("config", {}).items():
-                path = str(meta.get("path_name", ""))
-                if meta.get("use_pickle") or path.startswith(("custom_obj", "opaque_obj")):
-                    raise ValueError(f"archive entry {fqn!r} is pickled; refusing to load it")
-        for name in names:
-            if "/sample_inputs/" in name and not name.endswith("/"):
-                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-
-
-def load_program(blob: bytes | torch.Tensor) -> fx.GraphModule:
-    """Rebuild a model saved with :func:`program_bytes` (ready for eval, compile and re-saving)."""
-    if isinstance(blob, torch.Tensor):
-        blob = blob.numpy().tobytes()
-    _check_archive(blob)
-    register_int8_ops()
-    program = torch.export.load(io.BytesIO(blob))
-    model = program.module()
-    allow_train_eval(model)
-    args = (program.example_inputs or ((), {}))[0]
-    if args:
-        model.meta[EXAMPLE_KEY] = args[0]
-    return model
-
-
-def program_tensor(model: fx.GraphModule) -> torch.Tensor:
-    return torch.frombuffer(bytearray(program_bytes(model)), dtype=torch.uint8)

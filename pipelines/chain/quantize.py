@@ -1,0 +1,48 @@
+"""Stage quantize as a function: the int8 copy of the pruned model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from pipelines.chain.metrics import model_metrics
+from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize, resolve_engine
+from pipelines.measurement.size import size_metrics
+from pipelines.training.context import Context
+
+EngineChooser = Callable[[Context, nn.Module], dict[str, Any]]
+
+
+def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None = None
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+    """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged).
+    ``choose`` (the quantize stage passes :func:`pipelines.engines.measure_engines`): decides
+    ``engine: auto`` for static/QAT on a model both engines take, instead of the rule of
+    :func:`~pipelines.compression.quantize.resolve_engine`; its answer (``engine``, ``why``, ...)
+    is kept in the metrics as ``engine_choice``."""
+    cfg = ctx.params.quantize
+    model = model.cpu().eval()
+    engine = resolve_engine(cfg, model)  # what `auto` means for this model
+    choice = None
+    if choose is not None and cfg.engine == "auto" and cfg.method in ("static", "qat") and engine == "eager":
+        choice = choose(ctx, model)
+        engine = choice["engine"]
+    out = quantize(model, cfg, ctx, engine=engine)
+    fp32 = size_metrics(model)
+    metrics = model_metrics(ctx, out)
+    metrics["engine"] = engine
+    if choice:
+        metrics["engine_choice"] = choice
+    metrics["accuracy_fp32"] = ctx.accuracy(model)
+    metrics["size_ratio_vs_fp32"] = metrics["size_mb"] / fp32["size_mb"]
+    if cfg.method != "none":
+        metrics["fp32_layers"] = fp32_layers(out)  # conv/linear/add that stayed fp32 (empty: all int8)
+        metrics["num_fp32_layers"] = len(metrics["fp32_layers"])
+        report = getattr(out, "meta", {}).get(REPORT_KEY) if engine == "pt2e" else None
+        if report:
+            metrics["pt2e_export"] = report["export"]
+            metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]
+            metrics["pt2e_convs_as_linear"] = report.get("convs_as_linear", [])
+    return out, metrics
