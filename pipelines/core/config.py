@@ -6,69 +6,23 @@ names the dotted key, the bad value and what is allowed (:class:`ParamsError`).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipelines.core.errors import ParamsError
 from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CompiledCall, CppWrapper
+from pipelines.core.params_base import (BATCH_WHY, CORES, INDUCTOR_THREAD_SETTINGS, MAX_SEED, MAX_THREADS, SEED_WHY,
+                                        Epochs, Fraction, NonNegEpochs, PositiveFloat, PositiveInt, Section, Width,
+                                        number_kind)
+from pipelines.core.params_errors import dotted, format_error, non_string_key, one_line
 from pipelines.core.yaml_files import parse_yaml, read_yaml
 
 __all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "parse_yaml", "read_yaml", "validate"]
 
 PARAMS_FILE = "params.yaml"
-
-
-class Section(BaseModel):
-    # allow_inf_nan=False: `lr: .inf` is out of range, not a learning rate
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """YAML turns `yes`/`on`/`true` into booleans, which pydantic would quietly read as 1 for
-        an int or float field; a boolean is only accepted where the field is a bool."""
-        if isinstance(value, bool) and _numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError("expected a number, not a boolean")
-        return value
-
-
-def _numeric(annotation: Any) -> bool:
-    """int/float, possibly Annotated or Optional (not bool, not inside a list)."""
-    if annotation in (int, float):
-        return True
-    if get_origin(annotation) is Literal:  # Literal[1, 3]: numbers, so `true` is not 1 either
-        return all(type(arg) in (int, float) for arg in get_args(annotation))
-    if get_origin(annotation) in (Annotated, Union, UnionType):
-        return any(_numeric(arg) for arg in get_args(annotation))
-    return False
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-
-# Upper bounds for every number that sizes memory, threads or time: a typo such as 10**9 stops at
-# validation with the reason (appended to the error line from the field's description), instead of
-# a MemoryError, a frozen machine or a run of years.
-try:
-    CORES = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups)
-except AttributeError:  # not Linux
-    CORES = os.cpu_count() or 1
-MAX_THREADS = max(2, CORES)  # 2: the committed default must validate on a 1-core machine too
-MAX_SEED = 2**32 - 1
-MAX_EPOCHS = 1000
-SEED_WHY = "numpy's RandomState, which draws the data splits, takes 32-bit seeds"
-EPOCHS_WHY = f"{MAX_EPOCHS} full passes are days of CPU time already"
-BATCH_WHY = "one batch of images and its activations is held in memory at once"
-INDUCTOR_THREAD_SETTINGS = ("cpp.threads", "compile_threads")  # benchmark.inductor keys that size threads
-Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS, description=EPOCHS_WHY)]
-NonNegEpochs = Annotated[int, Field(ge=0, le=MAX_EPOCHS, description=EPOCHS_WHY)]
-Width = Annotated[int, Field(gt=0, le=2048)]
 
 
 class DataConfig(Section):
@@ -385,7 +339,7 @@ def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
     sub = getattr(params, section, None) if section in Params.model_fields else None
     if not isinstance(sub, BaseModel) or field not in type(sub).model_fields:
         raise ValueError(f"{where}: {key!r} is not a params key (use section.field, e.g. prune.amount)")
-    kind = _number_kind(type(sub).model_fields[field].annotation)
+    kind = number_kind(type(sub).model_fields[field].annotation)
     fits = {"int": ("int", "categorical"), "float": ("float", "int", "categorical")}.get(kind, ("categorical",))
     if dim.type not in fits:
         takes = {"int": "a whole number", "float": "a number"}.get(kind, "one of a set of values")
@@ -405,16 +359,6 @@ def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:
             raise ValueError(f"{where}: value {value!r} is invalid for {key} ({exc})") from None
 
 
-def _number_kind(annotation: Any) -> str | None:
-    """``int`` or ``float`` for a (possibly Optional/Annotated) number field, else None."""
-    while get_origin(annotation) in (Annotated, Union, UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if len(args) != 1 and get_origin(annotation) is not Annotated:
-            return None
-        annotation = args[0]
-    return {int: "int", float: "float"}.get(annotation)
-
-
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for key, value in overrides.items():
@@ -426,104 +370,18 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
-# keys that existed once: "unknown key" plus what to write instead
-REMOVED_KEYS = {
-    ("search", "distill_epochs"): "trials train with the pipeline's own distill.epochs (so what is promoted is "
-                                  "what was measured); put distill.epochs in search.space to search it, and "
-                                  "search.pruner to stop hopeless trials early",
-    ("search", "finetune_epochs"): "trials train with the pipeline's own prune.finetune_epochs; put "
-                                   "prune.finetune_epochs in search.space to search it",
-}
-
-SHOWN_MAX = 120  # characters of a bad value quoted in the message
-
-
-def _plain(part: Any) -> bool:
-    return isinstance(part, str) and part != "" and part.isprintable() and not any(c.isspace() for c in part)
-
-
-def dotted(loc: tuple[Any, ...] | list[Any]) -> str:
-    """``("search", "space", "prune.amount")`` -> ``search.space.prune.amount``; a key that is not a
-    plain printable word (newline, space, empty) is quoted with repr() so the message stays one
-    line and says exactly which key."""
-    return ".".join(str(p) if _plain(p) or isinstance(p, int) else repr(p) for p in loc)
-
-
-def _shown(value: Any) -> str:
-    text = repr("{...}" if isinstance(value, dict) else value)
-    return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 3] + "..."
-
-
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = dotted(first["loc"]) or "<root>"
-    value = first.get("input")
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        removed = REMOVED_KEYS.get(tuple(first["loc"]))
-        msg = f"unknown key (removed: {removed})" if removed else "unknown key"
-    elif value is None and len(first["loc"]) == 1 and first["loc"][0] in Params.model_fields \
-            and first["type"] == "model_type":
-        msg = f"section is empty; write its keys, or `{first['loc'][0]}: {{}}` (or no section) for the defaults"
-    elif first["type"] == "literal_error":
-        msg = f"unknown value; allowed: {first['ctx']['expected']}"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if not first["loc"] and first["type"] == "value_error":  # model-level check: it names its dotted key
-        return msg
-    why = _bound_reason(first)
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg}{why} (got {_shown(value)}){more}"
-
-
-_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long"}
-
-
-def _bound_reason(error: dict[str, Any]) -> str:
-    """``; <why>`` from the description of the field an out-of-bounds error is about (list items
-    take their list's), or ''."""
-    if error["type"] not in _BOUND_ERRORS:
-        return ""
-    model: Any = Params
-    info = None
-    for part in error["loc"]:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return ""
-        info = model.model_fields[part]
-        model = info.annotation
-    return f"; {info.description}" if info is not None and info.description else ""
-
-
-def _non_string_key(raw: dict[Any, Any], where: tuple[Any, ...] = ()) -> str | None:
-    """YAML keys such as ``1:`` or ``yes:`` load as int/bool; name them as written."""
-    for key, value in raw.items():
-        if not isinstance(key, str):
-            return f"{dotted(where + (repr(key),))}: keys must be strings (got {key!r} of type {type(key).__name__})"
-        if isinstance(value, dict):
-            found = _non_string_key(value, where + (key,))
-            if found:
-                return found
-    return None
-
-
-def _one_line(message: str) -> str:
-    return message.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def validate(raw: Any) -> Params:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"<root>: params must be a mapping of sections (got {type(raw).__name__})")
-    bad_key = _non_string_key(raw)
+    bad_key = non_string_key(raw)
     if bad_key:
-        raise ParamsError(_one_line(bad_key))
+        raise ParamsError(one_line(bad_key))
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_one_line(_format_error(err))) from None
+        raise ParamsError(one_line(format_error(err, Params))) from None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
