@@ -3,6 +3,7 @@ one way to train a model under ``params.train`` (:func:`train`)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ from pipelines.core.config import Params
 from pipelines.core.kinds import cpu_only
 from pipelines.data import DataBundle, load_data, make_loader
 from pipelines.models import build_model, check_output, load_weights, model_spec
-from pipelines.training.loop import EpochCallback, History, evaluate, fit, resolve_device, seed_everything
+from pipelines.training.loop import EpochCallback, History, evaluate, fit, predict, resolve_device, seed_everything
 
 
 @dataclass
@@ -60,6 +61,20 @@ class Context:
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
         return evaluate(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
+
+    def correct(self, model: nn.Module, split: str = "test") -> torch.Tensor:
+        """Per image of ``split``, in order: did ``model`` classify it right (bool tensor)? What
+        paired comparisons of two models on the same images need (``pipelines.core.stats``)."""
+        with torch.inference_mode():
+            logits = predict(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
+        return logits.argmax(1) == getattr(self.data, split).tensors[1]
+
+    def digest(self, split: str = "test") -> str:
+        """sha256 of ``split``'s images and labels: which images an accuracy was measured on."""
+        digest = hashlib.sha256()
+        for tensor in getattr(self.data, split).tensors:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def spec(self, which: str) -> dict[str, Any]:
         return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
