@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -20,6 +20,7 @@ from pipelines import tracking
 from pipelines.compression.distill import with_teacher_logits
 from pipelines.core.config import FASTEST, Params
 from pipelines.core.errors import ParamsError, error_line
+from pipelines.engines import measure_engines
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
@@ -50,6 +51,16 @@ def state_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def architecture_signature(model: nn.Module, params: Params) -> str:
+    """Layer types and parameter shapes of ``model`` plus what timing depends on (batch size,
+    threads, quantize method/granularity): models with the same signature run the same kernels."""
+    parts = [f"{name}:{type(m).__name__}:{[tuple(p.shape) for p in m.parameters(recurse=False)]}"
+             for name, m in model.named_modules()]
+    q, b = params.quantize, params.benchmark
+    parts.append(f"{q.method}:{q.per_channel}:{b.batch_size}:{b.num_threads}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 def context_fingerprint(params: Params, teacher_hash: str, set_keys: list[str]) -> str:
     """Hash of what a trial's result depends on besides the keys it sets itself."""
     raw = params.model_dump()
@@ -76,6 +87,17 @@ class Baseline:
     cached_logits: Any
     teacher_hash: str
     teacher_val_correct: tuple[bool, ...] = ()  # per validation image: what every trial is paired with
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # `auto`'s answer per architecture
+
+    def choose_engine(self, ctx: Context, model: nn.Module) -> dict[str, Any]:
+        """``quantize.engine: auto`` decided as the quantize stage decides it (both int8 engines
+        timed side by side, :func:`~pipelines.engines.measure_engines`), once per architecture
+        signature (layer types and shapes, batch size, threads) and search process: the answer
+        depends on the graph, not on the weights' values."""
+        key = architecture_signature(model, ctx.params)
+        if key not in self.engines:
+            self.engines[key] = {**measure_engines(ctx, model), "signature": key}
+        return self.engines[key]
 
     @classmethod
     def build(cls, ctx: Context, teacher: nn.Module) -> "Baseline":
@@ -157,7 +179,7 @@ def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | N
     pruned = prune_student(ctx, distilled.student)
     timings["time_prune_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    final, qmetrics = quantize_model(ctx, pruned.model)
+    final, qmetrics = quantize_model(ctx, pruned.model, choose=baseline.choose_engine)  # as the quantize stage
     timings["time_quantize_s"] = time.perf_counter() - clock
     val_correct = ctx.correct(final, "val").tolist()
     metrics: dict[str, Any] = {
@@ -171,7 +193,10 @@ def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | N
         "size_mb": qmetrics["size_mb"],
         "num_params": qmetrics["num_params"],
         "sparsity": qmetrics["sparsity"],
+        "engine": qmetrics.get("engine", ""),
     }
+    if "engine_choice" in qmetrics:
+        metrics["engine_why"] = qmetrics["engine_choice"].get("why", "")
     if not math.isfinite(metrics["val_accuracy"]):
         raise FloatingPointError(f"val_accuracy is {metrics['val_accuracy']}")
     clock = time.perf_counter()

@@ -16,7 +16,7 @@ from pipelines.core.config import Params
 from pipelines.core.kinds import cpu_only
 from pipelines.data import DataBundle, load_data, make_loader
 from pipelines.models import build_model, check_output, load_weights, model_spec
-from pipelines.training.loop import EpochCallback, History, evaluate, fit, predict, resolve_device, seed_everything
+from pipelines.training.loop import EpochCallback, History, evaluate, fit, resolve_device, seed_everything
 
 
 @dataclass
@@ -65,8 +65,13 @@ class Context:
     def correct(self, model: nn.Module, split: str = "test") -> torch.Tensor:
         """Per image of ``split``, in order: did ``model`` classify it right (bool tensor)? What
         paired comparisons of two models on the same images need (``pipelines.core.stats``)."""
+        try:
+            model.eval()
+        except NotImplementedError:  # a torch.export graph (e.g. loaded back from MLflow) has no train mode
+            pass
+        device = "cpu" if cpu_only(model) else self.device
         with torch.inference_mode():
-            logits = predict(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
+            logits = torch.cat([model(images.to(device)).float().cpu() for images, _ in self.loader(split)])
         return logits.argmax(1) == getattr(self.data, split).tensors[1]
 
     def digest(self, split: str = "test") -> str:
