@@ -109,7 +109,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         out.append(
             f"**Distillation** (T={params.distill.temperature}, alpha={params.distill.alpha}): the student has "
             f"{_ratio(float(s.get('num_params', 0)), float(summary['teacher']['num_params'])):.1%} of the teacher's "
-            f"parameters and reaches {float(d['accuracy']):.2%} vs {float(d['accuracy_no_kd']):.2%} trained alone "
+            f"parameters and reaches {accuracy_text(d)} vs {accuracy_text(d, 'accuracy_no_kd')} trained alone "
             f"({float(d['kd_gain_pp']):+.2f} pp from KD)"
             + ("." if noisy else f"; it runs {float(s.get('speedup_vs_teacher', 0)):.2f}x faster than the teacher "
                                  "(eager)."))
@@ -145,7 +145,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                                                 "per-operator overhead (see README, 'int8 pays when the model is "
                                                 "compute-bound')"))
         reference = (f" Run eagerly, the PT2E graph is its reference form (quantize/dequantize around fp32 ops, "
-                     f"{float(q['latency_ms_p50']):.3f} ms): deploy it compiled."
+                     f"{with_ci(q, 'latency_ms_p50', '.3f', ' ms')}): deploy it compiled."
                      if engine == "pt2e" and params.quantize.method != "dynamic" else "")
         out.append(
             f"**Quantization** ({params.quantize.method}, {engine} engine): size "

@@ -99,3 +99,24 @@ def test_outcomes_survive_packing():
     for correct in [(), (True,), (False, True, True, False) * 90]:
         assert unpack_outcomes(pack_outcomes(correct)) == correct
     assert unpack_outcomes(None) is None and unpack_outcomes("garbage") is None
+
+
+def test_every_accuracy_of_a_metrics_record_gets_its_interval():
+    from pipelines.measurement.accuracy import with_intervals
+
+    out = with_intervals({"accuracy": 357 / 359, "val_accuracy": 266 / 270, "accuracy_drop_vs_teacher": 0.28,
+                          "quantized": {"best_accuracy_bs1": 0.99}, "steps": [{"accuracy_after_prune": 0.5}]},
+                         359, 270)
+    assert out["accuracy_n"] == 359 and out["accuracy_ci_low"] < 357 / 359 < out["accuracy_ci_high"]
+    assert out["val_accuracy_n"] == 270 and out["val_accuracy_ci_high"] <= 1.0
+    assert "accuracy_drop_vs_teacher_ci_low" not in out  # a difference is not a proportion
+    assert "best_accuracy_bs1_ci_low" in out["quantized"] and "accuracy_after_prune_n" in out["steps"][0]
+
+
+def test_the_deploy_choice_calls_a_runtime_faster_only_outside_the_intervals():
+    from pipelines.measurement.comparison import judged_runtime
+
+    # compile-default's point is lower, but its interval overlaps eager's: a tie, the first listed wins
+    assert judged_runtime({"eager": (1.00, 0.95, 1.10), "compile-default": (0.97, 0.90, 1.02)}) == "eager"
+    assert judged_runtime({"eager": (1.00, 0.95, 1.10), "compile-default": (0.50, 0.45, 0.55)}) == "compile-default"
+    assert judged_runtime({"eager": 1.0, "compile-default": 0.97}) == "compile-default"  # bare p50s: exact

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipelines.measurement.comparison import TIE_RULE
 from pipelines.reporting.intervals import fmt_num as _f
-from pipelines.reporting.intervals import noisy_rows, with_ci
+from pipelines.reporting.intervals import accuracy_text, noisy_rows, with_ci
 from pipelines.reporting.intervals import speed_text as _speed
 
 DEPLOY_MODEL = "quantized"
@@ -17,12 +17,11 @@ def _deploy_line(m: dict[str, Any], suffix: str, batch: int, noisy: bool) -> str
     runtime = m.get(f"best_runtime{suffix}")
     if not runtime:
         return f"- batch {batch}: not measured"
-    eager = m.get(f"latency_ms_p50{suffix}")
     artifact = m.get(f"best_artifact{suffix}") or "n/a"
     return (f"- batch {batch}: **{runtime}**, p50 {with_ci(m, f'best_latency_ms_p50{suffix}', '.3f', ' ms')} "
             f"(p90 {_f(m.get(f'best_latency_ms_p90{suffix}'), '.3f')}), accuracy "
-            f"{_f(m.get(f'best_accuracy{suffix}'), '.4f')}, {_speed(m.get(f'best_speedup_vs_eager{suffix}'), noisy)} "
-            f"PyTorch eager ({_f(eager, '.3f')} ms); ship `{artifact}` "
+            f"{accuracy_text(m, f'best_accuracy{suffix}')}, {_speed(m.get(f'best_speedup_vs_eager{suffix}'), noisy)} "
+            f"PyTorch eager ({with_ci(m, f'latency_ms_p50{suffix}', '.3f', ' ms')}); ship `{artifact}` "
             f"({_f(m.get(f'best_artifact_mb{suffix}'), '.3f')} MB)")
 
 
@@ -40,15 +39,16 @@ def deploy_section(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]
              "accuracy, measured in that runtime, is at most one test sample below PyTorch eager's, where "
              f"{TIE_RULE}:", "",
              _deploy_line(m, "_bs1", 1, noisy), _deploy_line(m, "", batch_size, noisy), "",
-             f"| runtime | accuracy | p50 ms @bs1 | p50 ms @bs{batch_size} | p90 ms @bs{batch_size} | artifact MB "
+             f"| runtime | accuracy [95% CI] | p50 ms @bs1 [95% CI] | p50 ms @bs{batch_size} [95% CI] "
+             f"| p90 ms @bs{batch_size} | artifact MB "
              "| build s | note |", "|---|---|---|---|---|---|---|---|"]
     for runtime in runtimes:
         at = {int(r["batch_size"]): r for r in mine if r["runtime"] == runtime}
         row = at.get(batch_size) or next(iter(at.values()))
         why = row.get("skipped") and f"skipped: {row['skipped']}" or row.get("error") or row.get("note") or ""
         one, big = at.get(1, {}), at.get(batch_size, {})
-        lines.append(f"| {runtime} | {_f(row.get('accuracy'), '.4f')} | {_f(one.get('latency_ms_p50'), '.3f')} "
-                     f"| {_f(big.get('latency_ms_p50'), '.3f')} | {_f(big.get('latency_ms_p90'), '.3f')} "
+        lines.append(f"| {runtime} | {accuracy_text(row)} | {with_ci(one, 'latency_ms_p50', '.3f')} "
+                     f"| {with_ci(big, 'latency_ms_p50', '.3f')} | {_f(big.get('latency_ms_p90'), '.3f')} "
                      f"| {_f(row.get('artifact_mb'), '.3f')} | {_f(row.get('compile_time_s'), '.1f')} | {why} |")
     return lines + [""]
 
