@@ -165,3 +165,22 @@ def test_deploy_choice_is_the_fastest_runtime_that_keeps_the_accuracy():
     assert "- batch 1: **ort-int8**" in text and "ship `models/deploy/pruned.int8.onnx`" in text
     assert "- batch 64: **ov-int8**" in text and "8.00x PyTorch eager" in text
     assert deploy_fields(summary)["deploy_runtime_bs1"] == "ort-int8"
+
+
+def test_the_search_section_sets_the_pipelines_trial_beside_compile_benchmark():
+    from pipelines.reporting.search import search_section
+
+    params = fast_params(prune={"amount": 0.5})
+    trial = {"number": 0, "overrides": {"prune.amount": 0.5},
+             "metrics": {"val_accuracy": 0.98, "speedup_vs_teacher": 30.0, "speedup_vs_teacher_ci_low": 28.0,
+                         "speedup_vs_teacher_ci_high": 33.0}}
+    front = {"study": "s", "best_trial": 0, "counts": {}, "constraints": {"max_accuracy_drop_pp": 1.0},
+             "trials": [trial], "current_trial": trial}
+    agree = "\n".join(search_section(front, {"speedup": 37.0, "speedup_ci_low": 35.0, "speedup_ci_high": 39.0},
+                                     params))
+    assert "Trial 0 measured this pipeline's configuration at speedup 30.00x [28.00, 33.00]" in agree
+    assert "37.00x [35.00, 39.00]: they agree (within 1.3x)" in agree
+    apart = "\n".join(search_section(front, {"speedup": 60.0}, params))
+    assert "they DISAGREE by 2.00x" in apart
+    other = "\n".join(search_section(front, {"speedup": 37.0}, fast_params(prune={"amount": 0.3})))
+    assert "measured this pipeline's configuration" not in other  # another configuration ran
