@@ -278,7 +278,8 @@ def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
     if chosen is not None:
         m = chosen.get("metrics", {})
         out["search"] = {"trial": chosen["number"], **{k: float(m[k]) for k in (
-            "val_accuracy", "val_accuracy_ci_low", "val_accuracy_ci_high", "accuracy", "latency_ms_p50",
+            "val_accuracy", "val_accuracy_ci_low", "val_accuracy_ci_high", "accuracy", "accuracy_ci_low",
+            "accuracy_ci_high", "latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
             "speedup_vs_teacher", "speedup_vs_teacher_ci_low", "speedup_vs_teacher_ci_high", "size_mb") if k in m}}
     out.update(deploy_fields(summary))
     return out

@@ -60,6 +60,7 @@ def deploy_fields(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for suffix in ("", "_bs1"):
         for key in ("runtime", "latency_ms_p50", "latency_ms_p90", "accuracy", "artifact", "artifact_mb",
                     "speedup_vs_eager", "speedup_vs_teacher"):
-            if f"best_{key}{suffix}" in m:
-                out[f"deploy_{key}{suffix}"] = m[f"best_{key}{suffix}"]
+            for end in ("", "_ci_low", "_ci_high"):  # the 95% interval where the benchmark gives one
+                if m.get(f"best_{key}{suffix}{end}") is not None:
+                    out[f"deploy_{key}{suffix}{end}"] = m[f"best_{key}{suffix}{end}"]
     return out

@@ -212,7 +212,8 @@ def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | N
                         "val_accuracy_drop_vs_teacher_ci_high": 100.0 * hi,
                         "val_accuracy_drop_vs_teacher_p_value": drop.p_value,
                         "val_discordant_vs_teacher": drop.only_a + drop.only_b})
-    metrics.update(with_intervals({"val_accuracy": metrics["val_accuracy"]}, 0, len(val_correct)))
+    metrics.update(with_intervals({"val_accuracy": metrics["val_accuracy"], "accuracy": metrics["accuracy"]},
+                                  len(ctx.data.test), len(val_correct)))
     return metrics
 
 
