@@ -380,7 +380,7 @@ def _run_until(cmd, cwd, env, storage, name, at_least, sig):
     log = Path(cwd) / f"stage-{sig.name}.log"  # a file, not a pipe: progress bars must never block the child
     with open(log, "w") as handle:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a trial times both int8 engines (a PT2E compile) on a shared machine
         while time.monotonic() < deadline and proc.poll() is None:
             if len(_complete(storage, name)) >= at_least:
                 break

@@ -51,14 +51,13 @@ def state_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def architecture_signature(model: nn.Module, params: Params) -> str:
-    """Layer types and parameter shapes of ``model`` plus what timing depends on (batch size,
-    threads, quantize method/granularity): models with the same signature run the same kernels."""
-    parts = [f"{name}:{type(m).__name__}:{[tuple(p.shape) for p in m.parameters(recurse=False)]}"
-             for name, m in model.named_modules()]
-    q, b = params.quantize, params.benchmark
-    parts.append(f"{q.method}:{q.per_channel}:{b.batch_size}:{b.num_threads}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+def architecture_signature(params: Params) -> str:
+    """What ``quantize.engine: auto``'s answer depends on besides the machine: the student's
+    architecture as declared (arch, widths, depth: a pruned copy keeps its layer types and
+    proportions), the int8 granularity and the timing setup (batch size, threads)."""
+    s, q, b = params.student, params.quantize, params.benchmark
+    parts = [s.arch, s.channels, s.depth, s.hidden, q.per_channel, b.batch_size, b.num_threads]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 
 def context_fingerprint(params: Params, teacher_hash: str, set_keys: list[str]) -> str:
@@ -92,9 +91,9 @@ class Baseline:
     def choose_engine(self, ctx: Context, model: nn.Module) -> dict[str, Any]:
         """``quantize.engine: auto`` decided as the quantize stage decides it (both int8 engines
         timed side by side, :func:`~pipelines.engines.measure_engines`), once per architecture
-        signature (layer types and shapes, batch size, threads) and search process: the answer
-        depends on the graph, not on the weights' values."""
-        key = architecture_signature(model, ctx.params)
+        signature (:func:`architecture_signature`) and search process: the answer depends on the
+        graph and the machine, not on the weights' values."""
+        key = architecture_signature(ctx.params)
         if key not in self.engines:
             self.engines[key] = {**measure_engines(ctx, model), "signature": key}
         return self.engines[key]
