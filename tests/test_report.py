@@ -182,5 +182,7 @@ def test_the_search_section_sets_the_pipelines_trial_beside_compile_benchmark():
     assert "37.00x [35.00, 39.00]: they agree (within 1.3x)" in agree
     apart = "\n".join(search_section(front, {"speedup": 60.0}, params))
     assert "they DISAGREE by 2.00x" in apart
+    busy = "\n".join(search_section(front, {"speedup": 60.0, "noisy": True}, params))
+    assert "not compared: `compile_benchmark`'s timing was disturbed (noisy)" in busy and "DISAGREE" not in busy
     other = "\n".join(search_section(front, {"speedup": 37.0}, fast_params(prune={"amount": 0.3})))
     assert "measured this pipeline's configuration" not in other  # another configuration ran

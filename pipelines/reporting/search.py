@@ -34,9 +34,13 @@ def agreement(trial: dict[str, Any], head: dict[str, Any] | None) -> str | None:
     if not isinstance(mine, (int, float)) or not isinstance(theirs, (int, float)) or not mine or not theirs:
         return None
     ratio = max(mine, theirs) / min(mine, theirs)
-    verdict = (f"they agree (within {AGREEMENT}x)" if ratio <= AGREEMENT else
-               f"they DISAGREE by {ratio:.2f}x (more than {AGREEMENT}x): the trial did not time what the "
-               "pipeline ships, or the machine changed speed between the two")
+    if (head or {}).get("noisy"):
+        verdict = ("not compared: `compile_benchmark`'s timing was disturbed (noisy); re-run it on a quiet machine "
+                   f"(ratio now {ratio:.2f}x)")
+    else:
+        verdict = (f"they agree (within {AGREEMENT}x)" if ratio <= AGREEMENT else
+                   f"they DISAGREE by {ratio:.2f}x (more than {AGREEMENT}x): the trial did not time what the "
+                   "pipeline ships, or the machine changed speed between the two")
     return (f"Trial {trial['number']} measured this pipeline's configuration at speedup "
             f"{with_ci(trial['metrics'], 'speedup_vs_teacher', '.2f', 'x')} over the teacher; `compile_benchmark` "
             f"measured the final model at {with_ci(head, 'speedup', '.2f', 'x')}: {verdict}.")
