@@ -93,7 +93,7 @@ def hv_at(result: dict, dirs: list[str], ref: list[float], at_s: float) -> float
     """Hypervolume of the feasible front of the trials completed within ``at_s`` seconds."""
     done = [t for t in result["study"].trials
             if t.state == TrialState.COMPLETE and result["finished_s"].get(t.number, float("inf")) <= at_s]
-    return search.hypervolume(search.feasible_front(done, dirs), dirs, ref)
+    return search.hypervolume(search.feasible_front(done, search.objectives_of(result["study"])), dirs, ref)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             "sampler": sampler, "pruner": pruner, "seed": seed, "trials": len(study.trials),
             "complete": len(done), "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
             "failed": sum(t.state == TrialState.FAIL for t in study.trials), "feasible": len(feasible),
-            "front": len(search.feasible_front(done, dirs)),
+            "front": len(search.feasible_front(done, search.objectives_of(study))),
             "hypervolume": hv_at(res, dirs, ref, float("inf")), "hypervolume_at_T": hv_at(res, dirs, ref, at_s),
             "trials_to_first_feasible": first if first is not None else len(study.trials) + 1,
             "best_feasible_val_accuracy": max((t.values[0] for t in feasible), default=None),

@@ -17,16 +17,18 @@ from pipelines.measurement.compile import CompileSettings, compile_for, warm_com
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads
 from pipelines.training.context import Context
 
-# The PT2E int8 graph must beat eager int8 by this much to be chosen by `auto`: within it the two
-# are level (run-to-run spread on a shared 2-core machine is ~5%), and eager needs no compile.
-PT2E_MARGIN = 0.95
+# The tie rule of `auto`: PT2E must be shown faster (the 95% interval of p50(pt2e)/p50(eager), from
+# the per-round ratios of the side-by-side measurement, lies below 1); a tie keeps eager, which
+# needs no compile.
+TIE_RULE = ("pt2e is chosen only when the 95% interval of p50(pt2e)/p50(eager), timed side by side, lies below 1; "
+            "otherwise (tied, or eager faster, or a disturbed measurement) eager, which needs no compile")
 
 
 def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:
     """``quantize.engine: auto`` on a model both engines can quantize: static PTQ with each engine
     on the calibration batches, PT2E compiled as ``compile_benchmark`` compiles it, both timed
     side by side at ``benchmark.batch_size``. Returns the p50s, the engine that wins on this
-    machine (PT2E only when at least 5% faster, :data:`PT2E_MARGIN`) and why. QAT picks its engine
+    machine (PT2E only when shown faster, :data:`TIE_RULE`) and why. QAT picks its engine
     from these PTQ stand-ins: latency depends on the graph, not on the weights' values."""
     bench = ctx.params.benchmark
     set_threads(bench.num_threads)
@@ -41,9 +43,11 @@ def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:
     timed = measure({"eager": lambda: eager_int8(x), "pt2e": lambda: pt2e.fn(x)}, bench.warmup, bench.iters,
                     NoiseLimits.of(bench))
     p50 = {k: v.p50_ms for k, v in timed.timings.items()}
-    engine = "pt2e" if p50["pt2e"] < PT2E_MARGIN * p50["eager"] and not timed.noisy else "eager"
-    why = (f"measured at batch {bench.batch_size}: pt2e {p50['pt2e']:.3f} ms vs eager {p50['eager']:.3f} ms "
-           f"(pt2e is chosen when at least {1 - PT2E_MARGIN:.0%} faster)"
+    ratio = timed.timings["pt2e"].ratio(timed.timings["eager"])
+    engine = "pt2e" if ratio.a_faster() and not timed.noisy else "eager"
+    why = (f"measured at batch {bench.batch_size}: pt2e {p50['pt2e']:.3f} ms vs eager {p50['eager']:.3f} ms, "
+           f"{ratio.describe('pt2e', 'eager')} ({TIE_RULE})"
            + ("; the machine was busy (noisy): kept eager" if timed.noisy else ""))
     torch._dynamo.reset()
-    return {"engine": engine, "why": why, "p50_ms": p50, "noisy": timed.noisy, "cpu_isa": isa_summary()}
+    return {"engine": engine, "why": why, "p50_ms": p50, "ratio_pt2e_over_eager": ratio.ratio,
+            "ratio_ci_low": ratio.low, "ratio_ci_high": ratio.high, "noisy": timed.noisy, "cpu_isa": isa_summary()}

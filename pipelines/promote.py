@@ -2,9 +2,10 @@
 into its section, keeping the file's comments, order and layout (ruamel.yaml round trip).
 
 The result is validated by the schema before anything is written, and written atomically, so a
-bad ``best_params.yaml`` leaves ``params.yaml`` untouched. A trial that the current
-configuration's own trial dominates (same study and context, see :mod:`pipelines.search.current`)
-is refused unless ``force``, which says what is lost.
+bad ``best_params.yaml`` leaves ``params.yaml`` untouched. A trial that does not improve on the
+current configuration's own trial (same study and context) within the 95% intervals, i.e. is not
+at least as good on every objective and better on one (:mod:`pipelines.core.decision`), is
+refused unless ``force``, which says what is lost.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _round_trip():
 
 
 class DominatedError(UserError):
-    """The trial to promote is worse than the current configuration on every objective."""
+    """The trial to promote does not improve on the current configuration's trial within the 95%
+    intervals (:func:`pipelines.core.decision.replaces`): no better on any objective, or worse on one."""
 
 
 def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "params.yaml",
@@ -51,8 +53,8 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
             say: Callable[[str], None] = lambda line: None) -> dict[str, tuple[Any, Any]]:
     """Write ``best_path``'s values into ``params_path``; returns ``{key: (old, new)}`` for the
     keys whose value changed. Raises :class:`ParamsError` (nothing written) when the result would
-    not validate, :class:`DominatedError` when the current configuration's trial dominates the
-    one to promote (unless ``force``). ``say`` gets the notes (what ``force`` loses, a check
+    not validate, :class:`DominatedError` when the trial to promote does not improve on the
+    current configuration's trial (unless ``force``). ``say`` gets the notes (what ``force`` loses, a check
     that could not be made)."""
     from pipelines.search import compare_to_current
 
@@ -65,10 +67,12 @@ def promote(best_path: str | Path = BEST_PARAMS, params_path: str | Path = "para
     promoted = current.with_overrides(best)  # every key and value must pass the schema (names the bad key)
     if promoted != current:
         comparison = compare_to_current(current, best)
-        if comparison.dominated and not force:
+        if comparison.refused and not force:
             raise DominatedError(f"{best_path}: {comparison.refusal()}")
-        if comparison.dominated:
+        if comparison.refused:
             say(comparison.loss())
+        elif comparison.comparable:
+            say(comparison.gain())
         elif comparison.note():
             say(comparison.note())
 

@@ -9,29 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.stats import PairedAccuracy
 from pipelines.measurement.comparison import CHAIN
 from pipelines.measurement.deploy import INT8_RUNTIMES
+from pipelines.reporting.deploy import DEPLOY_MODEL, deploy_fields, deploy_section
+from pipelines.reporting.intervals import (NOT_QUOTED, accuracy_metrics, accuracy_text, noisy_rows,
+                                           paired_metrics, versus, with_ci)
+from pipelines.reporting.intervals import fmt_num as _f
+from pipelines.reporting.intervals import speed_text as _speed
+from pipelines.reporting.search import search_section
+
+Outcomes = dict[str, tuple[bool, ...]]  # per chain model: right/wrong on each test image, in order
 
 LABELS = {"teacher": "teacher (fp32)", "student": "distilled student", "pruned": "pruned student",
           "quantized": "quantized (final)"}
-
-
-def _f(value: Any, fmt: str) -> str:
-    try:
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return "n/a"
-
-
-NOT_QUOTED = "not quoted (noisy)"
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "1", "1.0")
-
-
-def noisy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if _truthy(r.get("noisy"))]
 
 
 def noise_notice(rows: list[dict[str, Any]], params: Any) -> str | None:
@@ -54,20 +45,21 @@ def noise_notice(rows: list[dict[str, Any]], params: Any) -> str | None:
 
 
 def table(summary: dict[str, dict[str, Any]], batch_size: int, noisy: bool = False) -> str:
-    """Columns named as the metrics are in ``metrics/compile_benchmark.json`` and MLflow."""
-    head = ("| model | accuracy | accuracy_drop_vs_teacher (pp) | latency_ms_p50 (eager, bs{bs}) | speedup_vs_teacher "
-            "| best_runtime | best_latency_ms_p50 | best_speedup_vs_teacher | size_mb | size_ratio_vs_teacher "
-            "| size_gzip_mb | num_params | sparsity |").format(bs=batch_size)
+    """Columns named as the metrics are in ``metrics/compile_benchmark.json`` and MLflow; every
+    accuracy, p50 and speedup with its 95% interval in brackets."""
+    head = ("| model | accuracy [95% CI] | accuracy_drop_vs_teacher (pp) | latency_ms_p50 [95% CI] (eager, bs{bs}) "
+            "| speedup_vs_teacher | best_runtime | best_latency_ms_p50 [95% CI] | best_speedup_vs_teacher [95% CI] "
+            "| size_mb | size_ratio_vs_teacher | size_gzip_mb | num_params | sparsity |").format(bs=batch_size)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in CHAIN:
         m = summary.get(name)
         if m is None:
             continue
         lines.append(
-            f"| {LABELS[name]} | {_f(m.get('accuracy'), '.4f')} | {_f(m.get('accuracy_drop_vs_teacher'), '+.2f')} "
-            f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_speed(m.get('speedup_vs_teacher'), noisy)} "
-            f"| {m.get('best_runtime', 'n/a')} | {_f(m.get('best_latency_ms_p50'), '.3f')} "
-            f"| {_speed(m.get('best_speedup_vs_teacher'), noisy)} | {_f(m.get('size_mb'), '.3f')} "
+            f"| {LABELS[name]} | {accuracy_text(m)} | {_f(m.get('accuracy_drop_vs_teacher'), '+.2f')} "
+            f"| {with_ci(m, 'latency_ms_p50', '.3f')} | {_speed(m.get('speedup_vs_teacher'), noisy)} "
+            f"| {m.get('best_runtime', 'n/a')} | {with_ci(m, 'best_latency_ms_p50', '.3f')} "
+            f"| {NOT_QUOTED if noisy else with_ci(m, 'best_speedup_vs_teacher', '.2f', 'x')} | {_f(m.get('size_mb'), '.3f')} "
             f"| {_f(m.get('size_ratio_vs_teacher'), '.3f')} | {_f(m.get('size_gzip_mb'), '.3f')} "
             f"| {int(float(m.get('num_params', 0))):,} | {_f(m.get('sparsity'), '.2f')} |")
     return "\n".join(lines)
@@ -89,16 +81,24 @@ def _fastest_without_int8_deploy(rows: list[dict[str, Any]], model: str, batch_s
     return (best["runtime"], float(best["latency_ms_p50"])) if best else None
 
 
-def _speed(value: Any, noisy: bool) -> str:
-    return NOT_QUOTED if noisy else f"{_f(value, '.2f')}x"
-
-
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
+def paired(outcomes: Outcomes | None, a: str, b: str) -> PairedAccuracy | None:
+    """Model ``a`` against model ``b`` on the same test images (None without both outcomes)."""
+    if not outcomes or a not in outcomes or b not in outcomes:
+        return None
+    return PairedAccuracy.of(outcomes[a], outcomes[b])
+
+
+def _pair(outcomes: Outcomes | None, a: str, b: str, a_label: str, b_label: str) -> str:
+    pair = paired(outcomes, a, b)
+    return versus(pair, a_label, b_label) if pair is not None else "accuracy not compared per image"
+
+
 def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any]],
-             rows: list[dict[str, Any]], params: Any) -> list[str]:
+             rows: list[dict[str, Any]], params: Any, outcomes: Outcomes | None = None) -> list[str]:
     """One sentence per technique, each derived from measured numbers; a run whose latency was
     disturbed (:func:`noise_notice`) quotes no speed."""
     noisy = bool(noisy_rows(rows))
@@ -109,7 +109,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
         out.append(
             f"**Distillation** (T={params.distill.temperature}, alpha={params.distill.alpha}): the student has "
             f"{_ratio(float(s.get('num_params', 0)), float(summary['teacher']['num_params'])):.1%} of the teacher's "
-            f"parameters and reaches {float(d['accuracy']):.2%} vs {float(d['accuracy_no_kd']):.2%} trained alone "
+            f"parameters and reaches {accuracy_text(d)} vs {accuracy_text(d, 'accuracy_no_kd')} trained alone "
             f"({float(d['kd_gain_pp']):+.2f} pp from KD)"
             + ("." if noisy else f"; it runs {float(s.get('speedup_vs_teacher', 0)):.2f}x faster than the teacher "
                                  "(eager)."))
@@ -145,7 +145,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                                                 "per-operator overhead (see README, 'int8 pays when the model is "
                                                 "compute-bound')"))
         reference = (f" Run eagerly, the PT2E graph is its reference form (quantize/dequantize around fp32 ops, "
-                     f"{float(q['latency_ms_p50']):.3f} ms): deploy it compiled."
+                     f"{with_ci(q, 'latency_ms_p50', '.3f', ' ms')}): deploy it compiled."
                      if engine == "pt2e" and params.quantize.method != "dynamic" else "")
         out.append(
             f"**Quantization** ({params.quantize.method}, {engine} engine): size "
@@ -154,8 +154,7 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
             + ("int8 speed not quoted (noisy run)" if noisy else
                f"int8 on {q_rt} runs {_ratio(float(p['latency_ms_p50']), q_ms):.2f}x faster than the same model in "
                f"fp32 eager{vs_best}")
-            + "; accuracy "
-            f"{float(q['accuracy']) - float(p['accuracy']):+.4f}.{reference}"
+            + f"; {_pair(outcomes, 'quantized', 'pruned', 'int8', 'fp32')}.{reference}"
             + (" Dynamic quantization only has int8 kernels for Linear layers, so convolutions stay fp32."
                if params.quantize.method == "dynamic" else ""))
     compiled = [r for r in rows if r["runtime"].startswith("compile-") and r.get("latency_ms_p50") not in (None, "")]
@@ -186,60 +185,6 @@ def readings(summary: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any
                    + (" Slower compiled than eager: see README, 'When torch.compile is slower than eager'."
                       if slower else "")
                    + (f" Not compiled: {', '.join(failed)} (see `error` in benchmark.csv)." if failed else ""))
-    return out
-
-
-DEPLOY_MODEL = "quantized"
-
-
-def _deploy_line(m: dict[str, Any], suffix: str, batch: int, noisy: bool) -> str:
-    runtime = m.get(f"best_runtime{suffix}")
-    if not runtime:
-        return f"- batch {batch}: not measured"
-    eager = m.get(f"latency_ms_p50{suffix}")
-    artifact = m.get(f"best_artifact{suffix}") or "n/a"
-    return (f"- batch {batch}: **{runtime}**, p50 {_f(m.get(f'best_latency_ms_p50{suffix}'), '.3f')} ms "
-            f"(p90 {_f(m.get(f'best_latency_ms_p90{suffix}'), '.3f')}), accuracy "
-            f"{_f(m.get(f'best_accuracy{suffix}'), '.4f')}, {_speed(m.get(f'best_speedup_vs_eager{suffix}'), noisy)} "
-            f"PyTorch eager ({_f(eager, '.3f')} ms); ship `{artifact}` "
-            f"({_f(m.get(f'best_artifact_mb{suffix}'), '.3f')} MB)")
-
-
-def deploy_section(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]], batch_size: int) -> list[str]:
-    """Which runtime to ship the final model on, at batch 1 and at ``batch_size``, and every
-    runtime it was measured on (accuracy measured in that runtime); ratios unquoted when noisy."""
-    noisy = bool(noisy_rows(rows))
-    m = summary.get(DEPLOY_MODEL)
-    if not m:
-        return []
-    mine = [r for r in rows if r["model"] == DEPLOY_MODEL]
-    runtimes = list(dict.fromkeys(r["runtime"] for r in mine))
-    lines = ["## Deploy", "",
-             "The final model on every runtime of `benchmark.runtimes`; the choice is the fastest whose test "
-             "accuracy, measured in that runtime, is at most one test sample below PyTorch eager's:", "",
-             _deploy_line(m, "_bs1", 1, noisy), _deploy_line(m, "", batch_size, noisy), "",
-             f"| runtime | accuracy | p50 ms @bs1 | p50 ms @bs{batch_size} | p90 ms @bs{batch_size} | artifact MB "
-             "| build s | note |", "|---|---|---|---|---|---|---|---|"]
-    for runtime in runtimes:
-        at = {int(r["batch_size"]): r for r in mine if r["runtime"] == runtime}
-        row = at.get(batch_size) or next(iter(at.values()))
-        why = row.get("skipped") and f"skipped: {row['skipped']}" or row.get("error") or row.get("note") or ""
-        one, big = at.get(1, {}), at.get(batch_size, {})
-        lines.append(f"| {runtime} | {_f(row.get('accuracy'), '.4f')} | {_f(one.get('latency_ms_p50'), '.3f')} "
-                     f"| {_f(big.get('latency_ms_p50'), '.3f')} | {_f(big.get('latency_ms_p90'), '.3f')} "
-                     f"| {_f(row.get('artifact_mb'), '.3f')} | {_f(row.get('compile_time_s'), '.1f')} | {why} |")
-    return lines + [""]
-
-
-def deploy_fields(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Where to deploy the final model (``deploy_*``), at the benchmark batch size and at batch 1."""
-    m = summary.get(DEPLOY_MODEL, {})
-    out: dict[str, Any] = {}
-    for suffix in ("", "_bs1"):
-        for key in ("runtime", "latency_ms_p50", "latency_ms_p90", "accuracy", "artifact", "artifact_mb",
-                    "speedup_vs_eager", "speedup_vs_teacher"):
-            if f"best_{key}{suffix}" in m:
-                out[f"deploy_{key}{suffix}"] = m[f"best_{key}{suffix}"]
     return out
 
 
@@ -289,13 +234,16 @@ HEADLINE = {
 
 
 def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
-             front: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``metrics/summary.json``: the final model in a few numbers (:data:`HEADLINE`): its fastest
-    runtime with the p50 at ``benchmark.batch_size`` and at batch 1, speedup and size against the
-    teacher; ``noisy`` when the benchmark says its timings were disturbed; and the search's chosen
-    trial (``search.*``, named as in the trial's metrics) when a search ran."""
+             front: dict[str, Any] | None = None, outcomes: Outcomes | None = None) -> dict[str, Any]:
+    """``metrics/summary.json``: the final model in a few numbers (:data:`HEADLINE`), each with its
+    95% interval (``<name>_ci_low``/``_ci_high``; the accuracy's from its ``acc_n`` test images, the
+    drop against the teacher paired on them, ``drop_pp_ci_*`` with McNemar's ``drop_p_value``): its
+    fastest runtime with the p50 at ``benchmark.batch_size`` and at batch 1, speedup and size
+    against the teacher; ``noisy`` when the benchmark says its timings were disturbed; and the
+    search's chosen trial (``search.*``, named as in the trial's metrics) when a search ran."""
     final = summary[CHAIN[-1]]
     runtime, p50 = _fastest(final)
+    judged = bool(final.get("best_runtime"))
     out: dict[str, Any] = {
         "acc": float(final["accuracy"]),
         "drop_pp": float(final["accuracy_drop_vs_teacher"]),
@@ -305,27 +253,56 @@ def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
         "p50_ms": p50,
         "speedup": float(final.get("best_speedup_vs_teacher") or final["speedup_vs_teacher"]),
     }
+    if outcomes and CHAIN[-1] in outcomes:
+        out.update(accuracy_metrics(outcomes[CHAIN[-1]], "acc"))
+    else:
+        out.update({k.replace("accuracy", "acc"): final[k] for k in ("accuracy_ci_low", "accuracy_ci_high", "accuracy_n")
+                    if k in final})
+    if (pair := paired(outcomes, CHAIN[-1], CHAIN[0])) is not None:
+        out.update(paired_metrics(pair))
+    for mine, theirs in (("p50_ms", "best_latency_ms_p50" if judged else "latency_ms_p50"),
+                         ("speedup", "best_speedup_vs_teacher" if judged else "speedup_vs_teacher")):
+        for end in ("_ci_low", "_ci_high"):
+            if final.get(theirs + end) not in (None, ""):
+                out[mine + end] = float(final[theirs + end])
     at_one = [r for r in rows if r["model"] == CHAIN[-1] and r["runtime"] == runtime and int(r["batch_size"]) == 1
               and r.get("latency_ms_p50") not in (None, "")]
     if at_one:
         out["p50_ms_bs1"] = float(at_one[0]["latency_ms_p50"])
+        for end in ("_ci_low", "_ci_high"):
+            if at_one[0].get("latency_ms_p50" + end) not in (None, ""):
+                out["p50_ms_bs1" + end] = float(at_one[0]["latency_ms_p50" + end])
     if any("noisy" in r for r in rows):  # the benchmark says whether its timings were disturbed
         out["noisy"] = bool(noisy_rows(rows))
     chosen = next((t for t in (front or {}).get("trials", []) if t["number"] == (front or {}).get("best_trial")), None)
     if chosen is not None:
         m = chosen.get("metrics", {})
         out["search"] = {"trial": chosen["number"], **{k: float(m[k]) for k in (
-            "val_accuracy", "accuracy", "latency_ms_p50", "speedup_vs_teacher", "size_mb") if k in m}}
+            "val_accuracy", "val_accuracy_ci_low", "val_accuracy_ci_high", "accuracy", "accuracy_ci_low",
+            "accuracy_ci_high", "latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
+            "speedup_vs_teacher", "speedup_vs_teacher_ci_low", "speedup_vs_teacher_ci_high", "size_mb") if k in m}}
     out.update(deploy_fields(summary))
     return out
 
 
 def headline_line(head: dict[str, Any]) -> str:
-    """The headline as one line of the report, under the same names; a noisy run quotes no speed."""
+    """The headline as one line of the report, under the same names, each number with its 95%
+    interval; a noisy run quotes no speed."""
     hidden = ("p50_ms", "p50_ms_bs1", "speedup") if head.get("noisy") else ()
-    parts = [f"`{k}` {NOT_QUOTED if k in hidden else v if isinstance(v, str) else _f(v, '.4g')}"
-             for k, v in head.items() if k in HEADLINE]
-    return "**Headline** (final model, `metrics/summary.json`): " + ", ".join(parts) + "."
+    ci = {"acc": ".4f", "p50_ms": ".4g", "p50_ms_bs1": ".4g", "speedup": ".4g"}
+
+    def shown(k: str, v: Any) -> str:
+        if k in hidden:
+            return NOT_QUOTED
+        if isinstance(v, str):
+            return v
+        if k == "drop_pp" and "drop_pp_ci_low" in head:  # the paired one, same images as the teacher
+            return with_ci({"d": head["drop_pp_paired"], "d_ci_low": head["drop_pp_ci_low"],
+                            "d_ci_high": head["drop_pp_ci_high"]}, "d", "+.2f")
+        return with_ci(head, k, ci[k]) if k in ci else _f(v, ".4g")
+
+    parts = [f"`{k}` {shown(k, v)}" for k, v in head.items() if k in HEADLINE]
+    return "**Headline** (final model, `metrics/summary.json`, 95% intervals in brackets): " + ", ".join(parts) + "."
 
 
 def pareto_points(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -346,64 +323,37 @@ def for_mlflow(text: str, image_url: str) -> str:
     return text.replace("](pareto.png)", f"]({image_url})") if image_url else text
 
 
-def search_section(front: dict[str, Any] | None) -> list[str]:
-    """The search's feasible Pareto front (from ``reports/search/pareto.json``), best trial first."""
-    if not front:
-        return []
-    counts, cons = front.get("counts", {}), front.get("constraints", {})
-    limits = [f"accuracy drop <= {cons.get('max_accuracy_drop_pp')} pp"]
-    if cons.get("max_latency_ms") is not None:
-        limits.append(f"p50 <= {cons['max_latency_ms']} ms")
-    if cons.get("min_speedup") is not None:
-        limits.append(f"speedup vs teacher >= {cons['min_speedup']}x")
-    current = front.get("current_trial") or {}
-    lines = ["## Search", "",
-             f"Study `{front.get('study')}`: {counts.get('trials', 0)} trials, {counts.get('pruned', 0)} pruned "
-             f"(pruner {front.get('pruner', 'none')}), {counts.get('failed', 0)} failed, "
-             f"{counts.get('feasible', 0)} feasible under {', '.join(limits)}, judged on validation accuracy; "
-             f"feasible Pareto front ({counts.get('front', 0)} trial{'' if counts.get('front', 0) == 1 else 's'}), "
-             f"chosen one first ({front.get('selection_rule', '')}). "
-             + (f"Trial {current['number']} is the current configuration. " if current else "")
-             + "`make promote` writes the chosen trial into params.yaml.", ""]
-    trials = sorted(front.get("trials", []), key=lambda t: t["number"] != front.get("best_trial"))
-    if current and current["number"] not in {t["number"] for t in trials}:
-        trials.append(current)  # the starting point, even when off the feasible front
-    if not trials:
-        return lines + ["No feasible trial yet: loosen the constraints or add trials (`make search N=...`).", ""]
-    lines += ["| trial | val accuracy | test accuracy | p50 ms | speedup | size MB | settings |",
-              "|---|---|---|---|---|---|---|"]
-    for t in trials:
-        m = t["metrics"]
-        settings = ", ".join(f"{k}={_f(v, '.3g') if isinstance(v, float) else v}" for k, v in t["overrides"].items())
-        mark = " (current)" if current and t["number"] == current["number"] else ""
-        lines.append(f"| {t['number']}{mark} | {_f(m.get('val_accuracy'), '.4f')} | {_f(m.get('accuracy'), '.4f')} "
-                     f"| {_f(m.get('latency_ms_p50'), '.3f')} | {_f(m.get('speedup_vs_teacher'), '.2f')}x "
-                     f"| {_f(m.get('size_mb'), '.3f')} | {settings} |")
-    return lines + [""]
-
-
-def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None) -> str:
+def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None,
+             outcomes: Outcomes | None = None) -> str:
+    """The report; ``outcomes`` (per chain model, right/wrong on each test image) adds the paired
+    comparisons (final vs teacher, int8 vs fp32)."""
     bs = params.benchmark.batch_size
+    head = headline(summary, rows, front, outcomes)
+    final_vs_teacher = paired(outcomes, CHAIN[-1], CHAIN[0])
     lines = [
         "# Compression report",
         "",
         f"Dataset `{params.data.name}`, batch {bs}, {params.benchmark.num_threads} threads; latencies are medians "
         "measured side by side (interleaved) in one `compile_benchmark` run on this machine; speedups and ratios "
-        "are against the fp32 teacher in that same run.",
+        "are against the fp32 teacher in that same run. Brackets: 95% intervals (accuracy: Wilson, from the number "
+        "of test images; p50: order statistics of the timed calls; speedup: order statistics of the per-round "
+        "ratios).",
         "",
         *([notice, ""] if (notice := noise_notice(rows, params)) else []),
         table(summary, bs, noisy=bool(noisy_rows(rows))),
         "",
-        headline_line(headline(summary, rows, front)),
+        headline_line(head),
         "",
+        *([f"**Final vs teacher, paired on the same test images**: {versus(final_vs_teacher, 'final', 'teacher')}.",
+           ""] if final_vs_teacher is not None else []),
         "## What each technique did",
         "",
-        *[f"- {r}" for r in readings(summary, stages, rows, params)],
+        *[f"- {r}" for r in readings(summary, stages, rows, params, outcomes)],
         "",
         "![accuracy vs latency](pareto.png)",
         "",
         *deploy_section(summary, rows, bs),
-        *search_section(front),
+        *search_section(front, head, params),
         "Per (model, runtime, batch size) numbers: `reports/benchmark.csv`.",
     ]
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from torch import nn
 from pipelines.core.config import Params, load_params
 from pipelines.core.errors import CheckpointError, UserError
 from pipelines.core.io import write_json
+from pipelines.measurement.accuracy import with_intervals
 from pipelines.models.checkpoint import Loaded, load_model, save_model
 from pipelines.tracking import Run, check_reachable, close_pipeline, stage_run
 from pipelines.training.context import Context
@@ -105,6 +106,7 @@ def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *
     the numbers of ``metrics`` (or ``logged_metrics``) under their dotted names, the model as a
     logged model named ``model_name`` with those numbers linked to it, and the train split.
     ``saver``: the fp32 writer, or :func:`pipelines.compression.checkpoint.save_model` for int8."""
+    metrics = with_intervals(metrics, len(ctx.data.test), len(ctx.data.val))  # every accuracy with its 95% interval
     checkpoint = None
     if model is not None:
         checkpoint = saver(model_path(model_name), model, spec, **(save_kwargs or {}),

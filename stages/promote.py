@@ -3,8 +3,9 @@ next `dvc repro` rebuilds the chosen trial's model.
 
     python -m stages.promote [--best reports/search/best_params.yaml] [--params params.yaml] [--dry-run] [--force]
 
-Refuses (exit 2, params.yaml untouched) a trial that the current configuration's own trial in the
-study dominates; ``--force`` (``make promote FORCE=1``) promotes it anyway and says what is lost.
+Refuses (exit 2, one line, params.yaml untouched) a trial that does not improve on the current
+configuration's own trial in the study within the 95% intervals (docs/decisions.md);
+``--force`` (``make promote FORCE=1``) promotes it anyway and says what is lost.
 """
 
 import argparse
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default=os.environ.get("PARAMS_FILE", "params.yaml"))
     parser.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
     parser.add_argument("--force", action="store_true",
-                        help="promote even a trial that the current configuration's trial dominates")
+                        help="promote even a trial that does not improve on the current configuration's trial")
     args = parser.parse_args(argv)
     try:
         changes = promote(args.best, args.params, dry_run=args.dry_run, force=args.force,

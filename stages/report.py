@@ -1,12 +1,34 @@
 """Stage report: reports/summary.md + reports/pareto.png, the headline metrics/summary.json and
 the Pareto plot data plots/pareto.json; registers the final model and fills the MLflow pipeline
-run (headline metrics, summary as description). Printed at the end of dvc repro."""
+run (headline metrics, summary as description). Printed at the end of dvc repro.
+
+Every chain model is evaluated here once more on the test split, per image, so that the report
+compares models on the same images (paired); the champion alias is decided by measuring the new
+final model and the version holding it side by side."""
 
 from pipelines import report, stage
+from pipelines.core.errors import error_line
 from pipelines.core.io import read_csv, read_json, write_json, write_text
+from pipelines.measurement.comparison import CHAIN
+from pipelines.measurement.side_by_side import side_by_side
 from pipelines.tracking import register_final
 
 STAGES = ["train_baseline", "distill", "prune", "quantize"]
+
+
+def champion_judge(ctx, final, runtime):
+    """Loads the version holding the alias and measures it beside ``final`` (None if it cannot be loaded)."""
+    def judge(holder):
+        import mlflow
+
+        try:
+            old = mlflow.pytorch.load_model(f"models:/{holder.name}/{holder.version}", map_location="cpu")
+            return side_by_side(ctx, final, old, runtime)
+        except Exception as exc:  # noqa: BLE001 - an old version that does not load or run: its stored numbers
+            print(f"report: version {holder.version} not measured again ({error_line(exc)}): compared on the "
+                  "per-image outcomes and speedup interval stored with it")
+            return None
+    return judge
 
 
 def body(ctx, run):
@@ -15,8 +37,10 @@ def body(ctx, run):
     rows = read_csv(stage.REPORTS / "benchmark.csv")
     front_file = stage.REPORTS / "search" / "pareto.json"
     front = read_json(front_file) if front_file.exists() else None
-    text = report.markdown(summary, stages, rows, ctx.params, front)
-    headline = report.headline(summary, rows, front)
+    models = {name: stage.load(ctx, name) for name in CHAIN}
+    outcomes = {name: tuple(ctx.correct(model, "test").tolist()) for name, model in models.items()}
+    text = report.markdown(summary, stages, rows, ctx.params, front, outcomes)
+    headline = report.headline(summary, rows, front, outcomes)
     write_json(stage.METRICS / "summary.json", headline)
     write_json(stage.PLOTS / "pareto.json", report.pareto_points(summary))
     write_text(stage.REPORTS / "summary.md", text)
@@ -25,7 +49,10 @@ def body(ctx, run):
     run.log_text(shown, "summary.md")
     run.log_metrics(headline)
     run.set_tags({k: v for k, v in headline.items() if isinstance(v, str)})  # runtime, deploy runtime/artifact
-    registered = register_final(ctx.params, stage.model_path("quantized"), headline, run.parent_id)
+    final = CHAIN[-1]
+    registered = register_final(ctx.params, stage.model_path(final), headline, run.parent_id,
+                                test_digest=ctx.digest("test"), test_correct=outcomes[final],
+                                side_by_side=champion_judge(ctx, models[final], headline["runtime"]))
     line = (f"Registered `{registered.name}` version {registered.version}: "
             f"{'now' if registered.champion else 'not'} `champion` ({registered.reason})." if registered else "")
     run.pipeline.log_metrics(headline)

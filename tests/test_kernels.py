@@ -69,10 +69,8 @@ def test_auto_engine_is_the_one_that_measures_faster():
     choice = measure_engines(ctx, model)
     p50 = choice["p50_ms"]
     assert set(p50) == {"eager", "pt2e"} and min(p50.values()) > 0
-    other = {"eager": "pt2e", "pt2e": "eager"}[choice["engine"]]
-    assert p50[choice["engine"]] <= p50[other] / 0.95  # never more than 5% slower than the one not chosen
-    if choice["engine"] == "pt2e":
-        assert p50["pt2e"] < p50["eager"]  # eager stays unless PT2E is really faster
+    # pt2e only when its ratio's 95% interval excludes 1 (shown faster); a tie keeps eager
+    assert (choice["engine"] == "pt2e") == (choice["ratio_ci_high"] < 1 and not choice["noisy"])
     assert f"pt2e {p50['pt2e']:.3f} ms vs eager {p50['eager']:.3f} ms" in choice["why"]
     assert choice["cpu_isa"]
 

@@ -95,10 +95,54 @@ def test_search_section_shows_val_and_test_accuracy_pruned_trials_and_the_starti
              "counts": {"trials": 6, "pruned": 2, "failed": 0, "feasible": 3, "front": 1},
              "constraints": {"max_accuracy_drop_pp": 1.0},
              "trials": [record(3, 0.99, 0.98, 0.5)], "current_trial": record(0, 0.985, 0.99, 0.6)}
+    front["trials"][0]["metrics"].update(val_accuracy_ci_low=0.97, val_accuracy_ci_high=0.997)
+    front["accuracy_resolution"] = {"images": 270, "one_image_pp": 0.37, "undetectable_pp": 1.39,
+                                    "detectable_images": 5, "detectable_pp": 1.85}
     text = "\n".join(search_section(front))
     assert "2 pruned (pruner hyperband)" in text and "judged on validation accuracy" in text
-    assert "| 3 | 0.9900 | 0.9800 | 0.500 |" in text
-    assert "| 0 (current) | 0.9850 | 0.9900 | 0.600 |" in text  # off the front, still shown
+    assert "| 3 | 0.9900 [0.9700, 0.9970] | n/a | 0.9800 | 0.500 |" in text
+    assert "| 0 (current) | 0.9850 | n/a | 0.9900 | 0.600 |" in text  # off the front, still shown
+    assert "270 validation images, one image is 0.37 pp" in text and "from 5 images" in text
+
+
+def test_two_models_that_disagree_on_2_of_360_images_are_reported_as_tied():
+    from pipelines.report import headline, markdown
+
+    n = 360
+    teacher = (True,) * n
+    final = (False, False) + (True,) * (n - 2)  # the teacher gets 2 images right that the final model misses
+    outcomes = {"teacher": teacher, "student": teacher, "pruned": teacher, "quantized": final}
+    summary = _summary(2.0, 0.5)
+    summary["teacher"].update(size_ratio_vs_teacher=1.0, accuracy_drop_vs_teacher=0.0)
+    summary["quantized"].update(size_ratio_vs_teacher=0.26, accuracy_drop_vs_teacher=0.56, speedup_vs_teacher=25.0,
+                                best_speedup_vs_teacher=40.0, best_speedup_vs_teacher_ci_low=35.0,
+                                best_speedup_vs_teacher_ci_high=44.0, best_latency_ms_p50_ci_low=0.45,
+                                best_latency_ms_p50_ci_high=0.55)
+    params = fast_params(quantize={"method": "static", "engine": "eager"})
+    rows = [{"model": name, "runtime": "eager", "batch_size": params.benchmark.batch_size,
+             "latency_ms_p50": m["latency_ms_p50"]} for name, m in summary.items()]
+    text = markdown(summary, {}, rows, params, None, outcomes)
+    line = next(ln for ln in text.splitlines() if ln.startswith("**Final vs teacher"))
+    assert "not distinguishable (2 of 360 images differ" in line and "McNemar p=0.5" in line
+    assert "no measurable loss" in line and "a loss of up to 2.0" in line  # what the split could have missed
+    head = headline(summary, rows, None, outcomes)
+    assert head["acc"] == pytest.approx(358 / 360) and head["acc_n"] == 360
+    assert head["acc_ci_low"] < head["acc"] < head["acc_ci_high"]
+    assert head["drop_pp_ci_low"] < 0 < head["drop_pp_ci_high"] and head["drop_discordant"] == 2
+    assert (head["speedup_ci_low"], head["speedup_ci_high"]) == (35.0, 44.0)
+    assert "`acc` 0.9944 [" in text and "`speedup` 40 [35, 44]" in text
+    quant = next(ln for ln in text.splitlines() if ln.startswith("- **Quantization**"))
+    assert "int8 vs fp32: not distinguishable (2 of 360 images differ" in quant
+
+
+def test_a_loss_the_data_shows_is_never_called_no_loss():
+    from pipelines.core.stats import PairedAccuracy
+    from pipelines.reporting.intervals import versus
+
+    n = 360
+    final = (False,) * 12 + (True,) * (n - 12)
+    text = versus(PairedAccuracy.of(final, (True,) * n), "final", "teacher")
+    assert "a measurable loss, -3.33 pp" in text and "no measurable loss" not in text
 
 
 def _bench_row(runtime: str, bs: int, ms: float, accuracy: float, artifact: str = "") -> dict:
@@ -121,3 +165,24 @@ def test_deploy_choice_is_the_fastest_runtime_that_keeps_the_accuracy():
     assert "- batch 1: **ort-int8**" in text and "ship `models/deploy/pruned.int8.onnx`" in text
     assert "- batch 64: **ov-int8**" in text and "8.00x PyTorch eager" in text
     assert deploy_fields(summary)["deploy_runtime_bs1"] == "ort-int8"
+
+
+def test_the_search_section_sets_the_pipelines_trial_beside_compile_benchmark():
+    from pipelines.reporting.search import search_section
+
+    params = fast_params(prune={"amount": 0.5})
+    trial = {"number": 0, "overrides": {"prune.amount": 0.5},
+             "metrics": {"val_accuracy": 0.98, "speedup_vs_teacher": 30.0, "speedup_vs_teacher_ci_low": 28.0,
+                         "speedup_vs_teacher_ci_high": 33.0}}
+    front = {"study": "s", "best_trial": 0, "counts": {}, "constraints": {"max_accuracy_drop_pp": 1.0},
+             "trials": [trial], "current_trial": trial}
+    agree = "\n".join(search_section(front, {"speedup": 37.0, "speedup_ci_low": 35.0, "speedup_ci_high": 39.0},
+                                     params))
+    assert "Trial 0 measured this pipeline's configuration at speedup 30.00x [28.00, 33.00]" in agree
+    assert "37.00x [35.00, 39.00]: they agree (within 1.3x)" in agree
+    apart = "\n".join(search_section(front, {"speedup": 60.0}, params))
+    assert "they DISAGREE by 2.00x" in apart
+    busy = "\n".join(search_section(front, {"speedup": 60.0, "noisy": True}, params))
+    assert "not compared: `compile_benchmark`'s timing was disturbed (noisy)" in busy and "DISAGREE" not in busy
+    other = "\n".join(search_section(front, {"speedup": 37.0}, fast_params(prune={"amount": 0.3})))
+    assert "measured this pipeline's configuration" not in other  # another configuration ran

@@ -149,19 +149,50 @@ def test_an_unlogged_checkpoint_links_nothing(mlflow_store, tmp_path):
     assert link_model_metrics(params, other, {"latency_ms_p50": 1.0}) is None
 
 
-def test_champion_alias_moves_only_to_a_version_its_holder_does_not_dominate(mlflow_store, tmp_path):
+def _outcomes(wrong: int, n: int = 359) -> tuple[bool, ...]:
+    return (False,) * wrong + (True,) * (n - wrong)
+
+
+def test_champion_alias_moves_only_to_a_version_that_improves_on_its_holder(mlflow_store, tmp_path):
+    from pipelines.core.decision import SideBySide
+    from pipelines.core.stats import LatencyRatio
+
     params = fast_params(tracking={"experiment": "t", "registered_model": "final"})
     _, _, path = _logged(params, "quantized", tmp_path, {"accuracy": 0.9})
-    first = register_final(params, path, {"acc": 0.95, "speedup": 10.0, "mb": 0.4})
-    worse = register_final(params, path, {"acc": 0.94, "speedup": 9.0, "mb": 0.4})  # dominated by v1
-    trade = register_final(params, path, {"acc": 0.96, "speedup": 8.0, "mb": 0.4})  # better acc, slower
+    head = {"acc": 357 / 359, "speedup": 10.0, "speedup_ci_low": 9.0, "speedup_ci_high": 11.0, "mb": 0.4}
+
+    def register(wrong, side=None, **changes):
+        return register_final(params, path, {**head, **changes}, test_digest="d1", test_correct=_outcomes(wrong),
+                              side_by_side=side)
+
+    first = register(2)
+    worse = register(20, acc=339 / 359)                                        # shown less accurate
+    tied = register(3, acc=356 / 359, speedup=10.5)                            # one image, overlapping speedups
+    together = register(2, side=lambda holder: SideBySide(_outcomes(2), _outcomes(2),
+                                                          LatencyRatio(0.5, 0.45, 0.55, 40)))  # timed: 2x faster
     assert (first.version, first.champion) == ("1", True)
-    assert (worse.version, worse.champion) == ("2", False) and "dominated by version 1" in worse.reason
-    assert (trade.version, trade.champion) == ("3", True)
+    assert (worse.version, worse.champion) == ("2", False) and "does not improve on version 1" in worse.reason
+    assert "worse" in worse.reason and "McNemar" in worse.reason
+    assert (tied.version, tied.champion) == ("3", False) and "tied" in tied.reason  # a tie keeps the holder
+    assert together.champion and "side by side" in together.reason and "new/v1 = 0.500" in together.reason
     client = _client(mlflow_store)
-    assert str(client.get_model_version_by_alias("final", "champion").version) == "3"
+    assert str(client.get_model_version_by_alias("final", "champion").version) == "4"
     v2 = client.get_model_version("final", "2")
-    assert float(v2.tags["acc"]) == 0.94 and v2.tags["champion_decision"] == worse.reason
+    assert float(v2.tags["acc"]) == pytest.approx(339 / 359) and v2.tags["champion_decision"] == worse.reason
+    assert v2.tags["test_digest"] == "d1" and v2.tags["test_correct"].startswith("359:")
+    assert "vs_champion_latency_ratio" in client.get_model_version("final", "4").tags
+
+
+def test_a_model_for_other_test_images_gets_its_own_registered_name(mlflow_store, tmp_path):
+    params = fast_params(tracking={"experiment": "t", "registered_model": "final"})
+    _, _, path = _logged(params, "quantized", tmp_path, {"accuracy": 0.9})
+    digits = register_final(params, path, {"acc": 0.99, "speedup": 37.0, "mb": 0.4}, test_digest="a" * 64,
+                            test_correct=_outcomes(3))
+    folder = register_final(params, path, {"acc": 0.97, "speedup": 2.0, "mb": 40.0}, test_digest="b" * 64,
+                            test_correct=_outcomes(3, n=100))
+    assert digits.name == "final" and folder.name == "final-bbbbbbbb"
+    assert folder.champion and folder.reason == "first version"  # never judged against the digits model
+    assert str(_client(mlflow_store).get_model_version_by_alias("final", "champion").version) == "1"
 
 
 def test_noisy_latency_never_moves_the_champion(mlflow_store, tmp_path):

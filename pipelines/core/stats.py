@@ -210,3 +210,41 @@ class LatencyRatio:
     def describe(self, a: str = "A", b: str = "B") -> str:
         verdict = f"{a} faster" if self.a_faster() else f"{b} faster" if self.b_faster() else "tied"
         return f"{a}/{b} = {self.ratio:.3f} [{self.low:.3f}, {self.high:.3f}] over {self.rounds} rounds: {verdict}"
+
+
+# --- per-image outcomes, stored compactly ------------------------------------------------------------
+
+def pack_outcomes(correct: Sequence[bool]) -> str:
+    """Per-image right/wrong as ``"<n>:<hex>"`` (one bit per image): small enough for an Optuna user
+    attr or an MLflow tag, so paired comparisons stay possible after the models are gone."""
+    bits = 0
+    for i, ok in enumerate(correct):
+        if ok:
+            bits |= 1 << i
+    return f"{len(correct)}:{bits:x}"
+
+
+def unpack_outcomes(text: str | None) -> tuple[bool, ...] | None:
+    """The inverse of :func:`pack_outcomes` (None for None or a malformed value)."""
+    if not text or ":" not in str(text):
+        return None
+    n, _, hexa = str(text).partition(":")
+    try:
+        count, bits = int(n), int(hexa, 16)
+    except ValueError:
+        return None
+    return tuple(bool(bits >> i & 1) for i in range(count))
+
+
+def resolution(n: int, accuracy: float) -> dict[str, float | int]:
+    """What ``n`` paired images can tell apart near ``accuracy``: one image in pp, the 95% interval
+    half-width of two models that agree on every image (the loss such a split can miss), and the
+    fewest images one model must get right where the other does not (and none the other way) for
+    the paired interval to exclude 0."""
+    both = round(accuracy * n)
+    tie = PairedAccuracy(both, 0, 0, n).interval
+    needed = next((k for k in range(1, n + 1)
+                   if PairedAccuracy(max(0, both - k), k, 0, n).interval[0] > 0), n)
+    return {"images": n, "one_image_pp": 100.0 / n if n else float("nan"),
+            "undetectable_pp": 100.0 * max(-tie[0], tie[1]), "detectable_images": needed,
+            "detectable_pp": 100.0 * needed / n if n else float("nan")}

@@ -3,7 +3,7 @@ batch size (one interleaved measurement), and every ratio against the teacher.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from pipelines.core.config import FASTEST, BenchmarkConfig
 from pipelines.core.cpu import isa_summary
+from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import DeployInputs, benchmark_models
 from pipelines.measurement.compile import CompileSettings
 from pipelines.measurement.runtimes import parse_runtime
@@ -23,8 +24,10 @@ CHAIN = ["teacher", "student", "pruned", "quantized"]
 # full table is the run's ``benchmark_table.json`` artifact.
 MODEL_METRICS = ("latency_ms_p50", "latency_ms_p90", "throughput_sps", "speedup_vs_teacher", "best_latency_ms_p50",
                  "best_speedup_vs_teacher", "size_ratio_vs_teacher", "noisy")
-RUN_METRICS = ("latency_ms_p50", "throughput_sps", "speedup_vs_teacher", "best_latency_ms_p50",
-               "best_speedup_vs_teacher", "size_ratio_vs_teacher", "noisy")
+RUN_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "latency_ms_p50", "throughput_sps",
+               "speedup_vs_teacher", "best_latency_ms_p50", "best_latency_ms_p50_ci_low", "best_latency_ms_p50_ci_high",
+               "best_speedup_vs_teacher", "best_speedup_vs_teacher_ci_low", "best_speedup_vs_teacher_ci_high",
+               "size_ratio_vs_teacher", "noisy")
 
 
 def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: dict[int, Any],
@@ -40,11 +43,12 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
                             kernels=True)
     teacher_size, teacher_acc = sizes["teacher"]["size_mb"], accuracy["teacher"]
     isa = isa_summary()
+    n_test = len(deploy.test[1]) if deploy is not None and deploy.test is not None else None
     for row in rows:
         name = row["model"]
         row["cpu_isa"] = isa
         measured = row.pop("accuracy", accuracy[name])
-        row.update(accuracy=measured, **sizes[name])
+        row.update(with_intervals({"accuracy": measured}, n_test) if n_test else {"accuracy": measured}, **sizes[name])
         if not parse_runtime(row["runtime"]).deploy and name in (checkpoints or {}):
             row.update(artifact=str(checkpoints[name]), artifact_mb=checkpoints[name].stat().st_size / 1e6)
         row["size_ratio_vs_teacher"] = sizes[name]["size_mb"] / teacher_size
@@ -52,27 +56,55 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     return rows
 
 
-def judged_runtime(p50_ms: Mapping[str, float], deploy: str = FASTEST) -> str | None:
-    """The runtime a model is judged on, from its measured ``{runtime: p50 ms}``: ``deploy``
-    (``benchmark.deploy_runtime``) if it was measured, the fastest one for ``fastest``; None
-    when there is nothing to judge (no runtime measured, or ``deploy`` failed to run). The one
-    rule the benchmark summary, the report and the search use."""
+LatencyLike = float | Sequence[float]  # a p50, or (p50, ci_low, ci_high)
+TIE_RULE = ("runtimes whose p50 intervals overlap the fastest's are tied with it (no measurable difference); "
+            "a tie goes to the runtime listed first in benchmark.runtimes")
+
+
+def _interval(value: LatencyLike) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)):
+        return float(value), float(value), float(value)
+    p50, low, high = (float(v) for v in value)
+    return p50, low, high
+
+
+def judged_runtime(p50_ms: Mapping[str, LatencyLike], deploy: str = FASTEST) -> str | None:
+    """The runtime a model is judged on, from its measured ``{runtime: p50 ms}`` or ``{runtime:
+    (p50, ci_low, ci_high)}`` (in ``benchmark.runtimes`` order): ``deploy``
+    (``benchmark.deploy_runtime``) if it was measured; for ``fastest``, the first runtime in that
+    order that the data does not show slower than the one with the lowest p50 (:data:`TIE_RULE`:
+    its 95% p50 interval overlaps the fastest's; two overlapping intervals never make a win of a
+    ratio whose interval includes 1); None when there is nothing to judge (no runtime measured,
+    or ``deploy`` failed to run). The one rule the benchmark summary, the report and the search use."""
     if deploy != FASTEST:
         return deploy if deploy in p50_ms else None
-    return min(p50_ms, key=lambda rt: p50_ms[rt]) if p50_ms else None
+    if not p50_ms:
+        return None
+    iv = {rt: _interval(v) for rt, v in p50_ms.items()}
+    best = min(iv, key=lambda rt: iv[rt][0])
+    return next(rt for rt in iv if iv[rt][1] <= iv[best][2])
+
+
+def _p50(row: dict[str, Any]) -> LatencyLike:
+    p50 = float(row["latency_ms_p50"])
+    low, high = row.get("latency_ms_p50_ci_low"), row.get("latency_ms_p50_ci_high")
+    try:
+        return p50, float(low), float(high)
+    except (TypeError, ValueError):
+        return p50
 
 
 def fastest(rows: list[dict[str, Any]], model: str, batch_size: int, accuracy_slack: float = 0.0,
             deploy: str = FASTEST) -> dict[str, Any] | None:
-    """The row ``model`` is judged on at ``batch_size`` (:func:`judged_runtime`) among its timed rows
-    whose accuracy (measured in their own runtime) is at most ``accuracy_slack`` below the model's
-    PyTorch eager row at that batch size: a runtime that is fast because it computes something
-    else is not a deploy choice."""
+    """The row ``model`` is judged on at ``batch_size`` (:func:`judged_runtime`, from the rows' p50
+    intervals) among its timed rows whose accuracy (measured in their own runtime) is at most
+    ``accuracy_slack`` below the model's PyTorch eager row at that batch size: a runtime that is
+    fast because it computes something else is not a deploy choice."""
     mine = [r for r in rows if r["model"] == model and r["batch_size"] == batch_size and "latency_ms_p50" in r]
     eager = next((r for r in mine if r["runtime"] == "eager"), None)
     floor = eager["accuracy"] - accuracy_slack - 1e-9 if eager is not None else float("-inf")
     ok = {r["runtime"]: r for r in mine if r["accuracy"] >= floor}
-    judged = judged_runtime({rt: r["latency_ms_p50"] for rt, r in ok.items()}, deploy)
+    judged = judged_runtime({rt: _p50(r) for rt, r in ok.items()}, deploy)
     return ok.get(judged) if judged else None
 
 
@@ -87,9 +119,10 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int, deploy: str = F
     for name in dict.fromkeys(r["model"] for r in at_bs):
         mine = [r for r in at_bs if r["model"] == name]
         eager = next(r for r in mine if r["runtime"] == "eager")
-        keep = ("accuracy", "latency_ms_p50", "latency_ms_p90", "throughput_sps", "size_mb", "size_gzip_mb",
-                "num_params", "nonzero_params", "sparsity", "speedup_vs_teacher", "size_ratio_vs_teacher",
-                "accuracy_drop_vs_teacher")
+        keep = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_n", "latency_ms_p50",
+                "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_ms_p90", "throughput_sps", "size_mb", "size_gzip_mb",
+                "num_params", "nonzero_params", "sparsity", "speedup_vs_teacher", "speedup_vs_teacher_ci_low",
+                "speedup_vs_teacher_ci_high", "size_ratio_vs_teacher", "accuracy_drop_vs_teacher")
         entry = {k: eager[k] for k in keep if k in eager}
         for bs, suffix in ((batch_size, ""), (1, "_bs1")):
             best = fastest(rows, name, bs, accuracy_slack, deploy)
@@ -103,8 +136,14 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int, deploy: str = F
                 continue
             if suffix:
                 entry["latency_ms_p50_bs1"] = base["latency_ms_p50"]
+                entry["latency_ms_p50_bs1_ci_low"] = base.get("latency_ms_p50_ci_low")
+                entry["latency_ms_p50_bs1_ci_high"] = base.get("latency_ms_p50_ci_high")
             entry.update({f"best_runtime{suffix}": best["runtime"],
                           f"best_latency_ms_p50{suffix}": best["latency_ms_p50"],
+                          f"best_latency_ms_p50{suffix}_ci_low": best.get("latency_ms_p50_ci_low"),
+                          f"best_latency_ms_p50{suffix}_ci_high": best.get("latency_ms_p50_ci_high"),
+                          f"best_speedup_vs_teacher{suffix}_ci_low": best.get("speedup_vs_teacher_ci_low"),
+                          f"best_speedup_vs_teacher{suffix}_ci_high": best.get("speedup_vs_teacher_ci_high"),
                           f"best_latency_ms_p90{suffix}": best["latency_ms_p90"],
                           f"best_accuracy{suffix}": best["accuracy"],
                           f"best_artifact{suffix}": best.get("artifact", ""),

@@ -12,12 +12,16 @@ Everything that steers the search is measured on the **validation** split: the o
 ``val_accuracy`` (maximize; also ``latency_ms_p50`` and ``size_mb``, minimize, as listed in
 ``search.objectives``; the latency is the one of the runtime the model is judged on,
 ``benchmark.deploy_runtime``) and the constraints (Optuna 5 ``trial.set_constraint``; feasible =
-every value <= 0):
+every value <= 0). Every decision (constraints, the front, the chosen trial, ``make promote``)
+follows the one rule of :mod:`pipelines.core.decision`, on the trial's per-image validation
+outcomes (metrics ``val_correct``, paired with the teacher's and with other trials') and its
+speedup over the teacher with the interval of the per-round ratios:
 
-- ``accuracy``: ``100 * (teacher_val_accuracy - val_accuracy) - max_accuracy_drop``;
-- ``latency_ms``: ``latency_ms_p50 - max_latency_ms`` (when set);
-- ``speedup``: ``min_speedup - speedup_vs_teacher`` (when set), the ratio of the teacher's eager
-  p50 over the trial's, both timed interleaved in the same trial (survives a slower machine).
+- ``accuracy``: the lower end of the 95% paired interval of the drop against the teacher (pp)
+  minus ``max_accuracy_drop``: infeasible only when the data shows the drop exceeds the limit;
+- ``latency_ms``: the lower end of the p50's interval minus ``max_latency_ms`` (when set);
+- ``speedup``: ``min_speedup`` minus the upper end of the speedup's interval (when set), the ratio
+  of the teacher's eager p50 over the trial's, both timed interleaved in the same trial.
 
 The test split is evaluated for the report only (user attr ``test_accuracy``, ``metrics.accuracy``)
 and never read by the sampler or the selection rule.
@@ -25,11 +29,10 @@ and never read by the sampler or the selection rule.
 Trials carry a *context* fingerprint (teacher weights + every setting a trial depends on besides
 the keys it samples); the outputs only consider trials of the current context, so a study resumed
 after the teacher or the constraints changed never promotes a stale result. A context starts with
-the configuration params.yaml holds now as an enqueued trial (:mod:`.current`), never pruned, so
-the front always contains the starting point; the selection rule (:mod:`.pareto`) and ``make
-promote`` never take a trial it dominates. ``search.pruner`` stops hopeless trials from their
-per-epoch validation accuracy (:mod:`.fidelity`); they end PRUNED in Optuna, in MLflow and in
-``pareto.json``.
+the configuration params.yaml holds now as an enqueued trial (:mod:`.current`), never pruned: the
+incumbent, which another trial replaces only when it improves on it within the intervals.
+``search.pruner`` stops hopeless trials from their per-epoch validation accuracy
+(:mod:`.fidelity`); they end PRUNED in Optuna, in MLflow and in ``pareto.json``.
 
 Many workers (processes or machines) share one study through its storage: an RDB URL
 (PostgreSQL for several machines) or a journal file (several processes on one machine). On an
@@ -41,12 +44,13 @@ carries the ``failed_trial`` and ``retry_history`` system attrs), at most :data:
 A trial that raised is *not* retried: it failed for a reason that would repeat.
 """
 
-from pipelines.search.constraints import constraint_values, is_feasible
+from pipelines.core.decision import RULE, constraint_values, is_feasible
 from pipelines.search.outputs import SearchOutcome, best_params_yaml, summarize, write_outputs, write_plots
 from pipelines.search.current import Comparison, compare_to_current, current_trial, enqueue_current
 from pipelines.search.fidelity import Fidelity, make_pruner
-from pipelines.search.pareto import (SELECTION_RULE, dominates, feasible_front, first_feasible, hypervolume,
-                                     pick_best, trial_record)
+from pipelines.search.evidence import from_metrics, from_trial
+from pipelines.search.outputs import objectives_of
+from pipelines.search.pareto import SELECTION_RULE, feasible_front, first_feasible, hypervolume, pick_best, trial_record
 from pipelines.search.run import SearchError, run_search
 from pipelines.search.space import in_space, suggest, to_optuna
 from pipelines.search.storage import (DIRECTIONS, STORAGE_ENV, directions, heartbeat_settings,
@@ -55,7 +59,8 @@ from pipelines.search.trial import Baseline, Objective, context_fingerprint, mea
 
 __all__ = ["DIRECTIONS", "STORAGE_ENV", "SELECTION_RULE", "Baseline", "Comparison", "Fidelity", "Objective", "SearchError",
            "SearchOutcome", "best_params_yaml", "compare_to_current", "constraint_values", "context_fingerprint",
-           "current_trial", "directions", "dominates", "enqueue_current", "feasible_front",
+           "current_trial", "directions", "enqueue_current", "feasible_front", "from_metrics", "from_trial",
+           "objectives_of", "RULE",
            "first_feasible", "heartbeat_settings", "hypervolume", "in_space", "is_feasible", "make_pruner",
            "make_sampler", "make_storage", "measure_latency", "open_study", "pick_best", "run_chain", "run_search",
            "state_hash", "storage_url", "suggest", "summarize", "to_optuna", "trial_record", "write_outputs",

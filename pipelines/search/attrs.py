@@ -99,3 +99,10 @@ def describe_study(study: optuna.Study, objectives: dict[str, str], constraints:
     study.set_user_attr("context", context)
     if mlflow_url:
         study.set_user_attr("mlflow_run", mlflow_url)
+
+
+def describe_resolution(res: dict[str, Any]) -> str:
+    """The accuracy objective's resolution in words (study user attr, report)."""
+    return (f"{res['images']} validation images: one image is {res['one_image_pp']:.2f} pp; two models that agree on "
+            f"every image are within +-{res['undetectable_pp']:.2f} pp (95%), and a difference is shown only from "
+            f"{res['detectable_images']} images one way and none the other ({res['detectable_pp']:.2f} pp)")

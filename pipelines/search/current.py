@@ -1,9 +1,10 @@
 """The configuration ``params.yaml`` describes now, inside the search.
 
 A new search context starts with it as an enqueued trial (``study.enqueue_trial``), so the study
-always holds the starting point measured exactly like every other trial. The selection rule and
-``make promote`` compare a candidate with that trial: a candidate it dominates is never chosen,
-and promoting one is refused (``--force`` overrides, saying what is lost).
+always holds the starting point measured exactly like every other trial. It is the incumbent of
+the one decision rule (:mod:`pipelines.core.decision`): the selection rule and ``make promote``
+take another trial only when it improves on it within the 95% intervals, and promoting one that
+does not is refused (``--force`` overrides, saying what is lost).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 from pipelines.core.config import Params, SearchDimension
 from pipelines.core.errors import ParamsError
 from pipelines.search.attrs import overrides_of
-from pipelines.search.pareto import dominates
+from pipelines.core.decision import explain, replaces
+from pipelines.search.evidence import from_trial
 from pipelines.search.space import in_space, to_optuna
 from pipelines.search.storage import make_storage, storage_url
 
@@ -93,36 +95,39 @@ def enqueue_current(study: optuna.Study, params: Params, context: str) -> bool:
 
 @dataclass
 class Comparison:
-    """A candidate trial against the current configuration's trial (same context)."""
+    """A candidate trial against the current configuration's trial (same context), under the one
+    decision rule (:func:`pipelines.core.decision.replaces`)."""
 
     candidate: FrozenTrial | None
     current: FrozenTrial | None
     objectives: list[str]
-    directions: list[str]
 
     @property
-    def dominated(self) -> bool:
+    def comparable(self) -> bool:
         return (self.candidate is not None and self.current is not None
                 and self.candidate.state == TrialState.COMPLETE and self.current.state == TrialState.COMPLETE
-                and dominates(self.current.values, self.candidate.values, self.directions))
+                and self.candidate.number != self.current.number)
 
-    def _pairs(self) -> str:
-        return ", ".join(f"{name} {mine:.4g} vs {theirs:.4g}" for name, mine, theirs
-                         in zip(self.objectives, self.candidate.values, self.current.values))
+    @property
+    def refused(self) -> bool:
+        """The candidate may not replace the current configuration (no improvement within the intervals)."""
+        return self.comparable and not replaces(from_trial(self.candidate), from_trial(self.current), self.objectives)
+
+    def evidence(self) -> str:
+        return explain(from_trial(self.candidate), from_trial(self.current), self.objectives,
+                       f"trial {self.candidate.number}", f"trial {self.current.number}")
 
     def refusal(self) -> str:
-        return (f"trial {self.candidate.number} is dominated by trial {self.current.number}, the current "
-                f"configuration ({self._pairs()}); params.yaml left as it is (--force promotes it anyway)")
+        return (f"trial {self.candidate.number} does not improve on trial {self.current.number}, the current "
+                f"configuration, within the 95% intervals ({self.evidence()}); params.yaml left as it is "
+                "(`make promote FORCE=1` or --force promotes it anyway)")
 
     def loss(self) -> str:
-        lost = []
-        for name, direction, mine, theirs in zip(self.objectives, self.directions, self.candidate.values,
-                                                 self.current.values):
-            worse = theirs - mine if direction == "maximize" else mine - theirs
-            if worse > 0:
-                lost.append(f"{name} {theirs:.4g} -> {mine:.4g}")
-        return (f"promoting trial {self.candidate.number} although trial {self.current.number} (the current "
-                f"configuration) dominates it; this loses {', '.join(lost)}")
+        return (f"promoting trial {self.candidate.number} although it does not improve on trial "
+                f"{self.current.number} (the current configuration): {self.evidence()}")
+
+    def gain(self) -> str:
+        return f"trial {self.candidate.number} improves on the current configuration: {self.evidence()}"
 
     def note(self) -> str | None:
         if self.candidate is None:
@@ -140,16 +145,15 @@ def compare_to_current(params: Params, overrides: dict[str, Any]) -> Comparison:
     objectives = list(cfg.objectives)
     url = storage_url(cfg)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return Comparison(None, None, objectives, [])
+        return Comparison(None, None, objectives)
     try:
         study = optuna.load_study(study_name=cfg.study_name, storage=make_storage(url))
     except KeyError:
-        return Comparison(None, None, objectives, [])
+        return Comparison(None, None, objectives)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     matches = [t for t in trials if same_overrides(overrides_of(t), overrides)]
     if not matches:
-        return Comparison(None, None, objectives, [])
+        return Comparison(None, None, objectives)
     candidate = max(matches, key=lambda t: t.number)
     current = current_trial(trials, params, candidate.user_attrs.get("context"))
-    names = study.metric_names or objectives
-    return Comparison(candidate, current, list(names), [d.name.lower() for d in study.directions])
+    return Comparison(candidate, current, list(study.metric_names or objectives))

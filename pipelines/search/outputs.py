@@ -14,14 +14,16 @@ from optuna.trial import FrozenTrial, TrialState
 from pipelines.core.config import Params
 from pipelines.core.errors import error_line
 from pipelines.core.io import atomic_write, write_dir, write_json, write_text
-from pipelines.search.attrs import curve_of, metrics_of, overrides_of
-from pipelines.search.constraints import is_feasible
+from pipelines.core.decision import explain, is_feasible
+from pipelines.search.attrs import curve_of, metrics_of, named_constraints, overrides_of
 from pipelines.search.current import current_trial
+from pipelines.search.evidence import from_trial
 from pipelines.search.pareto import SELECTION_RULE, feasible_front, pick_best, trial_record
 from pipelines.search.storage import DIRECTIONS
 
 
-def best_params_yaml(best: FrozenTrial, study_name: str, current: FrozenTrial | None = None) -> str:
+def best_params_yaml(best: FrozenTrial, study_name: str, current: FrozenTrial | None = None,
+                     objectives: list[str] | None = None) -> str:
     metrics = metrics_of(best)
     nan = float("nan")
     lines = [
@@ -34,11 +36,11 @@ def best_params_yaml(best: FrozenTrial, study_name: str, current: FrozenTrial | 
         f"size_mb {metrics.get('size_mb', nan):.4f}.",
     ]
     if current is not None and current.number == best.number:
-        lines.append("# This is the current configuration: nothing measured improves on it.")
+        lines.append("# This is the current configuration: no trial improves on it within the intervals.")
     elif current is not None:
-        lines.append(f"# The current configuration is trial {current.number} "
-                     f"(val_accuracy {metrics_of(current).get('val_accuracy', nan):.4f}, "
-                     f"latency_ms_p50 {metrics_of(current).get('latency_ms_p50', nan):.3f}).")
+        lines.append(f"# Against the current configuration (trial {current.number}): "
+                     + explain(from_trial(best), from_trial(current), objectives or ["val_accuracy"],
+                               f"trial {best.number}", f"trial {current.number}") + ".")
     lines.append("# Every key is a dotted params.yaml key; `make promote` writes them into params.yaml.")
     import yaml
 
@@ -58,27 +60,35 @@ class SearchOutcome:
     pruned: list[FrozenTrial] = field(default_factory=list)
 
 
-def summarize(study: optuna.Study, context: str | None, params: Params | None = None,
-              val_samples: int | None = None) -> SearchOutcome:
-    """This context's trials, feasible front and chosen trial; ``params`` (the configuration
-    params.yaml holds now) finds the current configuration's trial for the selection rule;
-    ``val_samples`` (the context's validation split size) is the rule's accuracy resolution."""
+def objectives_of(study: optuna.Study, params: Params | None = None) -> list[str]:
+    """The study's objective names (its metric names; else ``search.objectives``; else by direction)."""
+    if study.metric_names:
+        return list(study.metric_names)
+    if params is not None:
+        return list(params.search.objectives)
+    return list(DIRECTIONS)[:len(study.directions)]
+
+
+def summarize(study: optuna.Study, context: str | None, params: Params | None = None) -> SearchOutcome:
+    """This context's trials, feasible front and chosen trial (:mod:`pipelines.core.decision`);
+    ``params`` (the configuration params.yaml holds now) finds the current configuration's
+    trial, the incumbent of the selection rule."""
     all_trials = [t for t in study.get_trials(deepcopy=False)
                   if context is None or t.user_attrs.get("context") == context]
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in all_trials if t.state == TrialState.PRUNED]
-    dirs = [d.name.lower() for d in study.directions]
-    front = feasible_front(complete, dirs)
+    objectives = objectives_of(study, params)
+    front = feasible_front(complete, objectives)
     current = current_trial(complete, params, context) if params is not None and context is not None else None
     counts = {
         "trials": len(all_trials),
         "complete": len(complete),
         "pruned": len(pruned),
         "failed": sum(t.state == TrialState.FAIL for t in all_trials),
-        "feasible": sum(is_feasible(t.constraints) for t in complete),
+        "feasible": sum(is_feasible(named_constraints(t)) for t in complete),
         "front": len(front),
     }
-    best = pick_best(complete, dirs, current, val_samples)
+    best = pick_best(complete, objectives, current)
     return SearchOutcome(study, complete, front, best, counts, current=current,
                          pruned=pruned)
 
@@ -115,7 +125,7 @@ def _write_outputs(outcome: SearchOutcome, out_dir: Path, objectives: list[str],
     })]
     if outcome.best is not None:
         files.append(write_text(out_dir / "best_params.yaml",
-                                best_params_yaml(outcome.best, study.study_name, outcome.current)))
+                                best_params_yaml(outcome.best, study.study_name, outcome.current, objectives)))
     if with_plots:
         files += write_plots(outcome, out_dir, objectives)
     return files

@@ -1,4 +1,5 @@
-"""Reading a study: the feasible Pareto front, the one selection rule, hypervolume."""
+"""Reading a study through the one decision rule (:mod:`pipelines.core.decision`): the feasible
+front, the chosen trial, hypervolume."""
 
 from __future__ import annotations
 
@@ -6,42 +7,34 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from pipelines.core.dominance import dominates, no_worse
+from pipelines.core.decision import RULE, front, is_feasible, select
 from pipelines.search.attrs import metrics_of, named_constraints, overrides_of
-from pipelines.search.constraints import is_feasible
+from pipelines.search.evidence import from_trial
 
-SELECTION_RULE = ("highest val_accuracy among feasible trials (every constraint <= 0) that do not lose to the "
-                  "current configuration's own trial: when that trial is feasible, only trials at least as good "
-                  "on every objective (itself included), else only trials it does not dominate; val accuracies "
-                  "within one validation sample of the highest are ties (the split cannot tell them apart), "
-                  "and ties go to the lower latency_ms_p50, then to the higher val_accuracy, then to the lower "
-                  "trial number")
+SELECTION_RULE = RULE
 
 
-def feasible_front(trials: list[FrozenTrial], dirs: list[str]) -> list[FrozenTrial]:
-    """Non-dominated feasible trials, by trial number."""
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
-    front = [t for t in feasible if not any(dominates(o.values, t.values, dirs) for o in feasible if o is not t)]
-    return sorted(front, key=lambda t: t.number)
+def _complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if t.state == TrialState.COMPLETE]
 
 
-def pick_best(trials: list[FrozenTrial], dirs: list[str] | None = None,
-              current: FrozenTrial | None = None, val_samples: int | None = None) -> FrozenTrial | None:
-    """:data:`SELECTION_RULE` over the feasible trials; ``current`` is the trial of the
-    configuration params.yaml holds now (None: not measured in this context); ``val_samples``:
-    the validation split's size, shared by every trial of a context (None: exact accuracies)."""
-    candidates = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t.constraints)]
-    if current is not None and current.state == TrialState.COMPLETE and dirs is not None:
-        if is_feasible(current.constraints):
-            candidates = [t for t in candidates if no_worse(t.values, current.values, dirs)]
-        else:
-            candidates = [t for t in candidates if not dominates(current.values, t.values, dirs)]
-    if not candidates:
+def feasible_front(trials: list[FrozenTrial], objectives: list[str]) -> list[FrozenTrial]:
+    """Feasible trials no other feasible trial improves on (within the intervals), by number."""
+    done = {t.number: t for t in _complete(trials)}
+    kept = front([from_trial(t) for t in done.values()], objectives)
+    return sorted((done[r.key] for r in kept), key=lambda t: t.number)
+
+
+def pick_best(trials: list[FrozenTrial], objectives: list[str],
+              current: FrozenTrial | None = None) -> FrozenTrial | None:
+    """:data:`SELECTION_RULE` over the finished trials; ``current`` is the trial of the
+    configuration params.yaml holds now (None: not measured in this context), the incumbent."""
+    done = {t.number: t for t in _complete(trials)}
+    incumbent = from_trial(current) if current is not None and current.state == TrialState.COMPLETE else None
+    chosen = select([from_trial(t) for t in done.values()], objectives, incumbent)
+    if chosen is None:
         return None
-    best = max(metrics_of(t)["val_accuracy"] for t in candidates)
-    one_sample = 1.0 / val_samples + 1e-6 if val_samples else 0.0  # + a hair: accuracies are float32
-    tied = [t for t in candidates if metrics_of(t)["val_accuracy"] >= best - one_sample]
-    return min(tied, key=lambda t: (metrics_of(t)["latency_ms_p50"], -metrics_of(t)["val_accuracy"], t.number))
+    return done.get(chosen.key, current)
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
@@ -53,7 +46,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
 def first_feasible(trials: list[FrozenTrial]) -> int | None:
     """1-based position of the first feasible trial in order of trial number (None if none)."""
     for i, t in enumerate(sorted(trials, key=lambda t: t.number), start=1):
-        if t.state == TrialState.COMPLETE and is_feasible(t.constraints):
+        if t.state == TrialState.COMPLETE and is_feasible(named_constraints(t)):
             return i
     return None
 

@@ -17,8 +17,11 @@ from torch import nn
 from pipelines import tracking
 from pipelines.core.config import Params
 from pipelines.core.errors import ParamsError, UserError
+from pipelines.core.decision import RULE
+from pipelines.core.stats import pack_outcomes
+from pipelines.core.stats import resolution as accuracy_resolution
 from pipelines.core.urls import mask_url
-from pipelines.search.attrs import describe_study, metrics_of
+from pipelines.search.attrs import describe_resolution, describe_study, metrics_of
 from pipelines.search.outputs import SearchOutcome, summarize, write_outputs
 from pipelines.search.current import check_inside, current_trial, enqueue_current
 from pipelines.search.fidelity import Fidelity
@@ -82,6 +85,10 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
               "min_speedup": cfg.min_speedup}
     describe_study(study, {name: DIRECTIONS[name] for name in cfg.objectives}, limits,
                    baseline.teacher_val_accuracy, objective.context, run.url)
+    resolution = accuracy_resolution(len(baseline.teacher_val_correct), baseline.teacher_val_accuracy)
+    study.set_user_attr("accuracy_resolution", describe_resolution(resolution))
+    study.set_user_attr("decision_rule", RULE)
+    study.set_user_attr(f"teacher_val_correct:{objective.context}", pack_outcomes(baseline.teacher_val_correct))
     interrupted: BaseException | None = None
     started = time.perf_counter()
     try:
@@ -94,8 +101,9 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     if interrupted is None and objective.failures and not objective.completed:
         raise SearchError(f"all {len(objective.failures)} trials failed (first: {objective.failures[0]}); "
                           f"{out_dir} is left as it was")
-    outcome = summarize(study, objective.context, params, val_samples=len(baseline.ctx.data.val))
-    meta = {"context": objective.context, "pruner": cfg.pruner,
+    outcome = summarize(study, objective.context, params)
+    meta = {"context": objective.context, "pruner": cfg.pruner, "accuracy_resolution": resolution,
+            "decision_rule": RULE,
             "teacher_val_accuracy": baseline.teacher_val_accuracy,
             "teacher_accuracy": baseline.teacher_test_accuracy,
             "constraints": limits,

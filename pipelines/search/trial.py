@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -20,14 +20,18 @@ from pipelines import tracking
 from pipelines.compression.distill import with_teacher_logits
 from pipelines.core.config import FASTEST, Params
 from pipelines.core.errors import ParamsError, error_line
+from pipelines.engines import measure_engines
+from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
 from pipelines.measurement.compile import CompileSettings
 from pipelines.measurement.runtimes import parse_runtime
 from pipelines.measurement.timing import NoiseLimits, set_threads
+from pipelines.core.decision import Limits, Result, accuracy_drop, constraint_values, is_feasible
+from pipelines.core.stats import pack_outcomes
 from pipelines.search.attrs import record_curve, record_overrides, record_result
-from pipelines.search.constraints import constraint_values, is_feasible
 from pipelines.search.current import ORIGIN
+from pipelines.search.evidence import VAL_CORRECT, from_metrics
 from pipelines.search.fidelity import Curve, Fidelity
 from pipelines.search.space import suggest
 from pipelines.training.context import Context
@@ -45,6 +49,15 @@ def state_hash(model: nn.Module) -> str:
         if isinstance(tensor, torch.Tensor):
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def architecture_signature(params: Params) -> str:
+    """What ``quantize.engine: auto``'s answer depends on besides the machine: the student's
+    architecture as declared (arch, widths, depth: a pruned copy keeps its layer types and
+    proportions), the int8 granularity and the timing setup (batch size, threads)."""
+    s, q, b = params.student, params.quantize, params.benchmark
+    parts = [s.arch, s.channels, s.depth, s.hidden, q.per_channel, b.batch_size, b.num_threads]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 
 def context_fingerprint(params: Params, teacher_hash: str, set_keys: list[str]) -> str:
@@ -72,6 +85,18 @@ class Baseline:
     teacher_test_accuracy: float
     cached_logits: Any
     teacher_hash: str
+    teacher_val_correct: tuple[bool, ...] = ()  # per validation image: what every trial is paired with
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # `auto`'s answer per architecture
+
+    def choose_engine(self, ctx: Context, model: nn.Module) -> dict[str, Any]:
+        """``quantize.engine: auto`` decided as the quantize stage decides it (both int8 engines
+        timed side by side, :func:`~pipelines.engines.measure_engines`), once per architecture
+        signature (:func:`architecture_signature`) and search process: the answer depends on the
+        graph and the machine, not on the weights' values."""
+        key = architecture_signature(ctx.params)
+        if key not in self.engines:
+            self.engines[key] = {**measure_engines(ctx, model), "signature": key}
+        return self.engines[key]
 
     @classmethod
     def build(cls, ctx: Context, teacher: nn.Module) -> "Baseline":
@@ -79,8 +104,13 @@ class Baseline:
         logits = with_teacher_logits(teacher, ctx.data.train, ctx.device) if ctx.params.distill.cache_teacher_logits \
             else None
         teacher = teacher.cpu().eval()
-        return cls(ctx, teacher, ctx.accuracy(teacher, "val"), ctx.accuracy(teacher, "test"), logits,
-                   state_hash(teacher))
+        val = tuple(ctx.correct(teacher, "val").tolist())
+        return cls(ctx, teacher, sum(val) / len(val), ctx.accuracy(teacher, "test"), logits,
+                   state_hash(teacher), val)
+
+    def reference(self) -> Result:
+        """The teacher as the decision rule's reference (its validation outcomes)."""
+        return Result("teacher", self.teacher_val_accuracy, self.teacher_val_correct or None)
 
     def logits_for(self, params: Params) -> Any:
         same = params.data == self.ctx.params.data and params.seed == self.ctx.params.seed
@@ -108,8 +138,9 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
         raise RuntimeError(f"the teacher could not be timed: {reference['error']}")
     mine = {r["runtime"]: r for r in rows if r["model"] == "trial"}
     errors = {rt: r["error"] for rt, r in mine.items() if r["error"]}
-    judged = judged_runtime({rt: r["latency_ms_p50"] for rt, r in mine.items() if "latency_ms_p50" in r},
-                            cfg.deploy_runtime)
+    judged = judged_runtime({rt: (r["latency_ms_p50"], r.get("latency_ms_p50_ci_low", r["latency_ms_p50"]),
+                                  r.get("latency_ms_p50_ci_high", r["latency_ms_p50"]))
+                             for rt, r in mine.items() if "latency_ms_p50" in r}, cfg.deploy_runtime)
     if judged is None:
         raise RuntimeError(f"no runtime could run the model: {errors}")
     best = mine[judged]
@@ -117,6 +148,8 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
         "latency_ms_p50": best["latency_ms_p50"],
         "latency_ms_p90": best["latency_ms_p90"],
         "speedup_vs_teacher": best["speedup_vs_teacher"],
+        **{k: best[k] for k in ("latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "speedup_vs_teacher_ci_low",
+                                "speedup_vs_teacher_ci_high") if k in best},
         "teacher_latency_ms_p50": reference["latency_ms_p50"],
         "best_runtime": judged,
         "noisy": bool(best.get("noisy")),
@@ -145,10 +178,12 @@ def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | N
     pruned = prune_student(ctx, distilled.student)
     timings["time_prune_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    final, qmetrics = quantize_model(ctx, pruned.model)
+    final, qmetrics = quantize_model(ctx, pruned.model, choose=baseline.choose_engine)  # as the quantize stage
     timings["time_quantize_s"] = time.perf_counter() - clock
+    val_correct = ctx.correct(final, "val").tolist()
     metrics: dict[str, Any] = {
-        "val_accuracy": ctx.accuracy(final, "val"),  # what the search optimizes and constrains
+        "val_accuracy": sum(val_correct) / len(val_correct),  # what the search optimizes and constrains
+        VAL_CORRECT: pack_outcomes(val_correct),  # per image: paired comparisons with the teacher and other trials
         "accuracy": qmetrics["accuracy"],            # the test split: reported, never read by the search
         "val_accuracy_distilled": ctx.accuracy(distilled.student, "val"),
         "accuracy_distilled": distilled.metrics["accuracy"],
@@ -157,7 +192,10 @@ def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | N
         "size_mb": qmetrics["size_mb"],
         "num_params": qmetrics["num_params"],
         "sparsity": qmetrics["sparsity"],
+        "engine": qmetrics.get("engine", ""),
     }
+    if "engine_choice" in qmetrics:
+        metrics["engine_why"] = qmetrics["engine_choice"].get("why", "")
     if not math.isfinite(metrics["val_accuracy"]):
         raise FloatingPointError(f"val_accuracy is {metrics['val_accuracy']}")
     clock = time.perf_counter()
@@ -166,6 +204,15 @@ def run_chain(baseline: Baseline, params: Params, after_epoch: EpochCallback | N
     metrics.update(timings)
     metrics["accuracy_drop_vs_teacher"] = 100.0 * (baseline.teacher_test_accuracy - metrics["accuracy"])
     metrics["val_accuracy_drop_vs_teacher"] = 100.0 * (baseline.teacher_val_accuracy - metrics["val_accuracy"])
+    drop = accuracy_drop(from_metrics("trial", metrics), baseline.reference())
+    if drop is not None:  # teacher - trial on the same validation images, in pp
+        lo, hi = drop.interval
+        metrics.update({"val_accuracy_drop_vs_teacher_ci_low": 100.0 * lo,
+                        "val_accuracy_drop_vs_teacher_ci_high": 100.0 * hi,
+                        "val_accuracy_drop_vs_teacher_p_value": drop.p_value,
+                        "val_discordant_vs_teacher": drop.only_a + drop.only_b})
+    metrics.update(with_intervals({"val_accuracy": metrics["val_accuracy"], "accuracy": metrics["accuracy"]},
+                                  len(ctx.data.test), len(val_correct)))
     return metrics
 
 
@@ -212,7 +259,8 @@ class Objective:
                 bad = [n for n, v in zip(cfg.objectives, values) if not math.isfinite(v)]
                 if bad:
                     raise FloatingPointError(f"objective {bad[0]} is not finite")
-                constraints = constraint_values(metrics, self.baseline.teacher_val_accuracy, cfg)
+                limits = Limits(cfg.max_accuracy_drop, cfg.min_speedup, cfg.max_latency_ms)
+                constraints = constraint_values(from_metrics(trial.number, metrics), self.baseline.reference(), limits)
                 bad = [n for n, v in constraints.items() if not math.isfinite(v)]
                 if bad:
                     raise FloatingPointError(f"constraint {bad[0]} is not finite")
@@ -250,6 +298,8 @@ class Objective:
             child.set_tags({"state": "COMPLETE", "feasible": feasible, "best_runtime": metrics["best_runtime"],
                             "noisy": metrics["noisy"]})
             print(f"[search] trial {trial.number}: val accuracy {metrics['val_accuracy']:.4f} "
+                  f"[{metrics.get('val_accuracy_ci_low', float('nan')):.4f}, "
+                  f"{metrics.get('val_accuracy_ci_high', float('nan')):.4f}] "
                   f"(test {metrics['accuracy']:.4f}) latency {metrics['latency_ms_p50']:.3f} ms "
                   f"({metrics['best_runtime']}) speedup {metrics['speedup_vs_teacher']:.2f}x feasible={feasible} "
                   f"[{time.perf_counter() - started:.1f}s]", flush=True)

@@ -12,7 +12,8 @@ Layout in the store (docs/tracking.md):
 - each stage's model is a logged model named after it (``teacher`` ... ``quantized``), tagged with
   its checkpoint's sha256 so later stages find it and link their measurements to it; the final
   one is registered under ``tracking.registered_model``, and the ``champion`` alias moves to the
-  new version unless the version holding it dominates it.
+  new version only when it improves on the version holding it within the 95% intervals
+  (:mod:`pipelines.core.decision`), on the same test images (by digest).
 
 Modules: :mod:`.store` (where the store is, whether it answers, the experiment), :mod:`.run` (a
 run handle and its tags), :mod:`.pipeline` (parent, stage and trial runs), :mod:`.registry`
@@ -21,14 +22,15 @@ run handle and its tags), :mod:`.pipeline` (parent, stage and trial runs), :mod:
 
 from pipelines.tracking.pipeline import (PIPELINE_ROLE, all_params, child_run, close_pipeline, mark_killed,
                                          pipeline_key, pipeline_label, pipeline_parent, stage_run)
-from pipelines.tracking.registry import (CHAMPION, CHAMPION_DIRECTIONS, Registration, find_logged_model,
+from pipelines.tracking.registry import (CHAMPION, CHAMPION_DIRECTIONS, CHAMPION_OBJECTIVES, Registration,
+                                         find_logged_model,
                                          link_model_metrics, register_final)
 from pipelines.tracking.run import (CHECKPOINT_TAG, MAX_DESCRIPTION, Run, environment_tags, flatten, git_commit,
                                     numeric_leaves, params_hash)
 from pipelines.tracking.store import (DATABASE_PORTS, PROBE_TIMEOUT_ENV, check_reachable, database_unreachable,
                                       experiment_id, runs_url, tracking_uri, ui_base)
 
-__all__ = ["CHAMPION", "CHAMPION_DIRECTIONS", "CHECKPOINT_TAG", "DATABASE_PORTS", "MAX_DESCRIPTION", "PIPELINE_ROLE",
+__all__ = ["CHAMPION", "CHAMPION_DIRECTIONS", "CHAMPION_OBJECTIVES", "CHECKPOINT_TAG", "DATABASE_PORTS", "MAX_DESCRIPTION", "PIPELINE_ROLE",
            "PROBE_TIMEOUT_ENV", "Registration", "Run", "all_params", "check_reachable", "child_run", "close_pipeline",
            "database_unreachable", "environment_tags", "experiment_id", "find_logged_model", "flatten", "git_commit",
            "link_model_metrics", "mark_killed", "numeric_leaves", "params_hash", "pipeline_key", "pipeline_label",

@@ -3,6 +3,7 @@ one way to train a model under ``params.train`` (:func:`train`)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -60,6 +61,25 @@ class Context:
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
         return evaluate(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
+
+    def correct(self, model: nn.Module, split: str = "test") -> torch.Tensor:
+        """Per image of ``split``, in order: did ``model`` classify it right (bool tensor)? What
+        paired comparisons of two models on the same images need (``pipelines.core.stats``)."""
+        try:
+            model.eval()
+        except NotImplementedError:  # a torch.export graph (e.g. loaded back from MLflow) has no train mode
+            pass
+        device = "cpu" if cpu_only(model) else self.device
+        with torch.inference_mode():
+            logits = torch.cat([model(images.to(device)).float().cpu() for images, _ in self.loader(split)])
+        return logits.argmax(1) == getattr(self.data, split).tensors[1]
+
+    def digest(self, split: str = "test") -> str:
+        """sha256 of ``split``'s images and labels: which images an accuracy was measured on."""
+        digest = hashlib.sha256()
+        for tensor in getattr(self.data, split).tensors:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def spec(self, which: str) -> dict[str, Any]:
         return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
