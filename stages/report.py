@@ -7,6 +7,7 @@ compares models on the same images (paired); the champion alias is decided by me
 final model and the version holding it side by side."""
 
 from pipelines import report, stage
+from pipelines.compression.checkpoint import load_model
 from pipelines.core.errors import error_line
 from pipelines.core.io import read_csv, read_json, write_json, write_text
 from pipelines.measurement.comparison import CHAIN
@@ -37,7 +38,7 @@ def body(ctx, run):
     rows = read_csv(stage.REPORTS / "benchmark.csv")
     front_file = stage.REPORTS / "search" / "pareto.json"
     front = read_json(front_file) if front_file.exists() else None
-    models = {name: stage.load(ctx, name) for name in CHAIN}
+    models = {name: stage.load(ctx, name, load_model) for name in CHAIN}  # the final model may be int8
     outcomes = {name: tuple(ctx.correct(model, "test").tolist()) for name, model in models.items()}
     text = report.markdown(summary, stages, rows, ctx.params, front, outcomes)
     headline = report.headline(summary, rows, front, outcomes)

@@ -25,7 +25,7 @@ THREADS = 2
 def test_blocks_run_many_calls_of_one_variant_in_a_row_and_rotate_per_round():
     calls: list[str] = []
     fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
-    limits = NoiseLimits(blocks=3, block_warmup=2, retries=0, max_speed_change=1e9)
+    limits = NoiseLimits(blocks=3, block_warmup=2, retries=0, max_speed_change=1e9, block_warm_ms=0.0)
     timed = time_blocks(fns, warmup=1, iters=12, limits=limits)
     body = calls[3:]  # after one warm-up call of each
     runs = [body[i:i + 6] for i in range(0, len(body), 6)]  # a block: 2 untimed + 4 timed calls

@@ -183,7 +183,8 @@ class BenchmarkConfig(Section):
     # timed across a speed change of more than max_speed_change is re-measured, then flagged noisy.
     blocks: Annotated[int, Field(gt=0, le=1000)] = 6
     block_warmup: Annotated[int, Field(ge=0, le=10_000)] = 5
-    max_speed_change: Annotated[float, Field(gt=1.0)] = 1.25
+    max_speed_change: Annotated[float, Field(gt=1.0)] = 2.0
+    block_warm_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 20.0  # each block's warm-up lasts at least this
 
     @field_validator("deploy_runtime")
     @classmethod
