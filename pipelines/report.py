@@ -32,13 +32,14 @@ def noise_notice(rows: list[dict[str, Any]], params: Any) -> str | None:
     if not bad:
         return None
     cfg = params.benchmark
-    others = [float(r["other_cpu"]) for r in bad if r.get("other_cpu") not in (None, "", "None")]
-    spread = max(float(r.get("p90_over_p50") or 0) for r in bad)
     attempts = max(int(float(r.get("timing_attempts") or 1)) for r in bad)
-    seen = (f"other processes took up to {max(others):.0%} of the CPUs it ran on (limit "
-            f"{cfg.max_other_cpu:.0%})" if others else "the CPU share of other processes is unknown")
-    return (f"**Latency in this run is not to be trusted.** While `compile_benchmark` timed the models, {seen} and "
-            f"the worst p90/p50 was {spread:.1f} (limit {cfg.max_spread:.1f}), still after {attempts} "
+    seen = "; ".join(dict.fromkeys(str(r["disturbance"]) for r in bad if r.get("disturbance")))
+    if not seen:  # a table written before rows said what disturbed them
+        spread = max(float(r.get("p90_over_p50") or 0) for r in bad)
+        seen = f"the worst p90/p50 was {spread:.1f}"
+    return (f"**Latency in this run is not to be trusted.** While `compile_benchmark` timed the models: {seen} "
+            f"(limits: other processes {cfg.max_other_cpu:.0%}, p90/p50 of block medians {cfg.max_spread:.1f}, "
+            f"speed change {cfg.max_speed_change:.2f}x), still after {attempts} "
             f"attempt{'s' if attempts != 1 else ''}: {len(bad)} of {len(rows)} rows are flagged `noisy` in "
             "`reports/benchmark.csv`. Speedups and latency ratios of this run are therefore not quoted; re-run "
             "`dvc repro --force compile_benchmark` on a quiet machine.")

@@ -62,15 +62,36 @@ def test_a_loop_timed_beside_a_hog_is_retried_then_flagged_noisy():
     assert m.disturbance.other_cpu > 0.2
 
 
-def test_a_spread_over_the_limit_is_noisy_even_without_other_processes():
+def test_blocks_that_move_together_are_noisy_even_without_other_processes():
+    """A disturbance moves whole blocks (here blocks 0 and 3 of 6 run 20x slower): the block
+    medians spread past the limit, so the measurement is noisy."""
+    calls = iter(range(10**6))
+    per_block = 5 + 4  # block_warmup untimed + iters/blocks timed calls
+
+    def phases() -> None:
+        time.sleep(0.02 if (next(calls) // per_block) % 3 == 0 else 0.001)
+
+    limits = NoiseLimits(max_other_cpu=1.0, max_spread=3.0, retries=0, blocks=6, block_warmup=5,
+                         max_speed_change=1e9, block_warm_ms=0.0)
+    m = measure({"j": phases}, warmup=0, iters=24, limits=limits)
+    assert m.noisy and m.disturbance.spread > 3.0
+    assert "block medians" in m.disturbance.describe()
+
+
+def test_a_steady_heavy_tail_is_the_runtime_not_a_disturbance():
+    """Every 3rd call 20x slower, in every block alike (a bimodal kernel): the tail shows in
+    p90/p50 of the calls, but the block medians agree, so the measurement is not noisy."""
     calls = iter(range(10**6))
 
-    def jittery() -> None:  # every 3rd call 20x slower (timed calls too, between re-warms): p90/p50 ~ 20
+    def jittery() -> None:
         time.sleep(0.02 if next(calls) % 3 == 0 else 0.001)
 
-    m = measure({"j": jittery}, warmup=0, iters=20, limits=NoiseLimits(max_other_cpu=1.0, max_spread=3.0,
-                                                                        retries=0))
-    assert m.noisy and m.disturbance.spread > 3.0
+    limits = NoiseLimits(max_other_cpu=1.0, max_spread=3.0, retries=0, blocks=4, block_warmup=1,
+                         max_speed_change=1e9, block_warm_ms=0.0)
+    m = measure({"j": jittery}, warmup=0, iters=24, limits=limits)
+    lat = m.timings["j"]
+    assert lat.p90_ms / lat.p50_ms > 3.0
+    assert not m.noisy and m.disturbance.spread < 3.0
 
 
 @pytest.fixture(scope="module")

@@ -198,7 +198,8 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                            throughput_sps=lat.throughput(batch_size), noisy=measured.noisy,
                            other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
                            timing_attempts=measured.attempts, remeasured_rounds=measured.remeasured,
-                           speed_change=measured.disturbance.speed_change)
+                           speed_change=measured.disturbance.speed_change,
+                           disturbance=measured.disturbance.describe())
                 if measured.speed is not None:
                     row.update(ref_int8_ms=measured.speed.int8_ms, ref_fp32_ms=measured.speed.fp32_ms)
                 if ref is not None:

@@ -20,7 +20,7 @@ A shared machine can still disturb a whole measurement (another process on our c
 stolen time). :func:`measure` therefore records how much of the CPUs we run on went to *others*
 during it (``/proc/stat`` busy + steal time of those CPUs, minus this process's own CPU time: its
 10 ms ticks are too coarse for one block, so this is watched over the whole measurement), the
-worst p90/p50 spread and the worst speed change a kept block saw; when one passes its limit
+worst p90/p50 of a variant's block medians and the worst speed change a kept block saw; when one passes its limit
 (:class:`NoiseLimits`) it measures again, up to ``benchmark.retries`` times, and keeps the
 quietest attempt. If even that one is disturbed its result says ``noisy`` and the report refuses
 to quote its speedups.
@@ -179,7 +179,12 @@ class Blocks:
 
     @property
     def spread(self) -> float:
-        return max((t.p90_ms / t.p50_ms for t in self.timings.values() if t.p50_ms > 0), default=1.0)
+        """The worst p90/p50 of one variant's block medians (``Latency.rounds``): a disturbance moves
+        whole blocks, while a steady heavy tail of single calls (an fp32 eager call at batch 1 that
+        takes 0.5 ms or 2.7 ms, block after block) is the runtime's own behaviour, shown in the row's
+        ``p90_over_p50``, not a disturbance (it flagged every batch-1 row of the default run)."""
+        return max((_percentile(list(t.rounds), 0.9) / statistics.median(t.rounds) for t in self.timings.values()
+                    if t.rounds and statistics.median(t.rounds) > 0), default=1.0)
 
     @property
     def speed_change(self) -> float:
@@ -264,7 +269,7 @@ class Disturbance:
     """How disturbed one timed measurement was."""
 
     other_cpu: float | None  # share of our CPUs' time that other processes (or the hypervisor) took, 0..1
-    spread: float            # the worst p90/p50 among the variants timed together
+    spread: float            # the worst p90/p50 of a variant's block medians among those timed together
     speed_change: float = 1.0  # the worst change of the machine's speed across one kept block (>= 1)
 
     def exceeds(self, limits: "NoiseLimits") -> bool:
@@ -278,7 +283,7 @@ class Disturbance:
 
     def describe(self) -> str:
         other = "unknown" if self.other_cpu is None else f"{self.other_cpu:.0%}"
-        return (f"other processes used {other} of the CPUs during timing, worst p90/p50 {self.spread:.2f}, "
+        return (f"other processes used {other} of the CPUs during timing, worst p90/p50 of block medians {self.spread:.2f}, "
                 f"machine speed changed up to {self.speed_change:.2f}x across a block")
 
 
