@@ -188,7 +188,14 @@ class Blocks:
 
     @property
     def speed_change(self) -> float:
-        return max((r.speed_change for r in self.rounds), default=1.0)
+        """How far the slowest or fastest round ran from the measurement's typical speed: each
+        round's median probe against the median of all probes. A slow phase of the machine lasts
+        minutes and moves every probe of the rounds it covers; one probe right after a block is
+        disturbed by that block itself (measured: adjacent probes around one plain fp32 block differ
+        1.0-1.7x on an idle machine), which re-measures the round (:meth:`Round.disturbed`) but does
+        not flag the measurement."""
+        overall = self.speed
+        return max((summarise(r.probes).change(overall) for r in self.rounds if r.probes), default=1.0)
 
     @property
     def speed(self) -> Speed:
@@ -270,7 +277,7 @@ class Disturbance:
 
     other_cpu: float | None  # share of our CPUs' time that other processes (or the hypervisor) took, 0..1
     spread: float            # the worst p90/p50 of a variant's block medians among those timed together
-    speed_change: float = 1.0  # the worst change of the machine's speed across one kept block (>= 1)
+    speed_change: float = 1.0  # how far the slowest or fastest round ran from the typical speed (>= 1)
 
     def exceeds(self, limits: "NoiseLimits") -> bool:
         return (self.other_cpu is not None and self.other_cpu > limits.max_other_cpu) or \
@@ -284,7 +291,7 @@ class Disturbance:
     def describe(self) -> str:
         other = "unknown" if self.other_cpu is None else f"{self.other_cpu:.0%}"
         return (f"other processes used {other} of the CPUs during timing, worst p90/p50 of block medians {self.spread:.2f}, "
-                f"machine speed changed up to {self.speed_change:.2f}x across a block")
+                f"a round ran {self.speed_change:.2f}x off the machine's typical speed in this measurement")
 
 
 class CpuWatch:
