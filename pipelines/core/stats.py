@@ -13,6 +13,7 @@ interval comes from order statistics of paired ratios, not from a bootstrap.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -166,14 +167,6 @@ def median_interval(samples: Sequence[float], confidence: float = CONFIDENCE) ->
     return ordered[j], ordered[n - 1 - j]
 
 
-def median(samples: Sequence[float]) -> float:
-    ordered = sorted(samples)
-    n = len(ordered)
-    if n == 0:
-        return float("nan")
-    return ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
-
-
 @dataclass(frozen=True)
 class LatencyRatio:
     """p50(A) / p50(B) from samples timed side by side: the median of the per-round ratios
@@ -191,7 +184,7 @@ class LatencyRatio:
             raise ValueError(f"a latency ratio needs paired rounds: {len(a)} vs {len(b)} samples")
         ratios = [x / y for x, y in zip(a, b) if y > 0]
         lo, hi = median_interval(ratios)
-        return cls(median(ratios), lo, hi, len(ratios))
+        return cls(statistics.median(ratios), lo, hi, len(ratios))
 
     def a_faster(self) -> bool:
         return self.high < 1.0

@@ -183,8 +183,9 @@ class Blocks:
         whole blocks, while a steady heavy tail of single calls (an fp32 eager call at batch 1 that
         takes 0.5 ms or 2.7 ms, block after block) is the runtime's own behaviour, shown in the row's
         ``p90_over_p50``, not a disturbance (it flagged every batch-1 row of the default run)."""
-        return max((_percentile(list(t.rounds), 0.9) / statistics.median(t.rounds) for t in self.timings.values()
-                    if t.rounds and statistics.median(t.rounds) > 0), default=1.0)
+        mids = {n: statistics.median(t.rounds) for n, t in self.timings.items() if t.rounds}
+        return max((_percentile(list(self.timings[n].rounds), 0.9) / mid for n, mid in mids.items() if mid > 0),
+                   default=1.0)
 
     @property
     def speed_change(self) -> float:
