@@ -335,7 +335,7 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None,
         "# Compression report",
         "",
         f"Dataset `{params.data.name}`, batch {bs}, {params.benchmark.num_threads} threads; latencies are medians "
-        "measured side by side (interleaved) in one `compile_benchmark` run on this machine; speedups and ratios "
+        "measured side by side (rotating blocks of calls) in one `compile_benchmark` run on this machine; speedups and ratios "
         "are against the fp32 teacher in that same run. Brackets: 95% intervals (accuracy: Wilson, from the number "
         "of test images; p50: order statistics of the timed calls; speedup: order statistics of the per-round "
         "ratios).",

@@ -1,5 +1,5 @@
 """Put the chain's models side by side: accuracy and size per model, latency per runtime and
-batch size (one interleaved measurement), and every ratio against the teacher."""
+batch size (one measurement in rotating blocks), and every ratio against the teacher."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Two models measured together, so that a decision between them does not compare numbers from
 runs made minutes or days apart on a drifting machine: both evaluated on the same images (per-image
-outcomes, for a paired comparison) and timed in one interleaved loop (a per-round ratio)."""
+outcomes, for a paired comparison) and timed in one measurement of rotating blocks (a per-round ratio)."""
 
 from __future__ import annotations
 
