@@ -6,24 +6,29 @@ Every chain model is evaluated here once more on the test split, per image, so t
 compares models on the same images (paired); the champion alias is decided by measuring the new
 final model and the version holding it side by side."""
 
+import tempfile
+
 from pipelines import report, stage
 from pipelines.compression.checkpoint import load_model
-from pipelines.core.errors import error_line
+from pipelines.core.errors import CheckpointError, error_line
 from pipelines.core.io import read_csv, read_json, write_json, write_text
 from pipelines.measurement.comparison import CHAIN
 from pipelines.measurement.side_by_side import side_by_side
-from pipelines.tracking import register_final
+from pipelines.tracking import register_final, version_checkpoint
 
 STAGES = ["train_baseline", "distill", "prune", "quantize"]
 
 
 def champion_judge(ctx, final, runtime):
-    """Loads the version holding the alias and measures it beside ``final`` (None if it cannot be loaded)."""
+    """Loads the version holding the alias from the checkpoint it was logged with (weights only,
+    int8 included) and measures it beside ``final`` (None if it cannot be loaded)."""
     def judge(holder):
-        import mlflow
-
         try:
-            old = mlflow.pytorch.load_model(f"models:/{holder.name}/{holder.version}", map_location="cpu")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = version_checkpoint(holder.name, holder.version, tmp)
+                if path is None:
+                    raise CheckpointError(f"version {holder.version} was logged without its checkpoint")
+                old = load_model(path).model.eval()
             return side_by_side(ctx, final, old, runtime)
         except Exception as exc:  # noqa: BLE001 - an old version that does not load or run: its stored numbers
             print(f"report: version {holder.version} not measured again ({error_line(exc)}): compared on the "

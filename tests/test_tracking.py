@@ -267,3 +267,30 @@ def test_make_ui_prints_the_training_runs_url_and_serves_on_mlflow_port(mlflow_s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+
+
+def test_a_registered_int8_version_loads_back_weights_only_from_the_checkpoint_it_was_logged_with(
+        mlflow_store, tmp_path):
+    """The champion alias is judged by measuring the holder again: an eager int8 version must load
+    (MLflow's pickle of a torch.ao int8 model does not), through the chain's weights-only loader."""
+    from pipelines.compression import checkpoint as chain_checkpoint
+    from pipelines.compression.quantize import quantize, recipe
+    from pipelines.core.config import QuantizeConfig
+    from pipelines.tracking import version_checkpoint
+
+    params = fast_params(tracking={"experiment": "t", "registered_model": "final"})
+    torch.manual_seed(0)
+    cfg = QuantizeConfig(method="dynamic", engine="eager")
+    int8 = quantize(CNN(1, 10, [8, 16]).eval(), cfg, ctx=None)
+    spec = {"model": {"arch": "cnn", "channels": [8, 16], "depth": 1, "dropout": 0.0}, "in_channels": 1,
+            "num_classes": 10}
+    path = chain_checkpoint.save_model(tmp_path / "quantized.pt", int8, spec, quant=recipe(cfg))
+    with stage_run(params, "quantize", ["data"]) as run:
+        run.log_model(int8, torch.randn(2, 1, 8, 8), name="quantized", checkpoint=path)
+    registered = register_final(params, path, {"acc": 0.9, "speedup": 3.0, "mb": 0.1})
+    got = version_checkpoint(registered.name, registered.version, tmp_path / "down")
+    assert got is not None and got.read_bytes() == path.read_bytes()
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(chain_checkpoint.load_model(got).model(x), int8(x))
+    assert version_checkpoint(registered.name, "99", tmp_path / "none") is None  # no such version: None

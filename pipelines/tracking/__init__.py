@@ -24,7 +24,7 @@ from pipelines.tracking.pipeline import (PIPELINE_ROLE, all_params, child_run, c
                                          pipeline_key, pipeline_label, pipeline_parent, stage_run)
 from pipelines.tracking.registry import (CHAMPION, CHAMPION_DIRECTIONS, CHAMPION_OBJECTIVES, Registration,
                                          find_logged_model,
-                                         link_model_metrics, register_final)
+                                         link_model_metrics, register_final, version_checkpoint)
 from pipelines.tracking.run import (CHECKPOINT_TAG, MAX_DESCRIPTION, Run, environment_tags, flatten, git_commit,
                                     numeric_leaves, params_hash)
 from pipelines.tracking.store import (DATABASE_PORTS, PROBE_TIMEOUT_ENV, check_reachable, database_unreachable,
@@ -34,4 +34,5 @@ __all__ = ["CHAMPION", "CHAMPION_DIRECTIONS", "CHAMPION_OBJECTIVES", "CHECKPOINT
            "PROBE_TIMEOUT_ENV", "Registration", "Run", "all_params", "check_reachable", "child_run", "close_pipeline",
            "database_unreachable", "environment_tags", "experiment_id", "find_logged_model", "flatten", "git_commit",
            "link_model_metrics", "mark_killed", "numeric_leaves", "params_hash", "pipeline_key", "pipeline_label",
-           "pipeline_parent", "register_final", "runs_url", "stage_run", "tracking_uri", "ui_base"]
+           "pipeline_parent", "register_final", "runs_url", "stage_run", "tracking_uri", "ui_base",
+           "version_checkpoint"]

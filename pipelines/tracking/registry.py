@@ -162,6 +162,23 @@ def _judge(holder: Any, numbers: dict[str, float], test_correct: tuple[bool, ...
     return False, f"does not improve on version {holder.version}, which keeps the alias ({how}: {evidence})"
 
 
+def version_checkpoint(name: str, version: str, dest: str | Path) -> Path | None:
+    """The checkpoint file a registered version was logged with (``Run.log_model`` stores it in
+    the model's ``extra_files``), downloaded into ``dest``; None for a version logged without one.
+    It loads weights-only through the chain's own loader, int8 included, where MLflow's pickle of
+    a torch.ao int8 model does not load back."""
+    import mlflow
+
+    uri = f"models:/{name}/{version}"
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files", dst_path=str(dest),
+                                                         tracking_uri=tracking_uri()))
+    except Exception:  # noqa: BLE001 - logged before checkpoints travelled with the model
+        return None
+    found = sorted(local.glob("*.pt"))
+    return found[0] if found else None
+
+
 def _number(text: str | None) -> float | None:
     try:
         return float(text)

@@ -173,8 +173,10 @@ class Run:
     def log_model(self, model: Any, example: Any, name: str = "model", checkpoint: str | Path | None = None,
                   metrics: dict[str, Any] | None = None) -> str | None:
         """Log a PyTorch model named ``name`` with an input example (MLflow infers the signature
-        from it), tagged with ``checkpoint``'s sha256; ``metrics`` are logged to this run and
-        linked to the model. Returns the logged model's id."""
+        from it), tagged with ``checkpoint``'s sha256 and carrying the checkpoint file itself
+        (:func:`pipelines.tracking.registry.version_checkpoint`: the weights-only form any later run can load, int8 included,
+        where MLflow's pickle of a torch.ao int8 model does not load back); ``metrics`` are logged
+        to this run and linked to the model. Returns the logged model's id."""
         if not self.enabled:
             return None
         import mlflow
@@ -189,6 +191,7 @@ class Run:
             info = mlflow.pytorch.log_model(
                 model, name=name, input_example=example.numpy(), run_id=self.run_id, tags=tags,
                 serialization_format=fmt, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                extra_files=[str(checkpoint)] if checkpoint is not None else None,
             )
         if metrics:
             self.log_metrics(metrics, model_id=info.model_id)
