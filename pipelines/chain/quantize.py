@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from pipelines.chain.accuracy_control import check_fallback, control, quantize_warnings
 from pipelines.chain.metrics import model_metrics
 from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize, resolve_engine
 from pipelines.measurement.size import size_metrics
@@ -23,6 +24,7 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
     :func:`~pipelines.compression.quantize.resolve_engine`; its answer (``engine``, ``why``, ...)
     is kept in the metrics as ``engine_choice``."""
     cfg = ctx.params.quantize
+    check_fallback(ctx)
     model = model.cpu().eval()
     engine = resolve_engine(cfg, model)  # what `auto` means for this model
     choice = None
@@ -30,6 +32,7 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
         choice = choose(ctx, model)
         engine = choice["engine"]
     out = quantize(model, cfg, ctx, engine=engine)
+    out, engine, accuracy = control(ctx, model, out, engine)  # sensitivity, accuracy budget
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
     metrics["engine"] = engine
@@ -45,4 +48,11 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
             metrics["pt2e_export"] = report["export"]
             metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]
             metrics["pt2e_convs_as_linear"] = report.get("convs_as_linear", [])
+    metrics.update(accuracy)
+    if cfg.method != "none":
+        warnings = quantize_warnings(ctx, out, accuracy.get("val_drop", {}).get("val_drop_pp"))
+        for line in warnings:
+            print(f"quantize: {line}")
+        if warnings:
+            metrics["warning"] = "; ".join(warnings)
     return out, metrics
