@@ -62,8 +62,8 @@ def time_reverts(ctx: Context, fp32: nn.Module, start: Candidate, accepted: list
     return out
 
 
-def _budget(ctx: Context, model: nn.Module, out: nn.Module, sim: Simulated, ranking: list[dict[str, Any]],
-            fp32_val: torch.Tensor, start: Candidate) -> tuple[BudgetResult, dict[str, Any]]:
+def _budget(ctx: Context, model: nn.Module, sim: Simulated, ranking: list[dict[str, Any]],
+            fp32_val: torch.Tensor, start: Candidate, timed: bool) -> tuple[BudgetResult, dict[str, Any]]:
     cfg = ctx.params.quantize
     batches = ctx.calibration_batches()
     correct = (lambda m: ctx.correct(m, "val"))
@@ -79,13 +79,15 @@ def _budget(ctx: Context, model: nn.Module, out: nn.Module, sim: Simulated, rank
 
     result = fit_budget(start, fp32_val, [r["layer"] for r in ranking], cfg.max_accuracy_drop,
                         cfg.max_fallback_layers, build, correct, rerank)
-    timing = time_reverts(ctx, model, start, result.accepted) if result.accepted else {}
+    timing = time_reverts(ctx, model, start, result.accepted) if result.accepted and timed else {}
     return result, timing
 
 
-def control(ctx: Context, model: nn.Module, out: nn.Module, engine: str) -> tuple[nn.Module, str, dict[str, Any]]:
+def control(ctx: Context, model: nn.Module, out: nn.Module, engine: str,
+            timed: bool = True) -> tuple[nn.Module, str, dict[str, Any]]:
     """Sensitivity (``quantize.sensitivity``) and the budget (``quantize.max_accuracy_drop``) for a
-    static int8 ``out`` of ``model``; returns the model to keep, its engine and the metrics."""
+    static int8 ``out`` of ``model``; returns the model to keep, its engine and the metrics.
+    ``timed``: time the reverts (:func:`time_reverts`; compiles each, tens of seconds)."""
     cfg = ctx.params.quantize
     metrics: dict[str, Any] = {}
     if cfg.method != "static" or (not cfg.sensitivity and cfg.max_accuracy_drop is None):
@@ -100,7 +102,7 @@ def control(ctx: Context, model: nn.Module, out: nn.Module, engine: str) -> tupl
     if cfg.sensitivity:
         metrics["sensitivity"] = ranking
     if cfg.max_accuracy_drop is not None and start.drop_pp > cfg.max_accuracy_drop:
-        result, timing = _budget(ctx, model, out, sim, ranking, fp32_val, start)
+        result, timing = _budget(ctx, model, sim, ranking, fp32_val, start, timed)
         metrics.update(result.metrics(cfg.max_accuracy_drop), budget_latency=timing)
         print(result.line(cfg.max_accuracy_drop))
         if result.best.kept:

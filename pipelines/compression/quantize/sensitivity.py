@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from torch import fx, nn
 from pipelines.compression.quantize.pt2e import FLOAT_GRAPH_KEY
 from pipelines.compression.quantize.simulate import Simulated, folded
 from pipelines.core.kinds import is_pt2e
+from pipelines.core.pt2e_graph import CONV_LINEAR
 
 
 def sqnr(ref: torch.Tensor, actual: torch.Tensor) -> float:
@@ -55,11 +57,21 @@ def eager_sqnr(model: nn.Module, int8: nn.Module, x: torch.Tensor, layers: list[
     return found
 
 
+def _layer_output(node: fx.Node) -> fx.Node:
+    """A conv's batch norm (folded into it in the int8 graph) is part of the layer's output."""
+    users = list(node.users)
+    while len(users) == 1 and ("batch_norm" in str(users[0].target) or users[0].target is operator.getitem):
+        node = users[0]
+        users = list(node.users)
+    return node
+
+
 def pt2e_sqnr(int8: fx.GraphModule, x: torch.Tensor, layers: list[str]) -> dict[str, float]:
-    """SQNR per layer of a converted PT2E graph (torchao's numeric debugger against the float graph
-    it was converted from, kept in its meta); the conv/linear node of each layer."""
-    from torchao.quantization.pt2e import compare_results, extract_results_from_loggers, \
-        prepare_for_propagation_comparison
+    """SQNR per layer of a converted PT2E graph: torchao's numeric debugger (loggers on every node
+    of the int8 graph and of the float graph it was converted from, kept in its meta), the int8
+    conv/linear against the float layer's output (after its batch norm, which int8 folded)."""
+    from torchao.quantization.pt2e import extract_results_from_loggers, prepare_for_propagation_comparison
+    from torchao.quantization.pt2e._numeric_debugger import QuantizationComparisonResult
 
     ref = int8.meta.get(FLOAT_GRAPH_KEY)
     if ref is None:
@@ -68,11 +80,20 @@ def pt2e_sqnr(int8: fx.GraphModule, x: torch.Tensor, layers: list[str]) -> dict[
     with torch.no_grad():
         a(x)
         r(x)
+    # keyed by the node's origin in the exported graph (the same in both) / by its name in the float graph
+    actual = {info.name: stats for info, (_, _, stats) in extract_results_from_loggers(a).items()}
+    floats = {node: (info.name, stats) for info, (node, _, stats) in extract_results_from_loggers(r).items()}
     found: dict[str, float] = {}
-    for summary in compare_results(extract_results_from_loggers(r), extract_results_from_loggers(a)).values():
-        stack = summary.actual_module_stack
-        if stack in layers and summary.ref_node_name.startswith(("conv", "linear")) and stack not in found:
-            found[stack] = sqnr(summary.results[0].ref, summary.results[0].actual) if summary.results else math.nan
+    for node in ref.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        name = list(stack.values())[-1][0] if stack else None
+        if node.op != "call_function" or node.target not in CONV_LINEAR or name not in layers or name in found:
+            continue
+        out = _layer_output(node)
+        origin = floats.get(node.name, ("", None))[0]
+        if origin in actual and out.name in floats:
+            result = QuantizationComparisonResult(actual=actual[origin][0], ref=floats[out.name][1][0])
+            found[name] = sqnr(result.ref, result.actual)
     return found
 
 
