@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipelines.compression.quantize import pt2e
+from pipelines.compression.quantize import pt2e, quantize
 from pipelines.compression.quantize.budget import BudgetResult, Candidate, candidate, fit_budget
+from pipelines.compression.quantize.equalize import equalized
 from pipelines.compression.quantize.sensitivity import deltas, sensitivity
 from pipelines.compression.quantize.simulate import Simulated
 from pipelines.core.collapse import DEFAULT_MAX_DROP_PP, collapse_warnings
@@ -32,6 +33,31 @@ def check_fallback(ctx: Context) -> None:
     cfg = ctx.params.quantize
     if cfg.fallback == "bf16" and cfg.max_accuracy_drop is not None and (why := bf16_missing()):
         raise QuantizeError(f"quantize.fallback: bf16 refused: {why}; use quantize.fallback: fp32")
+
+
+def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """``quantize.equalize`` (static int8): cross-layer equalization tried before any revert.
+    Both the plain and the equalized model are quantized and validated, so the metrics say what
+    it bought (``equalize_val_drop``); ``cle`` keeps the equalized one, ``auto`` only when its val
+    drop is lower. Returns the float model to go on with, its int8 model (None: not quantized
+    here) and the metrics."""
+    cfg = ctx.params.quantize
+    if cfg.method != "static" or cfg.equalize == "none":
+        return model, None, {}
+    eq, found = equalized(model)
+    info: dict[str, Any] = {"equalize": cfg.equalize, "equalize_pairs": [" -> ".join(p) for p in found]}
+    if not found:
+        info.update(equalize_applied=False, equalize_why="no equalizable layer pair (or no fuse_model to fold with)")
+        return model, None, info
+    fp32_val = ctx.correct(model, "val")
+    tried = {}
+    for name, float_model in (("none", model), ("cle", eq)):
+        int8 = quantize(float_model, cfg, ctx, engine=engine)
+        tried[name] = (float_model, candidate(int8, ctx.correct(int8, "val"), fp32_val))
+    apply = cfg.equalize == "cle" or tried["cle"][1].drop_pp < tried["none"][1].drop_pp
+    info.update(equalize_applied=apply, equalize_val_drop={k: c.summary() for k, (_, c) in tried.items()})
+    float_model, chosen = tried["cle" if apply else "none"]
+    return float_model, chosen.model, info
 
 
 def time_reverts(ctx: Context, fp32: nn.Module, start: Candidate, accepted: list[Candidate]) -> dict[str, Any]:

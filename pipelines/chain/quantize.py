@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.chain.accuracy_control import check_fallback, control, quantize_warnings
+from pipelines.chain.accuracy_control import check_fallback, control, quantize_warnings, range_fix
 from pipelines.chain.metrics import model_metrics
 from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize, resolve_engine
 from pipelines.measurement.size import size_metrics
@@ -31,8 +31,10 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
     if choose is not None and cfg.engine == "auto" and cfg.method in ("static", "qat") and engine == "eager":
         choice = choose(ctx, model)
         engine = choice["engine"]
-    out = quantize(model, cfg, ctx, engine=engine)
-    out, engine, accuracy = control(ctx, model, out, engine)  # sensitivity, accuracy budget
+    source, out, equalize = range_fix(ctx, model, engine)  # quantize.equalize: the same fp32 function
+    out = out if out is not None else quantize(model, cfg, ctx, engine=engine)
+    out, engine, accuracy = control(ctx, source, out, engine)  # sensitivity, accuracy budget
+    accuracy.update(equalize)
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
     metrics["engine"] = engine

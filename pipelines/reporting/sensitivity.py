@@ -52,6 +52,10 @@ def sensitivity_section(quantize: dict[str, Any]) -> list[str]:
                   f"Layers int8 hurts most (of {len(ranking)}; SQNR of the layer's output, int8 vs fp32, from the "
                   f"{source}; accuracy from the fake-quant simulation, `metrics/quantize.json` `sensitivity`):", "",
                   *[_row(r) for r in ranking[:TOP]], ""]
+    if eq := quantize.get("equalize_val_drop"):
+        lines += [f"**Cross-layer equalization** ({quantize.get('equalize')}, "
+                  f"{'applied' if quantize.get('equalize_applied') else 'not applied'}): all-int8 val drop "
+                  f"{eq['none']['val_drop_pp']:+.2f} pp without, {eq['cle']['val_drop_pp']:+.2f} pp with it.", ""]
     drop = quantize.get("val_drop")
     if "budget_met" in quantize and drop is not None:
         before = quantize.get("val_drop_before", drop)
