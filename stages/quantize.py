@@ -16,7 +16,7 @@ from pipelines.engines import measure_engines
 
 def body(ctx, run):
     pruned = stage.load_checkpoint(ctx, "pruned")
-    model, metrics = quantize_model(ctx, pruned.model, choose=measure_engines)
+    model, metrics = quantize_model(ctx, pruned.model, choose=measure_engines, stage=True)
     quant = recipe(ctx.params.quantize, metrics["engine"])  # the engine `auto` chose
     metrics = {**metrics, "method": ctx.params.quantize.method}
     plot = write_json(stage.PLOTS / "quantize_sensitivity.json", metrics.get("sensitivity", []))

@@ -110,13 +110,14 @@ def _budget(ctx: Context, model: nn.Module, sim: Simulated, ranking: list[dict[s
 
 
 def control(ctx: Context, model: nn.Module, out: nn.Module, engine: str,
-            timed: bool = True) -> tuple[nn.Module, str, dict[str, Any]]:
+            timed: bool = True, rank: bool = True) -> tuple[nn.Module, str, dict[str, Any]]:
     """Sensitivity (``quantize.sensitivity``) and the budget (``quantize.max_accuracy_drop``) for a
     static int8 ``out`` of ``model``; returns the model to keep, its engine and the metrics.
-    ``timed``: time the reverts (:func:`time_reverts`; compiles each, tens of seconds)."""
+    ``timed``: time the reverts (:func:`time_reverts`; compiles each, tens of seconds); ``rank``:
+    rank the layers even without a budget (the quantize stage; a search trial does not)."""
     cfg = ctx.params.quantize
     metrics: dict[str, Any] = {}
-    if cfg.method != "static" or (not cfg.sensitivity and cfg.max_accuracy_drop is None):
+    if cfg.method != "static" or (not (cfg.sensitivity and rank) and cfg.max_accuracy_drop is None):
         return out, engine, metrics
     correct = (lambda m: ctx.correct(m, "val"))
     fp32_val, int8_val = correct(model), correct(out)
@@ -125,7 +126,7 @@ def control(ctx: Context, model: nn.Module, out: nn.Module, engine: str,
     sim = Simulated(model, cfg, engine, ctx.calibration_batches())
     ranking = sensitivity(model, out, sim, correct, ctx.data.val.tensors[0][:ctx.params.data.batch_size])
     getattr(out, "meta", {}).pop(pt2e.FLOAT_GRAPH_KEY, None)  # the debugger's float copy: not kept
-    if cfg.sensitivity:
+    if cfg.sensitivity and rank:
         metrics["sensitivity"] = ranking
     if cfg.max_accuracy_drop is not None and start.drop_pp > cfg.max_accuracy_drop:
         result, timing = _budget(ctx, model, sim, ranking, fp32_val, start, timed)
