@@ -18,6 +18,7 @@ from pipelines.reporting.intervals import (NOT_QUOTED, accuracy_metrics, accurac
 from pipelines.reporting.intervals import fmt_num as _f
 from pipelines.reporting.intervals import speed_text as _speed
 from pipelines.reporting.search import search_section
+from pipelines.reporting.sensitivity import WARNING_TAG, sensitivity_section
 
 Outcomes = dict[str, tuple[bool, ...]]  # per chain model: right/wrong on each test image, in order
 
@@ -235,7 +236,8 @@ HEADLINE = {
 
 
 def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
-             front: dict[str, Any] | None = None, outcomes: Outcomes | None = None) -> dict[str, Any]:
+             front: dict[str, Any] | None = None, outcomes: Outcomes | None = None,
+             warnings: list[str] | None = None) -> dict[str, Any]:
     """``metrics/summary.json``: the final model in a few numbers (:data:`HEADLINE`), each with its
     95% interval (``<name>_ci_low``/``_ci_high``; the accuracy's from its ``acc_n`` test images, the
     drop against the teacher paired on them, ``drop_pp_ci_*`` with McNemar's ``drop_p_value``): its
@@ -283,6 +285,8 @@ def headline(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
             "accuracy_ci_high", "latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
             "speedup_vs_teacher", "speedup_vs_teacher_ci_low", "speedup_vs_teacher_ci_high", "size_mb") if k in m}}
     out.update(deploy_fields(summary))
+    if warnings:  # a collapse (pipelines/core/collapse.py): tagged, and the champion alias stays put
+        out[WARNING_TAG] = " | ".join(warnings)
     return out
 
 
@@ -325,7 +329,7 @@ def for_mlflow(text: str, image_url: str) -> str:
 
 
 def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None,
-             outcomes: Outcomes | None = None) -> str:
+             outcomes: Outcomes | None = None, warnings: list[str] | None = None) -> str:
     """The report; ``outcomes`` (per chain model, right/wrong on each test image) adds the paired
     comparisons (final vs teacher, int8 vs fp32)."""
     bs = params.benchmark.batch_size
@@ -334,6 +338,7 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None,
     lines = [
         "# Compression report",
         "",
+        *[f"**{w}**" for w in warnings or []], *([""] if warnings else []),
         f"Dataset `{params.data.name}`, batch {bs}, {params.benchmark.num_threads} threads; latencies are medians "
         "measured side by side (rotating blocks of calls) in one `compile_benchmark` run on this machine; speedups and ratios "
         "are against the fp32 teacher in that same run. Brackets: 95% intervals (accuracy: Wilson, from the number "
@@ -353,6 +358,7 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None,
         "",
         "![accuracy vs latency](pareto.png)",
         "",
+        *sensitivity_section(stages.get("quantize", {})),
         *deploy_section(summary, rows, bs),
         *search_section(front, head, params),
         "Per (model, runtime, batch size) numbers: `reports/benchmark.csv`.",

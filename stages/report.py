@@ -14,6 +14,7 @@ from pipelines.core.errors import CheckpointError, error_line
 from pipelines.core.io import read_csv, read_json, write_json, write_text
 from pipelines.measurement.comparison import CHAIN
 from pipelines.measurement.side_by_side import side_by_side
+from pipelines.reporting.sensitivity import chain_warnings
 from pipelines.tracking import register_final, version_checkpoint
 
 STAGES = ["train_baseline", "distill", "prune", "quantize"]
@@ -45,8 +46,11 @@ def body(ctx, run):
     front = read_json(front_file) if front_file.exists() else None
     models = {name: stage.load(ctx, name, load_model) for name in CHAIN}  # the final model may be int8
     outcomes = {name: tuple(ctx.correct(model, "test").tolist()) for name, model in models.items()}
-    text = report.markdown(summary, stages, rows, ctx.params, front, outcomes)
-    headline = report.headline(summary, rows, front, outcomes)
+    warnings = chain_warnings(outcomes, stages["quantize"], ctx.data.num_classes, ctx.params.quantize.max_accuracy_drop)
+    for line in warnings:
+        print(f"report: {line}")
+    text = report.markdown(summary, stages, rows, ctx.params, front, outcomes, warnings)
+    headline = report.headline(summary, rows, front, outcomes, warnings)
     write_json(stage.METRICS / "summary.json", headline)
     write_json(stage.PLOTS / "pareto.json", report.pareto_points(summary))
     write_text(stage.REPORTS / "summary.md", text)
@@ -62,6 +66,7 @@ def body(ctx, run):
     line = (f"Registered `{registered.name}` version {registered.version}: "
             f"{'now' if registered.champion else 'not'} `champion` ({registered.reason})." if registered else "")
     run.pipeline.log_metrics(headline)
+    run.pipeline.set_tags({k: v for k, v in headline.items() if isinstance(v, str)})
     run.pipeline.set_description(shown + (f"\n{line}\n" if line else ""))
     print("\n" + text + (f"\n{line}" if line else ""))
 

@@ -7,29 +7,38 @@ from typing import Any
 
 from torch import nn
 
+from pipelines.chain.accuracy_control import check_fallback, control, quantize_warnings, range_fix
 from pipelines.chain.metrics import model_metrics
 from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize, resolve_engine
+from pipelines.compression.quantize.pt2e import FLOAT_GRAPH_KEY
 from pipelines.measurement.size import size_metrics
 from pipelines.training.context import Context
 
 EngineChooser = Callable[[Context, nn.Module], dict[str, Any]]
 
 
-def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None = None
-                   ) -> tuple[nn.Module, dict[str, Any]]:
+def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None = None,
+                   stage: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged).
     ``choose`` (the quantize stage passes :func:`pipelines.engines.measure_engines`): decides
     ``engine: auto`` for static/QAT on a model both engines take, instead of the rule of
     :func:`~pipelines.compression.quantize.resolve_engine`; its answer (``engine``, ``why``, ...)
-    is kept in the metrics as ``engine_choice``."""
+    is kept in the metrics as ``engine_choice``. ``stage`` (the quantize stage): rank the layers by
+    sensitivity (``quantize.sensitivity``) and time the accuracy budget's reverts; a search trial
+    skips both (its budget, if any, still reverts layers in sensitivity order)."""
     cfg = ctx.params.quantize
+    check_fallback(ctx)
     model = model.cpu().eval()
     engine = resolve_engine(cfg, model)  # what `auto` means for this model
     choice = None
     if choose is not None and cfg.engine == "auto" and cfg.method in ("static", "qat") and engine == "eager":
         choice = choose(ctx, model)
         engine = choice["engine"]
-    out = quantize(model, cfg, ctx, engine=engine)
+    source, out, equalize = range_fix(ctx, model, engine)  # quantize.equalize: the same fp32 function
+    out = out if out is not None else quantize(model, cfg, ctx, engine=engine)
+    out, engine, accuracy = control(ctx, source, out, engine, timed=stage, rank=stage)  # sensitivity, budget
+    accuracy.update(equalize)
+    getattr(out, "meta", {}).pop(FLOAT_GRAPH_KEY, None)  # the numeric debugger's float copy: not kept
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
     metrics["engine"] = engine
@@ -45,4 +54,11 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
             metrics["pt2e_export"] = report["export"]
             metrics["pt2e_skipped_patterns"] = report["skipped_patterns"]
             metrics["pt2e_convs_as_linear"] = report.get("convs_as_linear", [])
+    metrics.update(accuracy)
+    if cfg.method != "none":
+        warnings = quantize_warnings(ctx, out, accuracy.get("val_drop", {}).get("val_drop_pp"))
+        for line in warnings:
+            print(f"quantize: {line}")
+        if warnings:
+            metrics["warning"] = "; ".join(warnings)
     return out, metrics

@@ -132,6 +132,12 @@ class QuantizeConfig(Section):
     convs_as_linear: bool = True
     qat_epochs: Epochs = 2
     qat_lr: PositiveFloat = 1e-4
+    # accuracy budget, sensitivity and range fixes: docs/quantization-accuracy.md
+    max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = None  # pp on val; null: off
+    fallback: Literal["fp32", "bf16"] = "fp32"
+    max_fallback_layers: Annotated[int, Field(ge=0, le=1000)] = 3
+    sensitivity: bool = True
+    equalize: Literal["none", "cle", "auto"] = "none"
 
 
 # PyTorch (eager, torch.compile, CPU bf16 autocast) and deploy targets (ONNX Runtime, OpenVINO,

@@ -9,6 +9,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from pipelines.core.collapse import WARNING_TAG
 from pipelines.core.config import Params
 from pipelines.core.decision import Interval, Result, SideBySide, explain, replaces
 from pipelines.core.stats import pack_outcomes, unpack_outcomes
@@ -125,6 +126,8 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
         holder = None
     if headline.get("noisy"):
         move, reason = False, "latency measured while the machine was busy (noisy): not compared"
+    elif headline.get(WARNING_TAG):  # a collapsed chain (pipelines/core/collapse.py) never takes it
+        move, reason = False, f"the run warned: {headline[WARNING_TAG]}"
     elif holder is None:
         move, reason = True, "first version"
     elif test_digest and holder.tags.get(TEST_DIGEST) not in (None, test_digest):

@@ -38,7 +38,7 @@ import re
 import sys
 import types
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -54,6 +54,7 @@ EPS = 2**-12  # torchao's default observer eps for the x86 config
 MAX_BATCH = 1 << 16
 EXAMPLE_KEY = "pt2e_example"
 REPORT_KEY = "pt2e_report"
+FLOAT_GRAPH_KEY = "pt2e_float_graph"  # the float graph a converted one came from (numeric debugger)
 
 
 # --- export and quantizer -------------------------------------------------------------------------
@@ -158,11 +159,14 @@ _FUSION_ANNOTATORS = (
 )
 
 
-def _quantizer(config, tolerant: bool):
+def _quantizer(config, tolerant: bool, keep: Sequence[str] = ()):
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
     if not tolerant:
-        return X86InductorQuantizer().set_global(config)
+        quantizer = X86InductorQuantizer().set_global(config)
+        for name in keep:  # layers left out of int8 (input and weight): the accuracy budget's fallbacks
+            quantizer.set_module_name_qconfig(name, None)
+        return quantizer
 
     class TolerantX86InductorQuantizer(X86InductorQuantizer):
         skipped: list[str]
@@ -183,17 +187,43 @@ def _quantizer(config, tolerant: bool):
         if hasattr(X86InductorQuantizer, name):
             setattr(TolerantX86InductorQuantizer, name, wrap(name))
     quantizer = TolerantX86InductorQuantizer().set_global(config)
+    for name in keep:
+        quantizer.set_module_name_qconfig(name, None)
     quantizer.skipped = []
     return quantizer
 
 
+class Bf16(nn.Module):
+    """A layer the accuracy budget keeps in bf16 (``quantize.fallback: bf16``): bf16 weights and
+    compute, fp32 in and out, so the int8 graph around it is unchanged."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer.to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.to(torch.bfloat16)).float()
+
+
+def _in_bf16(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, Bf16(getattr(owner, child)))
+    return model
+
+
 def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: bool = False,
-            strict: bool = True) -> tuple[fx.GraphModule, dict[str, Any]]:
-    """Export + annotate + insert observers (or fake-quant), with the fallbacks described above."""
+            strict: bool = True, keep: Sequence[str] = (), keep_dtype: str = "fp32"
+            ) -> tuple[fx.GraphModule, dict[str, Any]]:
+    """Export + annotate + insert observers (or fake-quant), with the fallbacks described above.
+    ``keep``: layers (module names) left out of int8, in fp32 or (``keep_dtype: bf16``) bf16."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
     model = copy.deepcopy(model).cpu()
+    if keep_dtype == "bf16":
+        model = _in_bf16(model, keep)
     model.train() if qat else model.eval()
     example = example.cpu()
     report: dict[str, Any] = {"export": "strict" if strict else "non-strict", "skipped_patterns": []}
@@ -214,14 +244,15 @@ def prepare(model: nn.Module, example: torch.Tensor, cfg: QuantizeConfig, qat: b
     # loses the module-level source functions its annotation depends on
     rewrite = cfg.convs_as_linear and not qat and strict
     graph, report["convs_as_linear"] = _as_linear(model, graph, example) if rewrite else (graph, [])
+    report["float_graph"] = None if qat else copy.deepcopy(graph)
     config = quantization_config(cfg.observer, cfg.per_channel, qat)
     insert_observers = prepare_qat_pt2e if qat else prepare_pt2e
     try:
-        prepared = insert_observers(graph, _quantizer(config, tolerant=False))
+        prepared = insert_observers(graph, _quantizer(config, tolerant=False, keep=keep))
     except ValueError as exc:  # a fusion pattern the quantizer refuses: annotate without it
         warnings.warn(f"pt2e: quantizer refused a pattern ({first_line(exc, 160)}); retrying with the "
                       "refusing fusion annotators skipped, see fp32_layers", RuntimeWarning, stacklevel=2)
-        quantizer = _quantizer(config, tolerant=True)
+        quantizer = _quantizer(config, tolerant=True, keep=keep)
         graph = export(model, example, strict)  # fresh graph: no stale annotations
         graph = _as_linear(model, graph, example)[0] if rewrite else graph
         prepared = insert_observers(graph, quantizer)
@@ -242,7 +273,9 @@ def _converted(prepared: fx.GraphModule, example: torch.Tensor, report: dict[str
     strip_unused(model)
     allow_train_eval(model)
     model.meta[EXAMPLE_KEY] = example[:2].detach().cpu().clone()
-    model.meta[REPORT_KEY] = report
+    if report.get("float_graph") is not None:
+        model.meta[FLOAT_GRAPH_KEY] = report["float_graph"]
+    model.meta[REPORT_KEY] = {k: v for k, v in report.items() if k != "float_graph"}
     return model
 
 
@@ -267,8 +300,9 @@ def _calibrate(prepared: fx.GraphModule, batches: Iterable[torch.Tensor], limit:
 
 
 def quantize_static(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantizeConfig,
-                    example: torch.Tensor, strict: bool = True) -> fx.GraphModule:
-    prepared, report = prepare(model, example, cfg, qat=False, strict=strict)
+                    example: torch.Tensor, strict: bool = True, keep: Sequence[str] = (),
+                    keep_dtype: str = "fp32") -> fx.GraphModule:
+    prepared, report = prepare(model, example, cfg, qat=False, strict=strict, keep=keep, keep_dtype=keep_dtype)
     report["calibration_batches"] = _calibrate(prepared, batches, cfg.calibration_batches)
     return _converted(prepared, example, report)
 
