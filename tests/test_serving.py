@@ -11,10 +11,11 @@ import mlflow
 import pytest
 import torch
 
-from pipelines.measurement.benchmark import benchmark_models, machine_metrics
+from pipelines.core.stats import LatencyRatio
+from pipelines.measurement.benchmark import benchmark_models, machine_metrics, speedup_fields
 from pipelines.measurement.deploy import Deployer, DeploySettings, ort
 from pipelines.measurement.speed import Speed, SpeedProbe
-from pipelines.measurement.timing import Disturbance, NoiseLimits, Round, measure, time_blocks
+from pipelines.measurement.timing import Disturbance, Latency, NoiseLimits, Round, measure, time_blocks
 from pipelines.models import CNN
 from pipelines.tracking import stage_run
 from tests.conftest import fast_params
@@ -78,9 +79,24 @@ def test_benchmark_rows_record_the_machine_speed_and_the_run_its_metrics():
         assert row["ref_int8_ms"] > 0 and row["ref_fp32_ms"] > 0 and row["speed_change"] >= 1.0
         assert row["remeasured_rounds"] == 0 and "PyTorch: " in row["note"]
         assert row["latency_ms_p50_ci_low"] <= row["latency_ms_p50"] <= row["latency_ms_p50_ci_high"]
+        # the speedup's point is the median of its per-round ratios, inside its own interval
+        assert row["speedup_vs_teacher_ci_low"] <= row["speedup_vs_teacher"] <= row["speedup_vs_teacher_ci_high"]
     metrics = machine_metrics(rows)
     assert set(metrics) == {"machine.ref_int8_ms", "machine.ref_fp32_ms", "machine.speed_change"}
     assert metrics["machine.ref_int8_ms"] == rows[0]["ref_int8_ms"]  # one measurement: one speed
+
+
+def test_a_rows_speedup_is_the_paired_ratio_inside_its_own_interval():
+    """Drift moves pooled medians, not paired ratios: 12 rounds where the machine ran 2x slow in
+    some, the teacher / row ratio per round is 8-12, the pooled p50s' ratio 7.3, outside it."""
+    teacher = [2.4, 1.0, 2.0, 2.4, 2.4, 1.0, 2.4, 1.0, 1.0, 1.0, 1.0, 1.2]
+    row = [0.2, 0.15, 0.3, 0.2, 0.2, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.15]
+    ref, lat = (Latency(statistics.median(v), max(v), statistics.fmean(v), len(v), tuple(v), tuple(v))
+                for v in (teacher, row))
+    fields = speedup_fields(ref, lat)
+    assert not fields["speedup_vs_teacher_ci_low"] <= ref.p50_ms / lat.p50_ms <= fields["speedup_vs_teacher_ci_high"]
+    assert fields["speedup_vs_teacher"] == pytest.approx(10.0) == LatencyRatio.of(teacher, row).ratio
+    assert fields["speedup_vs_teacher_ci_low"] <= fields["speedup_vs_teacher"] <= fields["speedup_vs_teacher_ci_high"]
 
 
 # --- one artifact: alone and inside the benchmark agree ------------------------------------------
