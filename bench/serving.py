@@ -1,8 +1,7 @@
 """Latency as a server sees it: the final model's runtimes timed *alone* (each in a fresh process
 of its own, in its serving configuration, nothing else loaded, blocks of calls) against the same
 variants timed by the pipeline's routine in one process (``pipelines.measurement.timing.measure``:
-rotating blocks) and by the old per-call interleaving (``time_interleaved``), per runtime and
-batch size. The ratios decide how the pipeline times (docs/serving.md); the last part checks the
+rotating blocks), per runtime and batch size. The ratios decide how the pipeline times (docs/serving.md); the last part checks the
 issue-26 bars against the numbers of the last ``dvc repro``.
 
     .venv/bin/python bench/serving.py                 # models/ + reports/benchmark.csv of the last run
@@ -49,7 +48,7 @@ from pipelines.measurement.compile import CompileSettings, compile_for, warm_com
 from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, ort, ov  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.speed import SpeedProbe  # noqa: E402
-from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks, time_interleaved  # noqa: E402
+from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
 
 RUNTIMES = ["eager", "compile-default", "ort-int8", "ov-int8"]
@@ -146,11 +145,11 @@ def alone(runtime: str, random: bool, directory: Path | None) -> dict:
 
 
 def in_process(ctx: Context, teacher, quantized, files, runtimes: list[str]) -> dict[str, dict[tuple[str, int], float]]:
-    """The same variants plus the teacher's eager reference, in one process: the pipeline's
-    routine (blocks) and the old per-call interleaving, per batch size: ``{schedule: {(rt, bs): p50}}``."""
+    """The same variants plus the teacher's eager reference, in one process, by the pipeline's
+    routine (rotating blocks), per batch size: ``{"blocks": {(rt, bs): p50}}``."""
     cfg = ctx.params.benchmark
     warm_compiler(settings=CompileSettings.of(cfg))
-    out: dict[str, dict[tuple[str, int], float]] = {"blocks": {}, "per-call": {}}
+    out: dict[str, dict[tuple[str, int], float]] = {"blocks": {}}
     for bs in sizes(ctx):
         x = ctx.example(bs)
         fns = {"teacher": lambda x=x: teacher(x)}
@@ -158,10 +157,8 @@ def in_process(ctx: Context, teacher, quantized, files, runtimes: list[str]) -> 
             fn = variant(runtime, quantized, files, x, ctx)
             fns[runtime] = lambda fn=fn, x=x: fn(x)
         blocks = measure(fns, cfg.warmup, cfg.iters, replace(NoiseLimits.of(cfg), retries=0)).timings
-        percall = time_interleaved(fns, cfg.warmup, cfg.iters)
         for runtime in runtimes:
             out["blocks"][(runtime, bs)] = blocks[runtime].p50_ms
-            out["per-call"][(runtime, bs)] = percall[runtime].p50_ms
     torch._dynamo.reset()
     return out
 
@@ -171,7 +168,7 @@ def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
     """In-process schedules vs alone, ``repeats`` times alternating; prints the ratio table."""
     teacher, pruned, quantized = chain(ctx, random)
     files = artifacts(ctx, pruned, directory)
-    ratios: dict[str, dict[tuple[str, int], list[float]]] = {"blocks": {}, "per-call": {}}
+    ratios: dict[str, dict[tuple[str, int], list[float]]] = {"blocks": {}}
     standalone: dict[tuple[str, int], list[float]] = {}
     overhead: dict[tuple[str, int], list[float]] = {}
     for rep in range(repeats):
@@ -189,13 +186,13 @@ def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
     print(f"\nin one process / alone (p50 ratio, median of {repeats} repeats [min, max]); "
           f"{ctx.params.benchmark.num_threads} threads, blocks {ctx.params.benchmark.blocks} x "
           f"{-(-ctx.params.benchmark.iters // ctx.params.benchmark.blocks)} calls\n")
-    print("| runtime | batch | alone p50 ms | blocks / alone | per-call / alone | alone p50 / kernels |\n"
-          "| --- | --- | --- | --- | --- | --- |")
+    print("| runtime | batch | alone p50 ms | blocks / alone | alone p50 / kernels |\n"
+          "| --- | --- | --- | --- | --- |")
     for key, values in standalone.items():
         cells = [f"{statistics.median(ratios[s][key]):.2f} [{min(ratios[s][key]):.2f}, {max(ratios[s][key]):.2f}]"
-                 for s in ("blocks", "per-call")]
+                 for s in ratios]
         kern = f"{statistics.median(overhead[key]):.2f}" if key in overhead else ""
-        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {cells[0]} | {cells[1]} | {kern} |")
+        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {' | '.join(cells)} | {kern} |")
     ort1 = statistics.median(standalone.get(("ort-int8", 1), [float("nan")]))
     for runtime in ("compile-default", "aoti"):
         if (runtime, 1) in standalone:

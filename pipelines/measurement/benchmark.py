@@ -228,8 +228,9 @@ def speedup_fields(reference: Latency, latency: Latency) -> dict[str, float]:
 def machine_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The machine's speed while the rows were timed, on the fixed reference workload
     (:mod:`pipelines.measurement.speed`): median ``ref_int8_ms`` / ``ref_fp32_ms`` over the
-    measurements and the worst ``speed_change`` across a kept block, as ``machine.*`` metrics, so
-    two runs on a machine in different phases are told apart from two different models."""
+    measurements and the worst ``speed_change`` (how far a round ran off its measurement's typical
+    speed), as ``machine.*`` metrics, so two runs on a machine in different phases are told apart
+    from two different models."""
     import statistics
 
     out: dict[str, float] = {}

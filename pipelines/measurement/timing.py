@@ -3,8 +3,8 @@ timed in *blocks* (many calls of one variant in a row, after a few untimed calls
 thread pool and fill its caches), the blocks rotating (round ``r`` runs every variant once,
 starting at the ``r``-th) so that machine drift hits every variant alike.
 
-Why blocks, not one call of each in turn (:func:`time_interleaved`, still used for single
-callables and by ``bench/`` scripts): across runtimes, per-call interleaving makes each call pay
+Why blocks, not one call of each in turn (the routine before issue 26, removed): across
+runtimes, per-call interleaving makes each call pay
 for the previous runtime's threads and caches: thread pools that went to sleep must be woken,
 OpenMP's spinning workers hold the cores another pool wants. Measured on the default run's final
 model, per call interleaved vs blocks of 100: ONNX Runtime int8 1.6x slower, OpenVINO 1.2x,
@@ -14,14 +14,17 @@ close the blocks come to each runtime timed alone in its own process.
 Between blocks a fixed reference workload (:mod:`.speed`) measures the machine's speed; a round
 with a block timed across a speed change (probes before and after it disagree by more than
 ``benchmark.max_speed_change``) or with a block whose p90/p50 passes ``benchmark.max_spread`` is
-re-measured, up to ``benchmark.retries`` times, keeping the steadiest attempt.
+re-measured, up to ``benchmark.retries`` times, keeping the steadiest attempt. Those two probes
+only re-measure: one probe right after a block is disturbed by that block itself, so what flags
+a measurement is a whole round off the typical speed (:attr:`Blocks.speed_change`).
 
 A shared machine can still disturb a whole measurement (another process on our cores, a VM's
 stolen time). :func:`measure` therefore records how much of the CPUs we run on went to *others*
 during it (``/proc/stat`` busy + steal time of those CPUs, minus this process's own CPU time: its
 10 ms ticks are too coarse for one block, so this is watched over the whole measurement), the
-worst p90/p50 of a variant's block medians and the worst speed change a kept block saw; when one passes its limit
-(:class:`NoiseLimits`) it measures again, up to ``benchmark.retries`` times, and keeps the
+worst p90/p50 of a variant's block medians and how far the slowest or fastest round ran from the
+measurement's typical speed (each round's median probe against the median of all probes); when
+one passes its limit (:class:`NoiseLimits`) it measures again, up to ``benchmark.retries`` times, and keeps the
 quietest attempt. If even that one is disturbed its result says ``noisy`` and the report refuses
 to quote its speedups.
 """
@@ -77,36 +80,6 @@ def _percentile(values: list[float], q: float) -> float:
 def sync() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50,
-                     rewarm: int = 1) -> dict[Any, Latency]:
-    """Time each zero-argument callable ``iters`` times, interleaved, after ``warmup`` calls each.
-
-    Round ``i`` starts at the ``i % len(fns)``-th callable, so no variant always runs first, and
-    drift (thermal, other load) hits every variant alike. Before each timed call the variant runs
-    ``rewarm`` untimed calls: the previous variant has just evicted its weights from the caches,
-    and a deployed model serving one request after another runs with warm caches, which is what a
-    latency figure should describe (without it a small model timed right after a large one pays
-    for the large one's cache traffic)."""
-    names = list(fns)
-    with torch.inference_mode():
-        for name in names:
-            for _ in range(warmup):
-                fns[name]()
-        sync()
-        samples: dict[Any, list[float]] = {n: [] for n in names}
-        for i in range(iters):
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:
-                for _ in range(rewarm):
-                    fns[name]()
-                sync()
-                start = time.perf_counter()
-                fns[name]()
-                sync()
-                samples[name].append((time.perf_counter() - start) * 1e3)
-    return {n: _latency(s, s) for n, s in samples.items()}
 
 
 def _latency(samples: list[float], rounds: list[float]) -> Latency:
