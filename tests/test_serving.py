@@ -14,6 +14,7 @@ import torch
 from pipelines.core.stats import LatencyRatio
 from pipelines.measurement.benchmark import benchmark_models, machine_metrics, speedup_fields
 from pipelines.measurement.deploy import Deployer, DeploySettings, ort
+from pipelines.measurement.settle import busy_threads, settle
 from pipelines.measurement.speed import Speed, SpeedProbe
 from pipelines.measurement.timing import Disturbance, Latency, NoiseLimits, Round, measure, time_blocks
 from pipelines.models import CNN
@@ -140,3 +141,28 @@ def test_stage_runs_log_system_metrics(mlflow_store, monkeypatch):
         time.sleep(2.5)
     metrics = mlflow.MlflowClient(mlflow_store).get_run(run.run_id).data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+
+
+# --- settling: the previous runtime's threads let go of the cores --------------------------------
+
+
+def test_settle_waits_until_a_spinning_onnx_runtime_pool_sleeps(onnx_session):
+    """Right after its calls, ONNX Runtime's spinning workers (on, as served) are still running;
+    settle returns once they sleep, never later than its limit, at once when nothing runs.
+    Thread states do not depend on how loaded the machine is."""
+    x = torch.randn(64, 1, 8, 8)
+
+    def calls() -> None:
+        for _ in range(20):
+            onnx_session(x)
+
+    calls()
+    assert busy_threads() >= 1  # the premise: its pool spins on after the last call
+    waited = settle(10_000.0)
+    assert busy_threads() == 0 and 0 < waited < 10_000.0
+    assert settle(10_000.0) < 1_000.0  # nothing spinning: two quiet looks
+    calls()
+    start = time.perf_counter()
+    assert settle(5.0) < 5.0 + 100.0 and busy_threads() >= 1  # the limit holds while it still spins
+    assert (time.perf_counter() - start) * 1e3 < 200.0
+    assert settle(0.0) < 1.0

@@ -14,7 +14,11 @@ close the blocks come to each runtime timed alone in its own process.
 Between blocks a fixed reference workload (:mod:`.speed`) measures the machine's speed; a round
 with a block timed across a speed change (probes before and after it disagree by more than
 ``benchmark.max_speed_change``) or with a block whose p90/p50 passes ``benchmark.max_spread`` is
-re-measured, up to ``benchmark.retries`` times, keeping the steadiest attempt. Those two probes
+re-measured, up to ``benchmark.retries`` times, keeping the steadiest attempt. Before every
+block and every probe the routine waits (at most ``benchmark.settle_ms``) until the threads of the
+runtime that ran before stop spinning (:mod:`.settle`): ONNX Runtime's spinning workers kept a
+core for 0.3 s after a block on a loaded 2-core machine, taking it from whatever was timed next.
+Those two probes
 only re-measure: one probe right after a block is disturbed by that block itself, so what flags
 a measurement is a whole round off the typical speed (:attr:`Blocks.speed_change`).
 
@@ -42,6 +46,7 @@ from typing import Any
 import torch
 
 from pipelines.core.stats import LatencyRatio, median_interval
+from pipelines.measurement.settle import settle
 from pipelines.measurement.speed import Speed, SpeedProbe, summarise
 
 
@@ -128,13 +133,19 @@ def _block(fn: Callable[[], Any], calls: int, rewarm: int, warm_ms: float = 0.0)
     return times
 
 
-def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: int, rewarm: int, probe: SpeedProbe,
-           warm_ms: float = 0.0) -> Round:
+def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: int, probe: SpeedProbe,
+           limits: "NoiseLimits") -> Round:
+    """One block of each variant in ``order``, the speed probed before the first and after each;
+    before every block and every probe the previous runtime's pool is let go to sleep
+    (:func:`~pipelines.measurement.settle.settle`, at most ``limits.settle_ms``)."""
+    settle(limits.settle_ms)
     probes = [probe()]
     samples: dict[Any, list[float]] = {}
     spread = 1.0
     for name in order:
-        samples[name] = times = _block(fns[name], calls, rewarm, warm_ms)
+        settle(limits.settle_ms)
+        samples[name] = times = _block(fns[name], calls, limits.block_warmup, limits.block_warm_ms)
+        settle(limits.settle_ms)
         probes.append(probe())
         if len(times) >= MIN_BLOCK_FOR_SPREAD and (mid := statistics.median(times)) > 0:
             spread = max(spread, _percentile(times, 0.9) / mid)
@@ -197,12 +208,12 @@ def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int 
         for r in range(count):
             shift = r % len(names)
             order = names[shift:] + names[:shift]
-            best = _round(fns, order, calls, limits.block_warmup, probe, limits.block_warm_ms)
+            best = _round(fns, order, calls, probe, limits)
             for _ in range(limits.retries):
                 if not best.disturbed(limits):
                     break
                 remeasured += 1
-                again = _round(fns, order, calls, limits.block_warmup, probe, limits.block_warm_ms)
+                again = _round(fns, order, calls, probe, limits)
                 best = again if again.score(limits) < best.score(limits) else best
             rounds.append(best)
     timings = {n: _latency([t for r in rounds for t in r.samples[n]], [statistics.median(r.samples[n]) for r in rounds])
@@ -298,7 +309,8 @@ class NoiseLimits:
     start of each block, going on for at least ``block_warm_ms``: the runtime timed before may have
     left its thread pool spinning (ONNX Runtime) or OpenMP workers asleep, and a fast model's few
     warm-up calls end before that settles; measured: p90/p50 of 9 for a 0.5 ms PyTorch call at
-    batch 1 after 5 warm-up calls)."""
+    batch 1 after 5 warm-up calls); before every block and probe, wait up to ``settle_ms`` for the
+    previous runtime's threads to stop spinning (:func:`~pipelines.measurement.settle.settle`)."""
 
     max_other_cpu: float = 0.2
     max_spread: float = 3.0
@@ -307,12 +319,13 @@ class NoiseLimits:
     block_warmup: int = 5
     max_speed_change: float = 2.0
     block_warm_ms: float = 20.0
+    settle_ms: float = 200.0
 
     @classmethod
     def of(cls, cfg: Any) -> "NoiseLimits":
         """From a ``BenchmarkConfig``."""
         return cls(cfg.max_other_cpu, cfg.max_spread, cfg.retries, cfg.blocks, cfg.block_warmup,
-                   cfg.max_speed_change, cfg.block_warm_ms)
+                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms)
 
 
 @dataclass(frozen=True)
