@@ -29,7 +29,7 @@ from pipelines.core.pt2e_graph import register_int8_ops  # noqa: E402
 from pipelines.measurement.deploy import aoti  # noqa: E402
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
-from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
+from pipelines.measurement.timing import set_threads, time_blocks  # noqa: E402
 from quant_engines import trained_case  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main() -> None:
                               f"top-1 agree {(got.argmax(1) == ref.argmax(1)).float().mean().item():.2f}")
             print(f"{key:40} " + "; ".join(checks))
         timed = {k: (lambda f=f: f(x)) for k, (f, _) in fns.items()}
-        t = time_interleaved(timed, warmup=20, iters=200)
+        t = time_blocks(timed, warmup=20, iters=200).timings
     for key, fn in timed.items():
         with torch.inference_mode():
             prof = kernel_profile(fn, iters=20)

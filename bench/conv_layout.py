@@ -45,7 +45,7 @@ def child(inductor: dict, batch: int, threads: int, warmup: int, iters: int) -> 
 
     import pipelines  # noqa: F401  (central warning filters)
     from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler
-    from pipelines.measurement.timing import set_threads, time_interleaved
+    from pipelines.measurement.timing import set_threads, time_blocks
     from pipelines.models import CNN
 
     set_threads(threads)
@@ -62,7 +62,7 @@ def child(inductor: dict, batch: int, threads: int, warmup: int, iters: int) -> 
         fns[(name, "eager")] = lambda m=model: m(x)
         fns[(name, "compiled")] = lambda c=comp: c.fn(x)
         compile_s[name] = comp.compile_time_s
-    lat = time_interleaved(fns, warmup, iters)
+    lat = time_blocks(fns, warmup, iters).timings
     return {name: {"eager": lat[(name, "eager")].p50_ms, "compiled": lat[(name, "compiled")].p50_ms,
                    "compile_s": compile_s[name]} for name in MODELS}
 

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import pipelines  # noqa: E402,F401  (central warning filters)
 from pipelines.measurement.compile import compile_for, warm_compiler  # noqa: E402
-from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
+from pipelines.measurement.timing import set_threads, time_blocks  # noqa: E402
 from pipelines.measurement.graph_break_demo import explain_breaks, variants  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main() -> None:
         fns[f"{name} eager"] = (lambda m=model: m(pos))
         if compiled[name].error is None:
             fns[f"{name} compiled"] = (lambda c=compiled[name]: c.fn(pos))
-    lat = time_interleaved(fns, args.warmup, args.iters)
+    lat = time_blocks(fns, args.warmup, args.iters).timings
     ref = lat["branchy eager"].p50_ms
 
     with torch.inference_mode():

@@ -1,6 +1,6 @@
 """int8 engines side by side: fp32 eager, fp32 compiled, eager int8 (torch.ao x86) and PT2E int8
-(torchao X86InductorQuantizer, torch.compile with Inductor freezing), one interleaved
-measurement per model at a fixed thread count (pipelines.measurement.timing.time_interleaved),
+(torchao X86InductorQuantizer, torch.compile with Inductor freezing), one side-by-side
+measurement per model at a fixed thread count (pipelines.measurement.timing.time_blocks: rotating blocks),
 and for every variant the time its compute kernels take (pipelines.measurement.kernels): the call
 p50 next to that sum makes the per-call overhead a number (``p50/kern`` divides a p50 timed right
 before the profile, since this kind of VM's speed drifts within a run).
@@ -50,7 +50,7 @@ from pipelines.compression.quantize import pt2e as qp  # noqa: E402
 from pipelines.compression.quantize.small_spatial import convs_as_linear  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.compile import CPP_WRAPPER_POLICIES, CompileSettings, compile_for, warm_compiler  # noqa: E402
-from pipelines.measurement.timing import set_threads, time_interleaved  # noqa: E402
+from pipelines.measurement.timing import set_threads, time_blocks  # noqa: E402
 from pipelines.core.config import QuantizeConfig  # noqa: E402
 from pipelines.core.cpu import cpu_model, isa_summary  # noqa: E402
 from pipelines.core.kinds import is_pt2e_int8  # noqa: E402
@@ -103,7 +103,7 @@ def run_model(name: str, model: nn.Module, shape: tuple[int, ...], warmup: int, 
         ref = model(x)
         err = {k: (fn() - ref).abs().max().item() for k, fn in fns.items()}
         agree = {k: (fn().argmax(1) == ref.argmax(1)).float().mean().item() for k, fn in fns.items()}
-    timings = time_interleaved(fns, warmup=warmup, iters=iters)
+    timings = time_blocks(fns, warmup=warmup, iters=iters).timings
     fp32 = timings["fp32 eager"].p50_ms
     kernels = {key: kernel_profile(fn, iters=max(10, iters // 3), timed_iters=max(20, iters // 3))
                for key, fn in fns.items()}  # call p50 / kernel time from one moment: this VM's speed drifts

@@ -1,8 +1,7 @@
 """Latency as a server sees it: the final model's runtimes timed *alone* (each in a fresh process
 of its own, in its serving configuration, nothing else loaded, blocks of calls) against the same
 variants timed by the pipeline's routine in one process (``pipelines.measurement.timing.measure``:
-rotating blocks) and by the old per-call interleaving (``time_interleaved``), per runtime and
-batch size. The ratios decide how the pipeline times (docs/serving.md); the last part checks the
+rotating blocks), per runtime and batch size. The ratios decide how the pipeline times (docs/serving.md); the last part checks the
 issue-26 bars against the numbers of the last ``dvc repro``.
 
     .venv/bin/python bench/serving.py                 # models/ + reports/benchmark.csv of the last run
@@ -34,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,8 +48,9 @@ from pipelines.core.stats import median_interval  # noqa: E402
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler  # noqa: E402
 from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, ort, ov  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
+from pipelines.measurement.settle import settle  # noqa: E402
 from pipelines.measurement.speed import SpeedProbe  # noqa: E402
-from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks, time_interleaved  # noqa: E402
+from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
 
 RUNTIMES = ["eager", "compile-default", "ort-int8", "ov-int8"]
@@ -145,37 +146,61 @@ def alone(runtime: str, random: bool, directory: Path | None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def in_process(ctx: Context, teacher, quantized, files, runtimes: list[str]) -> dict[str, dict[tuple[str, int], float]]:
-    """The same variants plus the teacher's eager reference, in one process: the pipeline's
-    routine (blocks) and the old per-call interleaving, per batch size: ``{schedule: {(rt, bs): p50}}``."""
+def tails(fns: dict, limits: NoiseLimits, repeats: int = 3) -> dict:
+    """How long each variant's thread pool keeps burning CPU after a block of its calls (ms,
+    median of ``repeats``): what :func:`~pipelines.measurement.settle.settle` waits for before
+    the next block. Capped at 500 ms."""
+    out: dict = {}
+    with torch.inference_mode():
+        for name, fn in fns.items():
+            waits = []
+            for _ in range(repeats):
+                settle(500.0)
+                end = time.perf_counter() + 2 * limits.block_warm_ms / 1e3  # about one block's calls
+                while time.perf_counter() < end:
+                    fn()
+                waits.append(settle(500.0))
+            out[name] = statistics.median(waits)
+    return out
+
+
+def in_process(ctx: Context, teacher, quantized, files, runtimes: list[str],
+               settles: list[float]) -> dict[str, dict[tuple[str, int], float]]:
+    """The same variants plus the teacher's eager reference, in one process, by the pipeline's
+    routine (rotating blocks) once per ``settles`` value of ``benchmark.settle_ms``, per batch
+    size: ``{f"settle {ms}": {(rt, bs): p50}, "tail": {(rt, bs): ms}}``."""
     cfg = ctx.params.benchmark
     warm_compiler(settings=CompileSettings.of(cfg))
-    out: dict[str, dict[tuple[str, int], float]] = {"blocks": {}, "per-call": {}}
+    out: dict[str, dict[tuple[str, int], float]] = {f"settle {ms:g}": {} for ms in settles}
+    out["tail ms"] = {}
     for bs in sizes(ctx):
         x = ctx.example(bs)
         fns = {"teacher": lambda x=x: teacher(x)}
         for runtime in runtimes:
             fn = variant(runtime, quantized, files, x, ctx)
             fns[runtime] = lambda fn=fn, x=x: fn(x)
-        blocks = measure(fns, cfg.warmup, cfg.iters, replace(NoiseLimits.of(cfg), retries=0)).timings
-        percall = time_interleaved(fns, cfg.warmup, cfg.iters)
+        for ms in settles:
+            limits = replace(NoiseLimits.of(cfg), retries=0, settle_ms=ms)
+            blocks = measure(fns, cfg.warmup, cfg.iters, limits).timings
+            for runtime in runtimes:
+                out[f"settle {ms:g}"][(runtime, bs)] = blocks[runtime].p50_ms
+        waited = tails(fns, NoiseLimits.of(cfg))
         for runtime in runtimes:
-            out["blocks"][(runtime, bs)] = blocks[runtime].p50_ms
-            out["per-call"][(runtime, bs)] = percall[runtime].p50_ms
+            out["tail ms"][(runtime, bs)] = waited[runtime]
     torch._dynamo.reset()
     return out
 
 
 def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
-           runtimes: list[str]) -> dict[tuple[str, int], list[float]]:
+           runtimes: list[str], settles: list[float]) -> dict[tuple[str, int], list[float]]:
     """In-process schedules vs alone, ``repeats`` times alternating; prints the ratio table."""
     teacher, pruned, quantized = chain(ctx, random)
     files = artifacts(ctx, pruned, directory)
-    ratios: dict[str, dict[tuple[str, int], list[float]]] = {"blocks": {}, "per-call": {}}
+    ratios: dict[str, dict[tuple[str, int], list[float]]] = {}
     standalone: dict[tuple[str, int], list[float]] = {}
     overhead: dict[tuple[str, int], list[float]] = {}
     for rep in range(repeats):
-        inside = in_process(ctx, teacher, quantized, files, runtimes)
+        inside = in_process(ctx, teacher, quantized, files, runtimes, settles)
         for runtime in runtimes:
             got = alone(runtime, random, directory)
             for bs in sizes(ctx):
@@ -184,18 +209,20 @@ def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
                 if "p50_over_kernel" in got["timings"][str(bs)]:
                     overhead.setdefault((runtime, bs), []).append(got["timings"][str(bs)]["p50_over_kernel"])
                 for schedule, p50s in inside.items():
-                    ratios[schedule].setdefault((runtime, bs), []).append(p50s[(runtime, bs)] / p50)
+                    value = p50s[(runtime, bs)] if schedule == "tail ms" else p50s[(runtime, bs)] / p50
+                    ratios.setdefault(schedule, {}).setdefault((runtime, bs), []).append(value)
         print(f"repeat {rep + 1}/{repeats} done", file=sys.stderr)
-    print(f"\nin one process / alone (p50 ratio, median of {repeats} repeats [min, max]); "
-          f"{ctx.params.benchmark.num_threads} threads, blocks {ctx.params.benchmark.blocks} x "
-          f"{-(-ctx.params.benchmark.iters // ctx.params.benchmark.blocks)} calls\n")
-    print("| runtime | batch | alone p50 ms | blocks / alone | per-call / alone | alone p50 / kernels |\n"
-          "| --- | --- | --- | --- | --- | --- |")
+    cfg = ctx.params.benchmark
+    print(f"\nin one process / alone (p50 ratio, median of {repeats} repeats [min, max]) for each "
+          f"benchmark.settle_ms; tail ms: how long the runtime's threads burn CPU after its block; "
+          f"{cfg.num_threads} threads, blocks {cfg.blocks} x {-(-cfg.iters // cfg.blocks)} calls\n")
+    print(f"| runtime | batch | alone p50 ms | {' | '.join(ratios)} | alone p50 / kernels |\n"
+          f"| --- | --- | --- | {' | '.join('---' for _ in ratios)} | --- |")
     for key, values in standalone.items():
         cells = [f"{statistics.median(ratios[s][key]):.2f} [{min(ratios[s][key]):.2f}, {max(ratios[s][key]):.2f}]"
-                 for s in ("blocks", "per-call")]
+                 for s in ratios]
         kern = f"{statistics.median(overhead[key]):.2f}" if key in overhead else ""
-        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {cells[0]} | {cells[1]} | {kern} |")
+        print(f"| {key[0]} | {key[1]} | {statistics.median(values):.3f} | {' | '.join(cells)} | {kern} |")
     ort1 = statistics.median(standalone.get(("ort-int8", 1), [float("nan")]))
     for runtime in ("compile-default", "aoti"):
         if (runtime, 1) in standalone:
@@ -251,6 +278,8 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="random weights, artifacts built in a temp dir")
     parser.add_argument("--bars-only", action="store_true", help="only check the bars against the last run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--settle-ms", type=float, nargs="+", default=[0.0, 200.0],
+                        help="benchmark.settle_ms values the in-process schedule is timed with, side by side")
     parser.add_argument("--aoti", action="store_true", help="add the PT2E int8 graph as static AOTInductor packages")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
@@ -264,7 +293,7 @@ def main() -> None:
     if not args.bars_only:
         with tempfile.TemporaryDirectory(prefix="serving_") as tmp:
             decide(ctx, not run_mode, args.repeats, None if run_mode else Path(tmp),
-                   RUNTIMES + (["aoti"] if args.aoti else []))
+                   RUNTIMES + (["aoti"] if args.aoti else []), args.settle_ms)
     if run_mode and not bars(ctx):
         raise SystemExit(1)
 

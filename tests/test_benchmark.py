@@ -1,4 +1,4 @@
-"""The one benchmarking routine: interleaved timing, runtime lists, and benchmark_models on
+"""The one benchmarking routine: runtime lists, and benchmark_models on
 tiny real models (compiled for real, cold, by Inductor: ~15-30 s on 2 idle cores)."""
 
 from __future__ import annotations
@@ -13,40 +13,10 @@ from pipelines.core.kinds import is_quantized
 from pipelines.measurement import benchmark as bm
 from pipelines.measurement import compile as cm
 from pipelines.measurement import runtimes as rts
-from pipelines.measurement.timing import time_interleaved
 from pipelines.core.config import QuantizeConfig
 from pipelines.models import CNN
 from pipelines.compression.quantize.eager import quantize_static
 from tests.conftest import ROOT, Broken, venv_env
-
-# --- time_interleaved ---------------------------------------------------------------------------
-
-
-def test_time_interleaved_times_each_variant_by_itself():
-    """A variant that sleeps 3 ms reads at least 3 ms; a no-op beside it reads far less."""
-    import time
-
-    out = time_interleaved({"slow": lambda: time.sleep(0.003), "fast": lambda: None}, warmup=1, iters=8)
-    assert out["slow"].iters == out["fast"].iters == 8
-    assert out["slow"].p50_ms >= 3.0
-    assert out["fast"].p90_ms < 1.0
-    assert out["slow"].throughput(8) <= 8 / 0.003  # samples per second at batch 8
-
-
-def test_time_interleaved_rewarms_and_rotates_the_order():
-    calls: list[str] = []
-    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
-    time_interleaved(fns, warmup=2, iters=6)
-    warm, rest = calls[:6], calls[6:]
-    assert warm == ["a", "a", "b", "b", "c", "c"]
-    assert len(rest) == 6 * 3 * 2
-    pairs = [rest[i:i + 2] for i in range(0, len(rest), 2)]
-    assert all(p[0] == p[1] for p in pairs)  # each timed call follows an untimed re-warm of the same variant
-    timed = [p[1] for p in pairs]
-    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
-    assert rounds[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]  # the start rotates
-    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
-
 
 # --- runtime lists (the CUDA autocast path, exercised without a GPU) -------------------------------
 
@@ -217,7 +187,6 @@ from pipelines.core.kinds import is_quantized
 from pipelines.measurement import benchmark as bm
 from pipelines.measurement import compile as cm
 from pipelines.measurement import runtimes as rts
-from pipelines.measurement.timing import time_interleaved
 from pipelines.models import CNN
 torch.manual_seed(0)
 model, x = CNN(1, 10, [4, 8], 1).eval(), torch.randn(2, 1, 8, 8)

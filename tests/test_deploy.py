@@ -17,7 +17,7 @@ from pipelines.compression.quantize.eager import quantize_static
 from pipelines.core.config import QuantizeConfig
 from pipelines.measurement import benchmark as bm
 from pipelines.measurement.accuracy import runtime_accuracy
-from pipelines.measurement.deploy import Deployer, DeploySettings, bf16_missing, export_chain, ort, ov
+from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, bf16_missing, export_chain, ort, ov
 from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
 from pipelines.measurement.timing import NoiseLimits
 from pipelines.models import CNN
@@ -224,6 +224,7 @@ def test_a_pt2e_int8_graph_as_aoti_package_is_static_per_batch_size_and_computes
     built = deployer.build("aoti", "pt2e-int8", graph, calibration[0][:4], int8_model=True)
     assert built.error == "" and built.fn is not None and "static shape" in built.note
     assert built.artifact.endswith("pt2e-int8.bs4.pt2")
+    assert isinstance(built.fn.fn, aoti.Direct)  # the C++ runner called with the flat input, no pytree per call
     for n in (4, 1, 7):
         x = torch.randn(n, 1, 8, 8)
         with torch.inference_mode():

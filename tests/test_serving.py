@@ -11,10 +11,12 @@ import mlflow
 import pytest
 import torch
 
-from pipelines.measurement.benchmark import benchmark_models, machine_metrics
+from pipelines.core.stats import LatencyRatio
+from pipelines.measurement.benchmark import benchmark_models, machine_metrics, speedup_fields
 from pipelines.measurement.deploy import Deployer, DeploySettings, ort
+from pipelines.measurement.settle import busy_threads, settle
 from pipelines.measurement.speed import Speed, SpeedProbe
-from pipelines.measurement.timing import Disturbance, NoiseLimits, Round, measure, time_blocks
+from pipelines.measurement.timing import Disturbance, Latency, NoiseLimits, Round, measure, time_blocks
 from pipelines.models import CNN
 from pipelines.tracking import stage_run
 from tests.conftest import fast_params
@@ -78,9 +80,24 @@ def test_benchmark_rows_record_the_machine_speed_and_the_run_its_metrics():
         assert row["ref_int8_ms"] > 0 and row["ref_fp32_ms"] > 0 and row["speed_change"] >= 1.0
         assert row["remeasured_rounds"] == 0 and "PyTorch: " in row["note"]
         assert row["latency_ms_p50_ci_low"] <= row["latency_ms_p50"] <= row["latency_ms_p50_ci_high"]
+        # the speedup's point is the median of its per-round ratios, inside its own interval
+        assert row["speedup_vs_teacher_ci_low"] <= row["speedup_vs_teacher"] <= row["speedup_vs_teacher_ci_high"]
     metrics = machine_metrics(rows)
     assert set(metrics) == {"machine.ref_int8_ms", "machine.ref_fp32_ms", "machine.speed_change"}
     assert metrics["machine.ref_int8_ms"] == rows[0]["ref_int8_ms"]  # one measurement: one speed
+
+
+def test_a_rows_speedup_is_the_paired_ratio_inside_its_own_interval():
+    """Drift moves pooled medians, not paired ratios: 12 rounds where the machine ran 2x slow in
+    some, the teacher / row ratio per round is 8-12, the pooled p50s' ratio 7.3, outside it."""
+    teacher = [2.4, 1.0, 2.0, 2.4, 2.4, 1.0, 2.4, 1.0, 1.0, 1.0, 1.0, 1.2]
+    row = [0.2, 0.15, 0.3, 0.2, 0.2, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.15]
+    ref, lat = (Latency(statistics.median(v), max(v), statistics.fmean(v), len(v), tuple(v), tuple(v))
+                for v in (teacher, row))
+    fields = speedup_fields(ref, lat)
+    assert not fields["speedup_vs_teacher_ci_low"] <= ref.p50_ms / lat.p50_ms <= fields["speedup_vs_teacher_ci_high"]
+    assert fields["speedup_vs_teacher"] == pytest.approx(10.0) == LatencyRatio.of(teacher, row).ratio
+    assert fields["speedup_vs_teacher_ci_low"] <= fields["speedup_vs_teacher"] <= fields["speedup_vs_teacher_ci_high"]
 
 
 # --- one artifact: alone and inside the benchmark agree ------------------------------------------
@@ -124,3 +141,28 @@ def test_stage_runs_log_system_metrics(mlflow_store, monkeypatch):
         time.sleep(2.5)
     metrics = mlflow.MlflowClient(mlflow_store).get_run(run.run_id).data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+
+
+# --- settling: the previous runtime's threads let go of the cores --------------------------------
+
+
+def test_settle_waits_until_a_spinning_onnx_runtime_pool_sleeps(onnx_session):
+    """Right after its calls, ONNX Runtime's spinning workers (on, as served) are still running;
+    settle returns once they sleep, never later than its limit, at once when nothing runs.
+    Thread states do not depend on how loaded the machine is."""
+    x = torch.randn(64, 1, 8, 8)
+
+    def calls() -> None:
+        for _ in range(20):
+            onnx_session(x)
+
+    calls()
+    assert busy_threads() >= 1  # the premise: its pool spins on after the last call
+    waited = settle(10_000.0)
+    assert busy_threads() == 0 and 0 < waited < 10_000.0
+    assert settle(10_000.0) < 1_000.0  # nothing spinning: two quiet looks
+    calls()
+    start = time.perf_counter()
+    assert settle(5.0) < 5.0 + 100.0 and busy_threads() >= 1  # the limit holds while it still spins
+    assert (time.perf_counter() - start) * 1e3 < 200.0
+    assert settle(0.0) < 1.0

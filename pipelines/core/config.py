@@ -191,6 +191,7 @@ class BenchmarkConfig(Section):
     block_warmup: Annotated[int, Field(ge=0, le=10_000)] = 5
     max_speed_change: Annotated[float, Field(gt=1.0)] = 2.0
     block_warm_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 20.0  # each block's warm-up lasts at least this
+    settle_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 200.0  # wait (at most) for the last pool to sleep
 
     @field_validator("deploy_runtime")
     @classmethod

@@ -25,7 +25,7 @@ from pipelines.measurement.deploy import Deployer, exact, import_libraries, per_
 from pipelines.measurement.graphs import GraphReport, explain_graphs
 from pipelines.measurement.kernels import kernel_profile
 from pipelines.measurement.runtimes import Runtime, expand_runtimes, parse_runtime, runtimes_for, serving_note
-from pipelines.measurement.timing import NoiseLimits, measure
+from pipelines.measurement.timing import Latency, NoiseLimits, measure
 
 
 def _tolerance(rt: Runtime, quantized: bool, scale: float) -> float:
@@ -76,8 +76,10 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
                      deploy: DeployInputs | None = None, kernels: bool = False) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, in rotating blocks (:func:`~pipelines.measurement.timing.measure`, schedule from
-    ``noise``); ``speedup_vs_teacher`` is the ``reference`` model's eager p50 over the
-    row's. ``amp`` (default: what the GPU supports, none on CPU) adds autocast rows for float models.
+    ``noise``); ``speedup_vs_teacher`` is the ``reference`` model's eager latency over the
+    row's: the median of the per-round ratios, the point of the interval it comes with
+    (:class:`~pipelines.core.stats.LatencyRatio`). ``amp`` (default: what the GPU supports, none on
+    CPU) adds autocast rows for float models.
     ``runtimes`` is one list for every model or ``{model: its runtimes}`` (the search times the
     teacher on eager only, the reference of the speedup).
     Each batch size's loop is watched for disturbance (:func:`~pipelines.measurement.timing.measure`):
@@ -203,9 +205,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                 if measured.speed is not None:
                     row.update(ref_int8_ms=measured.speed.int8_ms, ref_fp32_ms=measured.speed.fp32_ms)
                 if ref is not None:
-                    row["speedup_vs_teacher"] = ref.p50_ms / lat.p50_ms
-                    speedup = ref.ratio(lat)  # teacher / row, per round: the interval of the speedup
-                    row.update(speedup_vs_teacher_ci_low=speedup.low, speedup_vs_teacher_ci_high=speedup.high)
+                    row.update(speedup_fields(ref, lat))
                 if kernels and (not rt.deploy or runtime == "aoti") and comp.device == "cpu":
                     prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)),
                                           timed_iters=max(20, iters // 2))
@@ -215,11 +215,22 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
     return rows
 
 
+def speedup_fields(reference: Latency, latency: Latency) -> dict[str, float]:
+    """``speedup_vs_teacher`` and its 95% interval: ``reference`` over ``latency`` per round of the
+    measurement that timed both (:meth:`Latency.ratio`), the point being the median of those
+    ratios, so it lies inside its own interval (a ratio of the two pooled p50s need not: drift
+    moves pooled medians, not paired ratios)."""
+    speedup = reference.ratio(latency)
+    return {"speedup_vs_teacher": speedup.ratio, "speedup_vs_teacher_ci_low": speedup.low,
+            "speedup_vs_teacher_ci_high": speedup.high}
+
+
 def machine_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The machine's speed while the rows were timed, on the fixed reference workload
     (:mod:`pipelines.measurement.speed`): median ``ref_int8_ms`` / ``ref_fp32_ms`` over the
-    measurements and the worst ``speed_change`` across a kept block, as ``machine.*`` metrics, so
-    two runs on a machine in different phases are told apart from two different models."""
+    measurements and the worst ``speed_change`` (how far a round ran off its measurement's typical
+    speed), as ``machine.*`` metrics, so two runs on a machine in different phases are told apart
+    from two different models."""
     import statistics
 
     out: dict[str, float] = {}

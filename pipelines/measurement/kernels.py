@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from pipelines.measurement.timing import time_interleaved
+from pipelines.measurement.timing import NoiseLimits, time_blocks
 
 # Operators whose own time is a convolution / matrix-product primitive.
 _COMPUTE = re.compile(r"conv|linear|addmm|(^|::)b?mm\b|matmul|_pointwise")
@@ -148,7 +148,8 @@ def kernel_profile(fn: Callable[[], Any], iters: int = 30, timed_iters: int = 0)
     minute, a p50 from an earlier loop over a kernel time profiled later mixes two machines."""
     call_p50 = float("nan")
     if timed_iters > 0:
-        call_p50 = time_interleaved({"call": fn}, warmup=3, iters=timed_iters)["call"].p50_ms
+        one_block = NoiseLimits(blocks=1, retries=0, block_warm_ms=0.0)  # one callable: nothing to rotate
+        call_p50 = time_blocks({"call": fn}, warmup=3, iters=timed_iters, limits=one_block).timings["call"].p50_ms
     kernel_ms, call_ms, top = profile_ops(fn, iters)
     primitives = onednn_exec_ms(fn, iters)
     dnn_ms = sum(ms for name, ms in primitives.items() if _COMPUTE.search(name.split(":")[0]) or "matmul" in name

@@ -7,8 +7,13 @@ slow 1.6-2.3x in them, fp32 ones 1.2-1.5x. So the probe times one small int8 mat
 (oneDNN's ``qlinear_pointwise``, the primitive PT2E int8 graphs run) and one small fp32 one
 (``torch.mm``), each a few times, median of each. Two uses:
 
-- a block bracketed by probes that disagree by more than ``benchmark.max_speed_change`` was timed
-  across a speed change: its round is re-measured, and flagged when it stays so;
+- a block bracketed by probes that disagree by more than ``benchmark.max_speed_change`` may have
+  been timed across a speed change: its round is re-measured (the steadiest attempt kept). It is
+  not what flags a measurement ``noisy``: one probe right after a block is disturbed by that block
+  (measured: adjacent probes around one plain fp32 block differ 1.0-1.7x on an idle machine); a
+  slow phase lasts minutes and moves every probe of the rounds it covers, so a measurement is
+  flagged when a round's median probe is off the median of all its probes by more than
+  ``max_speed_change`` (``Blocks.speed_change`` in :mod:`.timing`);
 - the probe's milliseconds (``ref_int8_ms``, ``ref_fp32_ms``) are the run's speed on a fixed
   workload, recorded with every row and logged as metrics, so two runs on different machine
   speeds are told apart from two different models.

@@ -3,8 +3,8 @@ timed in *blocks* (many calls of one variant in a row, after a few untimed calls
 thread pool and fill its caches), the blocks rotating (round ``r`` runs every variant once,
 starting at the ``r``-th) so that machine drift hits every variant alike.
 
-Why blocks, not one call of each in turn (:func:`time_interleaved`, still used for single
-callables and by ``bench/`` scripts): across runtimes, per-call interleaving makes each call pay
+Why blocks, not one call of each in turn (the routine before issue 26, removed): across
+runtimes, per-call interleaving makes each call pay
 for the previous runtime's threads and caches: thread pools that went to sleep must be woken,
 OpenMP's spinning workers hold the cores another pool wants. Measured on the default run's final
 model, per call interleaved vs blocks of 100: ONNX Runtime int8 1.6x slower, OpenVINO 1.2x,
@@ -14,14 +14,21 @@ close the blocks come to each runtime timed alone in its own process.
 Between blocks a fixed reference workload (:mod:`.speed`) measures the machine's speed; a round
 with a block timed across a speed change (probes before and after it disagree by more than
 ``benchmark.max_speed_change``) or with a block whose p90/p50 passes ``benchmark.max_spread`` is
-re-measured, up to ``benchmark.retries`` times, keeping the steadiest attempt.
+re-measured, up to ``benchmark.retries`` times, keeping the steadiest attempt. Before every
+block and every probe the routine waits (at most ``benchmark.settle_ms``) until the threads of the
+runtime that ran before stop spinning (:mod:`.settle`): ONNX Runtime's spinning workers kept a
+core for 0.3 s after a block on a loaded 2-core machine, taking it from whatever was timed next.
+Those two probes
+only re-measure: one probe right after a block is disturbed by that block itself, so what flags
+a measurement is a whole round off the typical speed (:attr:`Blocks.speed_change`).
 
 A shared machine can still disturb a whole measurement (another process on our cores, a VM's
 stolen time). :func:`measure` therefore records how much of the CPUs we run on went to *others*
 during it (``/proc/stat`` busy + steal time of those CPUs, minus this process's own CPU time: its
 10 ms ticks are too coarse for one block, so this is watched over the whole measurement), the
-worst p90/p50 of a variant's block medians and the worst speed change a kept block saw; when one passes its limit
-(:class:`NoiseLimits`) it measures again, up to ``benchmark.retries`` times, and keeps the
+worst p90/p50 of a variant's block medians and how far the slowest or fastest round ran from the
+measurement's typical speed (each round's median probe against the median of all probes); when
+one passes its limit (:class:`NoiseLimits`) it measures again, up to ``benchmark.retries`` times, and keeps the
 quietest attempt. If even that one is disturbed its result says ``noisy`` and the report refuses
 to quote its speedups.
 """
@@ -39,6 +46,7 @@ from typing import Any
 import torch
 
 from pipelines.core.stats import LatencyRatio, median_interval
+from pipelines.measurement.settle import settle
 from pipelines.measurement.speed import Speed, SpeedProbe, summarise
 
 
@@ -77,36 +85,6 @@ def _percentile(values: list[float], q: float) -> float:
 def sync() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-def time_interleaved(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50,
-                     rewarm: int = 1) -> dict[Any, Latency]:
-    """Time each zero-argument callable ``iters`` times, interleaved, after ``warmup`` calls each.
-
-    Round ``i`` starts at the ``i % len(fns)``-th callable, so no variant always runs first, and
-    drift (thermal, other load) hits every variant alike. Before each timed call the variant runs
-    ``rewarm`` untimed calls: the previous variant has just evicted its weights from the caches,
-    and a deployed model serving one request after another runs with warm caches, which is what a
-    latency figure should describe (without it a small model timed right after a large one pays
-    for the large one's cache traffic)."""
-    names = list(fns)
-    with torch.inference_mode():
-        for name in names:
-            for _ in range(warmup):
-                fns[name]()
-        sync()
-        samples: dict[Any, list[float]] = {n: [] for n in names}
-        for i in range(iters):
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:
-                for _ in range(rewarm):
-                    fns[name]()
-                sync()
-                start = time.perf_counter()
-                fns[name]()
-                sync()
-                samples[name].append((time.perf_counter() - start) * 1e3)
-    return {n: _latency(s, s) for n, s in samples.items()}
 
 
 def _latency(samples: list[float], rounds: list[float]) -> Latency:
@@ -155,13 +133,19 @@ def _block(fn: Callable[[], Any], calls: int, rewarm: int, warm_ms: float = 0.0)
     return times
 
 
-def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: int, rewarm: int, probe: SpeedProbe,
-           warm_ms: float = 0.0) -> Round:
+def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: int, probe: SpeedProbe,
+           limits: "NoiseLimits") -> Round:
+    """One block of each variant in ``order``, the speed probed before the first and after each;
+    before every block and every probe the previous runtime's pool is let go to sleep
+    (:func:`~pipelines.measurement.settle.settle`, at most ``limits.settle_ms``)."""
+    settle(limits.settle_ms)
     probes = [probe()]
     samples: dict[Any, list[float]] = {}
     spread = 1.0
     for name in order:
-        samples[name] = times = _block(fns[name], calls, rewarm, warm_ms)
+        settle(limits.settle_ms)
+        samples[name] = times = _block(fns[name], calls, limits.block_warmup, limits.block_warm_ms)
+        settle(limits.settle_ms)
         probes.append(probe())
         if len(times) >= MIN_BLOCK_FOR_SPREAD and (mid := statistics.median(times)) > 0:
             spread = max(spread, _percentile(times, 0.9) / mid)
@@ -224,12 +208,12 @@ def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int 
         for r in range(count):
             shift = r % len(names)
             order = names[shift:] + names[:shift]
-            best = _round(fns, order, calls, limits.block_warmup, probe, limits.block_warm_ms)
+            best = _round(fns, order, calls, probe, limits)
             for _ in range(limits.retries):
                 if not best.disturbed(limits):
                     break
                 remeasured += 1
-                again = _round(fns, order, calls, limits.block_warmup, probe, limits.block_warm_ms)
+                again = _round(fns, order, calls, probe, limits)
                 best = again if again.score(limits) < best.score(limits) else best
             rounds.append(best)
     timings = {n: _latency([t for r in rounds for t in r.samples[n]], [statistics.median(r.samples[n]) for r in rounds])
@@ -325,7 +309,8 @@ class NoiseLimits:
     start of each block, going on for at least ``block_warm_ms``: the runtime timed before may have
     left its thread pool spinning (ONNX Runtime) or OpenMP workers asleep, and a fast model's few
     warm-up calls end before that settles; measured: p90/p50 of 9 for a 0.5 ms PyTorch call at
-    batch 1 after 5 warm-up calls)."""
+    batch 1 after 5 warm-up calls); before every block and probe, wait up to ``settle_ms`` for the
+    previous runtime's threads to stop spinning (:func:`~pipelines.measurement.settle.settle`)."""
 
     max_other_cpu: float = 0.2
     max_spread: float = 3.0
@@ -334,12 +319,13 @@ class NoiseLimits:
     block_warmup: int = 5
     max_speed_change: float = 2.0
     block_warm_ms: float = 20.0
+    settle_ms: float = 200.0
 
     @classmethod
     def of(cls, cfg: Any) -> "NoiseLimits":
         """From a ``BenchmarkConfig``."""
         return cls(cfg.max_other_cpu, cfg.max_spread, cfg.retries, cfg.blocks, cfg.block_warmup,
-                   cfg.max_speed_change, cfg.block_warm_ms)
+                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms)
 
 
 @dataclass(frozen=True)

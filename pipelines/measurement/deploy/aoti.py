@@ -67,9 +67,38 @@ def _compile(program, path: Path) -> Path:
 
 
 def load(path: str | Path):
+    """The package's runner: :class:`Direct` for a one-tensor-in, one-tensor-out model (every
+    chain model), else the callable ``aoti_load_package`` returns."""
     import torch._inductor
 
-    return torch._inductor.aoti_load_package(str(path))
+    compiled = torch._inductor.aoti_load_package(str(path))
+    return Direct(compiled) if Direct.fits(compiled) else compiled
+
+
+class Direct:
+    """The C++ runner (``AOTIModelPackageLoader.run``) called with the input as its one flat
+    tensor. ``aoti_load_package``'s callable does, on every call, what only has to be done once:
+    parse the package's call spec (two JSON tree specs), flatten the arguments and unflatten the
+    outputs with pytree; for a model of one tensor in and one out that is the same as
+    ``run([x])[0]`` (:meth:`fits` checks the call spec once)."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+        self.run = compiled.loader.run
+
+    @staticmethod
+    def fits(compiled) -> bool:
+        from torch.utils import _pytree as pytree
+
+        loader = getattr(compiled, "loader", None)
+        if loader is None:
+            return False
+        in_spec, out_spec = (pytree.treespec_loads(s) for s in loader.get_call_spec())
+        args = pytree.tree_unflatten([0] * in_spec.num_leaves, in_spec)
+        return in_spec.num_leaves == 1 and args == ((0,), {}) and out_spec.num_leaves == 1 and out_spec.is_leaf()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run([x])[0]
 
 
 class Padded:
