@@ -31,6 +31,7 @@ def body(ctx, run):
     accuracy = {name: ctx.accuracy(model) for name, model in models.items()}
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
+    DEPLOY_DIR.mkdir(parents=True)  # a declared output (dvc.yaml): empty without a deploy target
     deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
     test = ctx.data.test.tensors
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
