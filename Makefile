@@ -36,13 +36,18 @@ $(STAMP): pyproject.toml
 repro: setup
 	dvc repro
 
-# --durations: the slowest tests, so a test that grows is seen in every CI log
+# --durations: the slowest tests, so a test that grows is seen in every CI log. -n: pytest-xdist
+# workers (TEST_WORKERS=1: one process); each test file goes to one worker whole, the files on the
+# session's pipeline repo together and first (tests/conftest.py), so every expensive fixture is built once.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
+
 test: setup
-	@eval "$$(.ci/test-deps)"; $(PY) -m pytest -q --durations=15
+	@eval "$$(.ci/test-deps)"; $(PYTEST)
 
 # the inner loop: everything but the tests that need a real `dvc repro` (marker `slow`)
 test-fast: setup
-	@eval "$$(.ci/test-deps)"; $(PY) -m pytest -q -m "not slow" --durations=15
+	@eval "$$(.ci/test-deps)"; $(PYTEST) -m "not slow"
 
 # docs/ (and README.md as the home page) as a site in site/, offline; --strict: a broken link fails
 docs: setup

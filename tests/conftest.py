@@ -1,5 +1,6 @@
 """Shared fixtures: small real params, a real MLflow sqlite store in a temp dir, and one real
-`dvc repro` of the default pipeline (session-scoped: the e2e and UI tests share it)."""
+`dvc repro` of the default pipeline (session-scoped: the e2e and UI tests share it; defined in
+session_repo.py, imported at the end)."""
 
 from __future__ import annotations
 
@@ -114,14 +115,41 @@ def pytest_addoption(parser):
                      help="run the collected tests in reverse order (no test may depend on another's leftovers)")
 
 
+# The test files that read the session's pipeline repo: under pytest-xdist they are one unit of
+# work (see pytest_xdist_make_scheduler), so one worker builds the repo while the other runs the rest.
+REPO_FILES = ("tests/test_pipeline_e2e.py", "tests/test_experiments.py", "tests/test_ui_mlflow.py")
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test on the session's pipeline repo is ``slow`` (it needs the real `dvc repro` the
-    fixture runs): `make test-fast` (``-m "not slow"``) leaves them out. ``--reverse``: reversed order."""
+    fixture runs): `make test-fast` (``-m "not slow"``) leaves them out; its file must be one of
+    :data:`REPO_FILES`. ``--reverse``: reversed order. On an xdist worker the repo's tests come
+    first (`make test` keeps that order: ``--no-loadscope-reorder``): they are the longest unit."""
     for item in items:
         if "repo" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+            if item.nodeid.split("::")[0] not in REPO_FILES:
+                raise pytest.UsageError(f"{item.nodeid} reads the session repo: add its file to REPO_FILES")
     if config.getoption("--reverse"):
         items.reverse()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.nodeid.split("::")[0] not in REPO_FILES)  # stable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (`make test`): each test file goes to one worker whole, so a
+    module-scoped fixture is built once; the files of :data:`REPO_FILES` go together."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "session repo" if path in REPO_FILES else path
+
+    return Scheduling(config, log)
 
 
 def pytest_runtest_setup(item):
@@ -144,28 +172,6 @@ def run_cmd(cmd, cwd, env, timeout=1800) -> str:
 
 def stages_ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([a-z_]+)'", output)
-
-
-@pytest.fixture(scope="session")
-def repo(tmp_path_factory):
-    """The default pipeline through a real `dvc repro` in a temporary git repo (shortened epochs),
-    run once per session: ``(root, env, output of the first repro)``."""
-    root = copy_project(tmp_path_factory.mktemp("project"))
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["teacher"].update(channels=[32, 64, 128], depth=2)  # narrower than the default: CI time
-    raw["student"].update(channels=[32, 64, 128], depth=1)
-    raw["train"]["epochs"] = 3
-    raw["distill"]["epochs"] = 3
-    raw["prune"].update(finetune_epochs=1)
-    # one timed attempt: on a busy machine the benchmark would re-measure every loop twice more,
-    # and these tests read the numbers' presence and shape, not their quietness
-    raw["benchmark"].update(warmup=2, iters=10, retries=0)
-    raw["search"].update(n_trials=2)  # trials train with the epochs above
-    raw["search"]["space"]["student.channels"]["choices"] = [[16, 32, 64], [32, 64, 128]]  # CI time again
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = init_repo(root)
-    first = run_cmd(["dvc", "repro"], root, env)
-    return root, env, first
 
 
 def copy_project(root: Path) -> Path:
@@ -374,3 +380,6 @@ def agreement(ctx, a, b) -> float:
 
     loader = ctx.loader("test")
     return (predict(a, loader).argmax(1) == predict(b, loader).argmax(1)).float().mean().item()
+
+
+from session_repo import committed, repo  # noqa: E402,F401  (fixtures: the session's pipeline repos)

@@ -28,7 +28,7 @@ from pipelines.compression.checkpoint import save_model
 from pipelines.search.attrs import overrides_of
 from pipelines.training.context import Context
 from tests.conftest import Started, missing_system_dependency, run_stage, start_stage, venv_env
-from tests.test_search import SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
+from tests.test_search import EAGER_INT8, SPACE, search_params, teacher  # noqa: F401  (teacher: a module-scoped fixture)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -69,10 +69,12 @@ def pg_url(pg_server):
 @pytest.fixture
 def project(teacher, tmp_path):  # noqa: F811 - the fixture imported above
     """A project directory: tiny params (1 distill epoch, eager only, one thread per worker, no
-    MLflow), the teacher checkpoint, and the environment workers run with."""
+    MLflow, the eager int8 engine: `auto` would cost every worker a PT2E compile, and what a trial
+    quantizes with is not what these tests check), the teacher checkpoint, and the environment
+    workers run with."""
     params = search_params(study_name=STUDY, n_trials=50,
                            space={k: v for k, v in SPACE.items() if k != "distill.lr"})  # no NaN trials
-    params = params.with_overrides({"tracking.enabled": False, "benchmark.num_threads": 1})
+    params = params.with_overrides({"tracking.enabled": False, "benchmark.num_threads": 1, **EAGER_INT8})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
     save_model(tmp_path / "models" / "teacher.pt", teacher, Context(params).spec("teacher"))
     env = venv_env(**{search_storage.HEARTBEAT_ENV: str(HEARTBEAT_S), search_storage.GRACE_ENV: str(GRACE_S)})

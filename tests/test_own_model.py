@@ -476,3 +476,4 @@ def test_dvc_repro_with_a_trained_torchvision_model_on_an_image_folder(tmp_path,
     assert baseline["accuracy"] == pytest.approx(
         _plain_accuracy(plain, folder, baseline["data_mean"], baseline["data_std"]))
     assert json.loads((root / "metrics" / "quantize.json").read_text())["engine"] == "eager"  # the mlp student
+    assert list((root / "models" / "deploy").iterdir()) == []  # runtimes [eager]: no deploy target, no ONNX export

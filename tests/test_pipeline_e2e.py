@@ -15,7 +15,7 @@ from tests.conftest import METRIC_STAGES, STAGES
 from tests.conftest import run_cmd as _run
 from tests.conftest import stages_ran as _ran
 
-# `repo` (one real `dvc repro` per session, shared with test_ui_mlflow.py) lives in conftest.py.
+# `repo` (one real `dvc repro` per session, shared with test_ui_mlflow.py) lives in session_repo.py.
 
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
@@ -30,7 +30,7 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
                  "reports/search/pareto.json"]:
         assert (root / path).stat().st_size > 0, path
     front = json.loads((root / "reports/search/pareto.json").read_text())
-    # best_params.yaml exists exactly when the (tiny, 2-trial) search found a feasible trial
+    # best_params.yaml exists exactly when the (tiny, 1-trial) search found a feasible trial
     assert (root / "reports/search/best_params.yaml").exists() == bool(front["trials"])
     assert "| quantized (final) |" in first  # the summary table is printed at the end
     assert "## Search" in (root / "reports" / "summary.md").read_text()

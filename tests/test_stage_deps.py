@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import ROOT, venv_env
 from dvc_deps import affected, declared_code_deps, dvc_stages, import_graph, module_file, parents
 
@@ -103,32 +101,8 @@ def test_importing_a_stage_runs_only_its_deps_and_fp32_checkpoints_load_without_
 
 # --- the bars with real DVC -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def committed(tmp_path_factory) -> Path:
-    """A copy of the project's pipeline (code, dvc.yaml, params.yaml) whose data deps and outputs
-    are stand-in files, recorded by `dvc commit` as if `dvc repro` had run: `dvc status` then
-    compares only file hashes, as it does after a real run."""
-    from dvc.repo import Repo
-
-    root = tmp_path_factory.mktemp("pipeline")
-    for name in ("pipelines", "stages"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, root / name)
-    for stage in dvc_stages().values():
-        for entry in [*stage.get("deps", []), *stage.get("outs", []), *stage.get("metrics", [])]:
-            path = root / (entry if isinstance(entry, str) else next(iter(entry)))
-            if not path.exists():
-                if path.suffix:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(f"stand-in for {path.name}\n")
-                else:
-                    path.mkdir(parents=True)
-                    (path / "stand-in.txt").write_text("stand-in\n")
-    with contextlib.chdir(root), Repo.init(str(root), no_scm=True) as dvc:
-        dvc.commit(None, force=True)
-        assert dvc.status() == {}
-    return root
+# `committed` (the pipeline with stand-in outputs, committed by DVC) lives in conftest.py: tests/test_layers.py
+# edits every module in it.
 
 
 def _status_after_editing(root: Path, path: str) -> set[str]:
