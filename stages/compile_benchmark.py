@@ -29,7 +29,7 @@ def body(ctx, run):
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
     deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
-    test = ctx.data.test.tensors
+    test = ctx.split_tensors("test")
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
                    {name: stage.model_path(name) for name in CHAIN})
     for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r.get("skipped")):

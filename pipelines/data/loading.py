@@ -27,24 +27,27 @@ or written), so the same seed always gives the same splits, also when called fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from pipelines.core.config import DataConfig
 from pipelines.core.errors import DataError
+from pipelines.data.augment import augmented, plain
+from pipelines.data.augment import build as build_augment
+from pipelines.data.feeding import default_workers, make_loader
 
-__all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
+__all__ = ["DataBundle", "DataError", "dataset_arrays", "labels_of", "load_data", "make_loader", "split_digest"]
 
 # The schema's dataset names, less the bundled one and the user's folder: pipelines.data.torchvision_sets
 # serves these.
 TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation)
-                             if n not in ("digits", "imagefolder"))
+                             if n not in ("digits", "imagefolder", "webdataset"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class DataBundle:
     mean: tuple[float, ...] = ()  # per channel, what the images were normalised with
     std: tuple[float, ...] = ()
     classes: tuple[str, ...] = ()  # class names where the dataset has them (imagefolder)
+    in_memory: bool = True  # False: the splits are streamed from disk (pipelines.data.streaming)
+    workers: int = 0  # DataLoader worker processes that read a streamed split
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,33 +204,40 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     )
 
 
-def _load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
+def folder_indices(cfg: DataConfig, labels: np.ndarray, n_train: int, given_sizes: dict[str, int],
+                   rng: np.random.RandomState) -> dict[str, np.ndarray]:
+    """Indices into ``labels`` (train rows first, then the given val/test rows in that order) of
+    train (uncapped), val and test: a split without its own folder is carved from train, seeded
+    and stratified, test first as for digits. Same files, same seed: same splits, held or streamed."""
+    train_idx, offset, splits = np.arange(n_train), n_train, {}
+    for name in ("val", "test"):
+        if name in given_sizes:
+            splits[name] = np.arange(offset, offset + given_sizes[name])
+            offset += given_sizes[name]
+    for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):  # digits' order
+        if name not in splits:
+            if len(train_idx) < 2:
+                raise DataError(f"{Path(cfg.root) / 'train'}: {n_train} images are too few to carve a {name} split "
+                                f"from; add images or a {Path(cfg.root) / name} folder")
+            train_idx, splits[name] = _split(train_idx, labels, _count(fraction, n_train), rng)
+    return {"train": train_idx, **splits}
+
+
+def _load_imagefolder(cfg: DataConfig, seed: int, files) -> DataBundle:
     from pipelines.data.imagefolder import read_folder
 
-    folder = read_folder(cfg)
+    folder = read_folder(cfg, files)
     parts = [folder.train, *(s for s in (folder.val, folder.test) if s is not None)]
     images = torch.cat([p[0] for p in parts]).to(torch.float32).div_(255.0)
     labels = torch.cat([p[1] for p in parts])
     y = labels.numpy()
-    n = len(folder.train[1])
     rng = np.random.RandomState(seed)
-    train_idx, offset, given = np.arange(n), n, {}
-    for name, split in (("val", folder.val), ("test", folder.test)):
-        if split is not None:
-            given[name] = np.arange(offset, offset + len(split[1]))
-            offset += len(split[1])
-    carved = {}
-    for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):  # digits' order
-        if name not in given:
-            if len(train_idx) < 2:
-                raise DataError(f"{Path(cfg.root) / 'train'}: {n} images are too few to carve a {name} split "
-                                f"from; add images or a {Path(cfg.root) / name} folder")
-            train_idx, carved[name] = _split(train_idx, y, _count(fraction, n), rng)
-    mean, std = _stats(images, train_idx)
+    given = {name: len(split[1]) for name, split in (("val", folder.val), ("test", folder.test)) if split is not None}
+    splits = folder_indices(cfg, y, len(folder.train[1]), given, rng)
+    mean, std = _stats(images, splits["train"])
     stats = (tuple(cfg.mean) if cfg.mean is not None else mean, tuple(cfg.std) if cfg.std is not None else std)
     images = _normalise(images, stats)
-    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
-    splits = {**given, **carved}
+    train_idx = _cap(splits["train"], y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, splits["val"]),
@@ -240,19 +252,63 @@ def _load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
     )
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load ``cfg.name`` as normalised in-memory train/val/test tensors (same seed, same splits)."""
+def _load(cfg: DataConfig, seed: int) -> DataBundle:
     if cfg.name == "digits":
         return _load_digits(cfg, seed)
     if cfg.name == "imagefolder":
-        return _load_imagefolder(cfg, seed)
+        from pipelines.data import streaming
+        from pipelines.data.imagefolder import list_folder
+
+        files = list_folder(cfg)
+        hold = cfg.in_memory if cfg.in_memory != "auto" else streaming.decoded_mb(cfg, files) <= cfg.in_memory_max_mb
+        if hold:
+            return _load_imagefolder(cfg, seed, files)
+        return streaming.load_folder(cfg, seed, files, cfg.num_workers if cfg.num_workers is not None
+                                     else default_workers())
+    if cfg.name == "webdataset":
+        from pipelines.data.shards import load_shards
+
+        return load_shards(cfg, seed, cfg.num_workers if cfg.num_workers is not None else default_workers())
     if cfg.name in TORCHVISION_DATASETS:
         return _load_torchvision(cfg, seed)
-    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, imagefolder, "
+    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, imagefolder, webdataset, "
                     f"{', '.join(TORCHVISION_DATASETS)}")
 
 
-def make_loader(ds: TensorDataset | Sequence, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A single-process DataLoader; when shuffling, the order comes from its own seeded generator."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+def load_data(cfg: DataConfig, seed: int) -> DataBundle:
+    """Load ``cfg.name``: normalised in-memory train/val/test tensors, or streamed splits (same
+    seed, same splits); the train split augmented when ``data.augment`` is set."""
+    data = _load(cfg, seed)
+    transform = build_augment(cfg.augment, data.in_channels, data.image_size)
+    if transform is None:
+        return data
+    return dataclasses.replace(data, train=augmented(data.train, transform, data.mean, data.std))
+
+
+def labels_of(ds: Dataset) -> torch.Tensor:
+    """The int64 labels of a split, in order, without reading any image."""
+    return ds.tensors[1] if isinstance(ds, TensorDataset) else ds.labels
+
+
+def split_digest(ds: Dataset) -> str:
+    """sha256 of a split's images and labels (held: the tensors' bytes; streamed: each file's
+    path, bytes and label), without decoding anything: which images an accuracy was measured on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if isinstance(ds, TensorDataset):
+        for tensor in ds.tensors:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+    for part in ds.digest_parts():
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def dataset_arrays(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(features, targets) that stand for a train split in MLflow's dataset record: a held split's
+    images and labels; a streamed one's digest bytes (its images are never all in memory) and labels."""
+    ds = plain(ds)
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[0].numpy(), ds.tensors[1].numpy()
+    return np.frombuffer(bytes.fromhex(split_digest(ds)), dtype=np.uint8), labels_of(ds).numpy()
