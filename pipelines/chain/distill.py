@@ -29,7 +29,7 @@ def distill_student(ctx: Context, teacher: nn.Module, epochs: int | None = None,
     teacher = teacher.to(ctx.device).eval()
     loss = kd.DistillationLoss(teacher, cfg.alpha, cfg.temperature)
     train_set = None
-    cached = kd.caches_teacher_logits(cfg.cache_teacher_logits, ctx.params.data.augment)
+    cached = kd.caches_teacher_logits(cfg.cache_teacher_logits, ctx.params.data.augment, ctx.data.train)
     if cached:
         train_set = cached_logits if cached_logits is not None else kd.with_teacher_logits(
             teacher, ctx.data.train, ctx.device, workers=ctx.data.workers)

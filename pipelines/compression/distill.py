@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from pipelines.data import make_loader
 from pipelines.training.loop import predict
@@ -52,11 +52,12 @@ class DistillationLoss(nn.Module):
         return self.alpha * hard + (1.0 - self.alpha) * self.soft_loss(student_logits, teacher_logits)
 
 
-def caches_teacher_logits(cache: bool, augment: list) -> bool:
+def caches_teacher_logits(cache: bool, augment: list, train: Dataset) -> bool:
     """Whether the teacher's logits are computed once (``distill.cache_teacher_logits``): only when
-    the train images are the same every epoch; with ``data.augment`` the teacher sees each
-    augmented batch, the student's own, in :meth:`DistillationLoss.forward`."""
-    return cache and not augment
+    the train images are the same every epoch and have an index to hang them on (not shards);
+    with ``data.augment`` the teacher sees each augmented batch, the student's own, in
+    :meth:`DistillationLoss.forward`."""
+    return cache and not augment and not isinstance(train, IterableDataset)
 
 
 class WithLogits(Dataset):

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pipelines.core.errors import DataError, UserError, first_line
 from pipelines.core.params_base import CORES
@@ -66,6 +66,10 @@ def make_loader(ds: Dataset | Sequence, batch_size: int, shuffle: bool, seed: in
     """A DataLoader over ``ds``; when shuffling, the order comes from its own seeded generator (so
     also which worker seeds each augmentation draws). ``workers`` 0: in this process (in-memory
     tensors); more: persistent worker processes (streamed images)."""
+    if isinstance(ds, IterableDataset):  # shards: the dataset shuffles itself (seed and epoch)
+        shuffle = False
+        if not getattr(ds, "shuffle", False):
+            workers = min(workers, 1)  # one reader keeps the shard order: outcomes in image order
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     if workers == 0:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)

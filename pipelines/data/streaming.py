@@ -29,6 +29,19 @@ from pipelines.data.decode import Decoder
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 
+def prepare(image: torch.Tensor, name: str, size: tuple[int, int] | None, augment, mean: torch.Tensor,
+            std: torch.Tensor) -> torch.Tensor:
+    """A decoded uint8 image as the model's input: size checked (when nothing resizes), scaled to
+    0..1, augmented (train), normalised with ``mean``/``std`` shaped [C, 1, 1]."""
+    if size is not None and (image.shape[-1], image.shape[-2]) != size:
+        raise DataError(f"{name}: {image.shape[-1]}x{image.shape[-2]}, but the train images are "
+                        f"{size[0]}x{size[1]}; set data.image_size to resize every image")
+    x = image.to(torch.float32).div_(255.0)
+    if augment is not None:
+        x = augment(x)
+    return (x - mean) / std
+
+
 class ImageFiles(Dataset):
     """Images on disk as ``(float32 [C, H, W] normalised, label)`` items."""
 
@@ -55,14 +68,8 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.name(index)
-        image = self.decoder(path, path)
-        if self.size is not None and (image.shape[-1], image.shape[-2]) != self.size:
-            raise DataError(f"{path}: {image.shape[-1]}x{image.shape[-2]}, but the train images are "
-                            f"{self.size[0]}x{self.size[1]}; set data.image_size to resize every image")
-        x = image.to(torch.float32).div_(255.0)
-        if self.augment is not None:
-            x = self.augment(x)
-        return (x - self._mean) / self._std, int(self._labels[index])
+        x = prepare(self.decoder(path, path), path, self.size, self.augment, self._mean, self._std)
+        return x, int(self._labels[index])
 
     def digest_parts(self):
         """What :func:`~pipelines.data.loading.split_digest` hashes: each image's file bytes and label, in order."""
@@ -88,14 +95,20 @@ class ImageFiles(Dataset):
 
 def sample_stats(ds: Dataset, count: int, seed: int, batch_size: int, workers: int) -> Stats:
     """Per-channel mean/std (0..1 pixels) of ``count`` seeded images of ``ds`` (a dataset whose
-    items are not yet normalised), summed in float64 batch by batch; a constant channel gets std 1."""
+    items are not yet normalised)."""
     from pipelines.data.feeding import make_loader
 
     n = len(ds)
     rng = np.random.RandomState(seed)
     idx = np.sort(rng.choice(n, size=min(count, n), replace=False))
+    return batch_stats(make_loader(torch.utils.data.Subset(ds, idx.tolist()), batch_size, False, workers=workers))
+
+
+def batch_stats(batches) -> Stats:
+    """Per-channel mean/std of the images of ``batches`` (not yet normalised), summed in float64
+    batch by batch; a constant channel gets std 1."""
     total, squares, pixels = None, None, 0
-    for images, *_ in make_loader(torch.utils.data.Subset(ds, idx.tolist()), batch_size, False, workers=workers):
+    for images, *_ in batches:
         x = images.to(torch.float64)
         s, q = x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))
         total, squares = (s, q) if total is None else (total + s, squares + q)

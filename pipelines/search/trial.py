@@ -102,7 +102,7 @@ class Baseline:
     def build(cls, ctx: Context, teacher: nn.Module) -> "Baseline":
         teacher = teacher.cpu().eval()
         logits = with_teacher_logits(teacher, ctx.data.train, ctx.device, workers=ctx.data.workers) \
-            if caches_teacher_logits(ctx.params.distill.cache_teacher_logits, ctx.params.data.augment) \
+            if caches_teacher_logits(ctx.params.distill.cache_teacher_logits, ctx.params.data.augment, ctx.data.train) \
             else None
         teacher = teacher.cpu().eval()
         val = tuple(ctx.correct(teacher, "val").tolist())

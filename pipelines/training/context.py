@@ -4,13 +4,14 @@ one way to train a model under ``params.train`` (:func:`train`)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import IterableDataset, Subset, TensorDataset
 
 from pipelines.core.config import Params
 from pipelines.core.kinds import cpu_only
@@ -68,7 +69,12 @@ class Context:
     def calibration_batches(self, count: int | None = None) -> list[torch.Tensor]:
         """The calibration images (:meth:`calibration_indices`) in batches, deterministic (never
         augmented): what PTQ calibrates on, in every engine and every deploy target."""
-        subset = Subset(plain(self.data.train), self.calibration_indices(count))
+        train = self.data.train
+        if isinstance(train, IterableDataset):  # shards: the first images of a seeded shuffled pass
+            count = self.params.quantize.calibration_batches if count is None else count
+            return list(itertools.islice((images for images, *_ in self.loader("train", dataset=train.calibration())),
+                                         count))
+        subset = Subset(plain(train), self.calibration_indices(count))
         return [images for images, *_ in self.loader("train", dataset=subset)]
 
     def calibration_digest(self, count: int | None = None) -> str:
