@@ -55,6 +55,12 @@ class FeedingLoader(DataLoader):
             except StopIteration:
                 return
             except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it was
+                # stop the workers now: a dead one left registered would raise again from the
+                # SIGCHLD handler whenever any child process exits later
+                shutdown = getattr(batches, "_shutdown_workers", None)
+                if shutdown is not None:
+                    shutdown()
+                self._iterator = None
                 translated = as_data_error(exc)
                 if translated is exc:
                     raise

@@ -41,11 +41,10 @@ Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 def expand(cfg: DataConfig, key: str) -> list[str]:
     """The shard paths of ``data.<key>`` (a list, or a brace pattern), each an existing file."""
-    import braceexpand
+    from webdataset.shardlists import expand_urls
 
     spec = getattr(cfg, key)
-    patterns = [spec] if isinstance(spec, str) else list(spec)
-    paths = [path for pattern in patterns for path in braceexpand.braceexpand(pattern)]
+    paths = [path for pattern in ([spec] if isinstance(spec, str) else spec) for path in expand_urls(pattern)]
     for path in paths:
         if not Path(path).is_file():
             raise DataError(f"data.{key}: no such shard {path}")

@@ -63,8 +63,8 @@ class Context:
         """Which train images PTQ calibrates on: the first ``count`` (default
         ``quantize.calibration_batches``) batches of the seeded shuffled order, as indices."""
         count = self.params.quantize.calibration_batches if count is None else count
-        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.params.seed))
-        return order[:count * self.params.data.batch_size].tolist()
+        order = make_loader(range(len(self.data.train)), self.params.data.batch_size, True, seed=self.params.seed)
+        return torch.cat(list(itertools.islice(order, count))).tolist()  # the seeded loader's own order
 
     def calibration_batches(self, count: int | None = None) -> list[torch.Tensor]:
         """The calibration images (:meth:`calibration_indices`) in batches, deterministic (never
