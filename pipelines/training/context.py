@@ -54,8 +54,9 @@ class Context:
         test = self.data.test
         if isinstance(test, TensorDataset):
             images = test.tensors[0]
-        else:  # streamed: the first few test images, read one by one
-            images = torch.stack([test[i][0] for i in range(min(batch_size, len(test)))])
+        else:  # streamed: the first few test images, read in this process
+            items = iter(test) if isinstance(test, IterableDataset) else (test[i] for i in range(len(test)))
+            images = torch.stack([image for image, *_ in itertools.islice(items, batch_size)])
         reps = -(-batch_size // len(images))
         return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
 
