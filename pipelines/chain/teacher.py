@@ -17,8 +17,8 @@ def train_teacher(ctx: Context) -> tuple[nn.Module, History]:
     model = ctx.new_model("teacher")
     if ctx.params.train.epochs == 0:
         model.to(ctx.device).eval()
-        train = plain(ctx.data.train)
-        loss = cross_entropy(predict(model, ctx.loader("train", dataset=train), ctx.device), labels_of(train)).item()
+        images = plain(ctx.data.train)
+        loss = cross_entropy(predict(model, ctx.loader("train", dataset=images), ctx.device), labels_of(images)).item()
         val = ctx.accuracy(model, "val")
         return model.cpu().eval(), History([{"epoch": 0, "train_loss": loss, "val_accuracy": val}], val, 0)
     history = train(ctx, model, ctx.params.train.epochs, ctx.params.train.lr, "teacher")

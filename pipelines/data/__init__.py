@@ -4,6 +4,9 @@ torchvision's datasets behind :mod:`.torchvision_sets`) or streamed from disk (:
 (:mod:`.augment`). Depends on core only."""
 
 from pipelines.data.augment import plain
-from pipelines.data.loading import TORCHVISION_DATASETS, DataBundle, dataset_arrays, labels_of, load_data, make_loader, split_digest
+from pipelines.data.bundle import DataBundle, dataset_arrays, labels_of, split_digest
+from pipelines.data.feeding import make_loader
+from pipelines.data.loading import TORCHVISION_DATASETS, load_data
 
-__all__ = ["TORCHVISION_DATASETS", "DataBundle", "dataset_arrays", "labels_of", "load_data", "make_loader", "plain", "split_digest"]
+__all__ = ["TORCHVISION_DATASETS", "DataBundle", "dataset_arrays", "labels_of", "load_data", "make_loader", "plain",
+           "split_digest"]

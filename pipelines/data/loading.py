@@ -28,21 +28,20 @@ or written), so the same seed always gives the same splits, also when called fro
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
 from typing import get_args
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from pipelines.core.config import DataConfig
 from pipelines.core.errors import DataError
-from pipelines.data.augment import augmented, plain
+from pipelines.data.augment import augmented
 from pipelines.data.augment import build as build_augment
+from pipelines.data.bundle import DataBundle, capped, folder_indices, share_count, stratified_split
 from pipelines.data.feeding import default_workers, make_loader
 
-__all__ = ["DataBundle", "DataError", "dataset_arrays", "labels_of", "load_data", "make_loader", "split_digest"]
+__all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
 
 # The schema's dataset names, less the bundled one and the user's folder: pipelines.data.torchvision_sets
 # serves these.
@@ -50,54 +49,8 @@ TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"]
                              if n not in ("digits", "imagefolder", "webdataset"))
 
 
-@dataclass(frozen=True)
-class DataBundle:
-    train: TensorDataset  # float32 images [N, C, H, W] normalised, int64 labels
-    val: TensorDataset
-    test: TensorDataset
-    num_classes: int
-    in_channels: int
-    image_size: int  # H (== W)
-    name: str
-    mean: tuple[float, ...] = ()  # per channel, what the images were normalised with
-    std: tuple[float, ...] = ()
-    classes: tuple[str, ...] = ()  # class names where the dataset has them (imagefolder)
-    in_memory: bool = True  # False: the splits are streamed from disk (pipelines.data.streaming)
-    workers: int = 0  # DataLoader worker processes that read a streamed split
-
-
 # --------------------------------------------------------------------------------------------------
 # splitting and normalisation
-
-
-def _can_stratify(labels: np.ndarray, n_first: int, n_second: int) -> bool:
-    _, counts = np.unique(labels, return_counts=True)
-    n_classes = len(counts)
-    return counts.min() >= 2 and n_first >= n_classes and n_second >= n_classes
-
-
-def _split(
-    indices: np.ndarray, labels: np.ndarray, n_take: int, rng: np.random.RandomState
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``indices`` into (rest, taken) with ``len(taken) == n_take``; stratified where possible."""
-    from sklearn.model_selection import train_test_split
-
-    n_rest = len(indices) - n_take
-    stratify = labels[indices] if _can_stratify(labels[indices], n_rest, n_take) else None
-    rest, taken = train_test_split(indices, test_size=n_take, random_state=rng, stratify=stratify)
-    return np.sort(rest), np.sort(taken)
-
-
-def _count(fraction: float, n: int) -> int:
-    """Samples for ``fraction`` of ``n``: at least 1 and leaving at least 1."""
-    return min(max(1, round(fraction * n)), n - 1)
-
-
-def _cap(indices: np.ndarray, labels: np.ndarray, cap: int | None, rng: np.random.RandomState) -> np.ndarray:
-    if cap is None or cap >= len(indices):
-        return indices
-    _, kept = _split(indices, labels, cap, rng)
-    return kept
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean, std
@@ -143,11 +96,11 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
     y = digits.target
     n = len(y)
     rng = np.random.RandomState(seed)
-    pool, test_idx = _split(np.arange(n), y, _count(cfg.test_fraction, n), rng)
-    train_idx, val_idx = _split(pool, y, _count(cfg.val_fraction, n), rng)
+    pool, test_idx = stratified_split(np.arange(n), y, share_count(cfg.test_fraction, n), rng)
+    train_idx, val_idx = stratified_split(pool, y, share_count(cfg.val_fraction, n), rng)
     stats = _stats(images, train_idx)
     images = _normalise(images, stats)
-    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
+    train_idx = capped(train_idx, y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, val_idx),
@@ -181,7 +134,7 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     y = train_labels.numpy()
     n = len(y)
     rng = np.random.RandomState(seed)
-    train_idx, val_idx = _split(np.arange(n), y, _count(cfg.val_fraction, n), rng)
+    train_idx, val_idx = stratified_split(np.arange(n), y, share_count(cfg.val_fraction, n), rng)
 
     # One float tensor holding train+test, normalised with train-split statistics only.
     images = torch.cat([train_u8, test_u8]).to(torch.float32).div_(255.0)
@@ -190,7 +143,7 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     images = _normalise(images, stats)
     test_idx = np.arange(n, n + len(test_labels))
 
-    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
+    train_idx = capped(train_idx, y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, val_idx),
@@ -204,25 +157,6 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     )
 
 
-def folder_indices(cfg: DataConfig, labels: np.ndarray, n_train: int, given_sizes: dict[str, int],
-                   rng: np.random.RandomState) -> dict[str, np.ndarray]:
-    """Indices into ``labels`` (train rows first, then the given val/test rows in that order) of
-    train (uncapped), val and test: a split without its own folder is carved from train, seeded
-    and stratified, test first as for digits. Same files, same seed: same splits, held or streamed."""
-    train_idx, offset, splits = np.arange(n_train), n_train, {}
-    for name in ("val", "test"):
-        if name in given_sizes:
-            splits[name] = np.arange(offset, offset + given_sizes[name])
-            offset += given_sizes[name]
-    for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):  # digits' order
-        if name not in splits:
-            if len(train_idx) < 2:
-                raise DataError(f"{Path(cfg.root) / 'train'}: {n_train} images are too few to carve a {name} split "
-                                f"from; add images or a {Path(cfg.root) / name} folder")
-            train_idx, splits[name] = _split(train_idx, labels, _count(fraction, n_train), rng)
-    return {"train": train_idx, **splits}
-
-
 def _load_imagefolder(cfg: DataConfig, seed: int, files) -> DataBundle:
     from pipelines.data.imagefolder import read_folder
 
@@ -232,12 +166,12 @@ def _load_imagefolder(cfg: DataConfig, seed: int, files) -> DataBundle:
     labels = torch.cat([p[1] for p in parts])
     y = labels.numpy()
     rng = np.random.RandomState(seed)
-    given = {name: len(split[1]) for name, split in (("val", folder.val), ("test", folder.test)) if split is not None}
+    given = {name: len(part[1]) for name, part in (("val", folder.val), ("test", folder.test)) if part is not None}
     splits = folder_indices(cfg, y, len(folder.train[1]), given, rng)
     mean, std = _stats(images, splits["train"])
     stats = (tuple(cfg.mean) if cfg.mean is not None else mean, tuple(cfg.std) if cfg.std is not None else std)
     images = _normalise(images, stats)
-    train_idx = _cap(splits["train"], y, cfg.max_train_samples, rng)
+    train_idx = capped(splits["train"], y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, splits["val"]),
@@ -283,32 +217,3 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     if transform is None:
         return data
     return dataclasses.replace(data, train=augmented(data.train, transform, data.mean, data.std))
-
-
-def labels_of(ds: Dataset) -> torch.Tensor:
-    """The int64 labels of a split, in order, without reading any image."""
-    return ds.tensors[1] if isinstance(ds, TensorDataset) else ds.labels
-
-
-def split_digest(ds: Dataset) -> str:
-    """sha256 of a split's images and labels (held: the tensors' bytes; streamed: each file's
-    path, bytes and label), without decoding anything: which images an accuracy was measured on."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    if isinstance(ds, TensorDataset):
-        for tensor in ds.tensors:
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
-    for part in ds.digest_parts():
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def dataset_arrays(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(features, targets) that stand for a train split in MLflow's dataset record: a held split's
-    images and labels; a streamed one's digest bytes (its images are never all in memory) and labels."""
-    ds = plain(ds)
-    if isinstance(ds, TensorDataset):
-        return ds.tensors[0].numpy(), ds.tensors[1].numpy()
-    return np.frombuffer(bytes.fromhex(split_digest(ds)), dtype=np.uint8), labels_of(ds).numpy()

@@ -31,6 +31,7 @@ from torch.utils.data import IterableDataset
 
 from pipelines.core.config import DataConfig
 from pipelines.core.errors import DataError
+from pipelines.data.bundle import DataBundle
 from pipelines.data.decode import Decoder
 from pipelines.data.streaming import prepare
 
@@ -175,8 +176,6 @@ def _stats(ds: ShardSamples, count: int, batch_size: int, workers: int) -> Stats
 
 def load_shards(cfg: DataConfig, seed: int, workers: int):
     """``data.name: webdataset``: every split's shards scanned, the splits streamed."""
-    from pipelines.data.loading import DataBundle
-
     shards = {split: expand(cfg, f"{split}_shards") for split in ("train", "val", "test")}
     labels = {split: np.array([y for shard in paths for y in scan(shard)], dtype=np.int64)
               for split, paths in shards.items()}

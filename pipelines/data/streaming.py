@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from pipelines.core.config import DataConfig
 from pipelines.core.errors import DataError
+from pipelines.data.bundle import DataBundle, capped, folder_indices
 from pipelines.data.decode import Decoder
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -143,7 +144,6 @@ def folder_files(files, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, dict[s
 def load_folder(cfg: DataConfig, seed: int, files, workers: int):
     """``data.name: imagefolder`` streamed: the same splits as held in memory, statistics from a
     seeded sample of train (or data.mean/std), every split an :class:`ImageFiles`."""
-    from pipelines.data.loading import DataBundle, _cap, folder_indices
 
     paths, labels, given = folder_files(files, cfg)
     rng = np.random.RandomState(seed)
@@ -166,7 +166,7 @@ def load_folder(cfg: DataConfig, seed: int, files, workers: int):
         stats = (tuple(cfg.mean) if cfg.mean is not None else sampled[0],
                  tuple(cfg.std) if cfg.std is not None else sampled[1])
     every = every.with_stats(stats)
-    train_idx = _cap(splits["train"], labels, cfg.max_train_samples, rng)
+    train_idx = capped(splits["train"], labels, cfg.max_train_samples, rng)
     return DataBundle(train=every.subset(train_idx), val=every.subset(splits["val"]), test=every.subset(splits["test"]),
                       num_classes=len(files.classes), in_channels=cfg.channels, image_size=side, name=cfg.name,
                       mean=stats[0], std=stats[1], classes=files.classes, in_memory=False, workers=workers)
