@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from pipelines.core.errors import DataError, UserError, first_line
+from pipelines.core.errors import DataError, UserError, error_line, first_line
 from pipelines.core.params_base import CORES
 
 # "pipelines.core.errors.DataError: <message>": the last line of a worker's formatted traceback
@@ -38,8 +38,9 @@ def as_data_error(exc: BaseException) -> BaseException:
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         found = _RAISED.match(lines[-1].strip()) if lines else None
         return type(exc)(found.group(1) if found else first_line(exc))
-    if isinstance(exc, RuntimeError) and "DataLoader worker" in text:
-        return DataError(f"a data loader worker died ({first_line(exc)}): killed, or out of memory; lower "
+    # DataLoader's own check, or the dead worker's end of the pipe a batch was coming through
+    if (isinstance(exc, RuntimeError) and "DataLoader worker" in text) or isinstance(exc, (ConnectionError, EOFError)):
+        return DataError(f"a data loader worker died ({error_line(exc)}): killed, or out of memory; lower "
                          "data.num_workers or data.batch_size, or free memory")
     return exc
 
