@@ -77,6 +77,8 @@ def check_data(data: DataConfig) -> None:
         if given != (data.name == "webdataset"):
             need = "needs" if data.name == "webdataset" else "is only for data.name webdataset, not"
             raise ValueError(f"data.{key}: {need} data.name {data.name!r}")
+    if data.name == "webdataset" and data.in_memory is True:
+        raise ValueError("data.in_memory: true holds imagefolder only; shards are always streamed (use auto or false)")
     if data.name == "webdataset" and data.max_train_samples is not None:
         raise ValueError("data.max_train_samples: shards are read whole; list fewer data.train_shards instead")
     if data.augment and data.channels == 1:
