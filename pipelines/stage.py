@@ -93,6 +93,8 @@ def data_source(params: Params) -> Path:
 
 def log_training_data(ctx: Context, run: Run) -> None:
     """The train split as the run's MLflow dataset input (name, digest, source)."""
+    if not run.enabled:  # a streamed split's digest reads every file: only when it is logged
+        return
     features, targets = dataset_arrays(ctx.data.train)
     run.log_dataset(f"{ctx.data.name}-train", features, targets, data_source(ctx.params))
 
