@@ -62,8 +62,9 @@ def resolve(entry: Any) -> tuple[str, Any]:
         raise ValueError(f"unknown transform {name!r}; allowed (torchvision transforms.v2, snake_case): {shown}")
     try:
         return name, cls(**args)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: bad arguments {args!r} ({str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a constructor raises about its arguments
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(f"{name}: bad arguments {args!r} ({first})") from None
 
 
 def check(entries: list[Any], channels: int, size: int = 16) -> None:
