@@ -38,6 +38,8 @@ def test_bare_names_and_mappings_validate_random_prefix_optional():
     transform = build(cfg.augment, channels=1, size=8)
     kinds = [type(t) for t in transform.transforms]
     assert kinds == [v2.RandomCrop, v2.RandomHorizontalFlip]
+    issue = [{"random_crop": {"size": 32, "padding": 4}}, "horizontal_flip"]  # sized for 32x32 images
+    assert validate({"data": {"augment": issue}}).data.augment == issue
 
 
 def test_a_transform_that_changes_the_image_size_is_refused_when_the_data_is_known():

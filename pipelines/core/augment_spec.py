@@ -67,9 +67,11 @@ def resolve(entry: Any) -> tuple[str, Any]:
         raise ValueError(f"{name}: bad arguments {args!r} ({first})") from None
 
 
-def check(entries: list[Any], channels: int, size: int = 16) -> None:
+def check(entries: list[Any], channels: int, size: int = 256) -> None:
     """Each entry resolves and runs on a float 0..1 image of ``channels`` x ``size`` x ``size``
-    (so a transform that needs uint8 images or other channels is refused at validation)."""
+    (so a transform that needs uint8 images or other channels is refused at validation; the
+    probe is large so that crops sized for real images fit, and the data layer checks the real
+    size once it is known)."""
     import torch
 
     for index, entry in enumerate(entries):
