@@ -23,6 +23,7 @@ from torch import nn
 from pipelines.core.config import Params, load_params
 from pipelines.core.errors import CheckpointError, UserError
 from pipelines.core.io import write_json
+from pipelines.data import dataset_arrays
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.models.checkpoint import Loaded, load_model, save_model
 from pipelines.tracking import Run, check_reachable, close_pipeline, stage_run
@@ -92,8 +93,10 @@ def data_source(params: Params) -> Path:
 
 def log_training_data(ctx: Context, run: Run) -> None:
     """The train split as the run's MLflow dataset input (name, digest, source)."""
-    images, labels = ctx.data.train.tensors
-    run.log_dataset(f"{ctx.data.name}-train", images.numpy(), labels.numpy(), data_source(ctx.params))
+    if not run.enabled:  # a streamed split's digest reads every file: only when it is logged
+        return
+    features, targets = dataset_arrays(ctx.data.train)
+    run.log_dataset(f"{ctx.data.name}-train", features, targets, data_source(ctx.params))
 
 
 def write_outputs(ctx: Context, run: Run, stage: str, metrics: dict[str, Any], *,

@@ -33,7 +33,7 @@ def body(ctx, run):
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
     DEPLOY_DIR.mkdir(parents=True)  # a declared output (dvc.yaml): empty without a deploy target
     deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
-    test = ctx.data.test.tensors
+    test = ctx.split_tensors("test")
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
                    {name: stage.model_path(name) for name in CHAIN})
     for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r.get("skipped")):

@@ -9,7 +9,7 @@ from pipelines.chain.teacher import data_record, train_teacher
 def body(ctx, run):
     model, history = train_teacher(ctx)
     metrics = {**model_metrics(ctx, model), "val_accuracy": history.best_val_accuracy,
-               "best_epoch": history.best_epoch, **data_record(ctx.data)}
+               "best_epoch": history.best_epoch, **history.feeding_metrics(), **data_record(ctx.data)}
     stage.write_outputs(ctx, run, "train_baseline", metrics, model=model, model_name="teacher",
                         spec=ctx.spec("teacher"), history=history.rows)
 

@@ -29,14 +29,16 @@ def distill_student(ctx: Context, teacher: nn.Module, epochs: int | None = None,
     teacher = teacher.to(ctx.device).eval()
     loss = kd.DistillationLoss(teacher, cfg.alpha, cfg.temperature)
     train_set = None
-    if cfg.cache_teacher_logits:
+    cached = kd.caches_teacher_logits(cfg.cache_teacher_logits, ctx.params.data.augment, ctx.data.train)
+    if cached:
         train_set = cached_logits if cached_logits is not None else kd.with_teacher_logits(
-            teacher, ctx.data.train, ctx.device)
+            teacher, ctx.data.train, ctx.device, workers=ctx.data.workers)
     student = ctx.new_model("student")
     history = train(ctx, student, epochs, cfg.lr, "distill", loss_fn=loss, train_set=train_set)
     student = student.cpu().eval()
     metrics = {"accuracy": ctx.accuracy(student), "val_accuracy": history.best_val_accuracy,
-               "epoch_time_s": history.epoch_time_s, **size_metrics(student)}
+               "epoch_time_s": history.epoch_time_s, **size_metrics(student), **history.feeding_metrics(),
+               "teacher_logits": "cached" if cached else "per_batch"}
     if compare_without_kd if compare_without_kd is not None else cfg.compare_without_kd:
         plain = ctx.new_model("student")
         plain_history = train(ctx, plain, epochs, cfg.lr, "student (no KD)")

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.data import DataBundle
+from pipelines.data import DataBundle, labels_of, plain
 from pipelines.training.context import Context, train
 from pipelines.training.loop import History, cross_entropy, predict
 
@@ -17,7 +17,8 @@ def train_teacher(ctx: Context) -> tuple[nn.Module, History]:
     model = ctx.new_model("teacher")
     if ctx.params.train.epochs == 0:
         model.to(ctx.device).eval()
-        loss = cross_entropy(predict(model, ctx.loader("train"), ctx.device), ctx.data.train.tensors[1]).item()
+        images = plain(ctx.data.train)
+        loss = cross_entropy(predict(model, ctx.loader("train", dataset=images), ctx.device), labels_of(images)).item()
         val = ctx.accuracy(model, "val")
         return model.cpu().eval(), History([{"epoch": 0, "train_loss": loss, "val_accuracy": val}], val, 0)
     history = train(ctx, model, ctx.params.train.epochs, ctx.params.train.lr, "teacher")
@@ -32,4 +33,6 @@ def data_record(data: DataBundle) -> dict[str, Any]:
                            "num_classes": data.num_classes}
     if data.classes:
         out["classes"] = list(data.classes)
+    out.update(data_in_memory=data.in_memory, data_workers=data.workers, train_images=len(data.train),
+               val_images=len(data.val), test_images=len(data.test))
     return out

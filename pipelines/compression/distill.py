@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from pipelines.data import make_loader
 from pipelines.training.loop import predict
@@ -52,9 +52,32 @@ class DistillationLoss(nn.Module):
         return self.alpha * hard + (1.0 - self.alpha) * self.soft_loss(student_logits, teacher_logits)
 
 
-def with_teacher_logits(teacher: nn.Module, dataset: TensorDataset, device: torch.device | str = "cpu",
-                        batch_size: int = 512) -> TensorDataset:
-    """``dataset`` extended with the teacher's logits as a third tensor (one teacher pass)."""
-    images, labels = dataset.tensors[:2]
-    logits = predict(teacher.to(device), make_loader(dataset, batch_size, shuffle=False), device)
-    return TensorDataset(images, labels, logits)
+def caches_teacher_logits(cache: bool, augment: list, train: Dataset) -> bool:
+    """Whether the teacher's logits are computed once (``distill.cache_teacher_logits``): only when
+    the train images are the same every epoch and have an index to hang them on (not shards);
+    with ``data.augment`` the teacher sees each augmented batch, the student's own, in
+    :meth:`DistillationLoss.forward`."""
+    return cache and not augment and not isinstance(train, IterableDataset)
+
+
+class WithLogits(Dataset):
+    """A streamed split's items with the teacher's logits of each image appended."""
+
+    def __init__(self, base: Dataset, logits: torch.Tensor) -> None:
+        self.base, self.logits = base, logits
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        return (*self.base[index], self.logits[index])
+
+
+def with_teacher_logits(teacher: nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
+                        batch_size: int = 512, workers: int = 0) -> Dataset:
+    """``dataset`` extended with the teacher's logits as a third item (one teacher pass): a
+    TensorDataset for held splits, :class:`WithLogits` for streamed ones (``workers`` read them)."""
+    logits = predict(teacher.to(device), make_loader(dataset, batch_size, shuffle=False, workers=workers), device)
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*dataset.tensors[:2], logits)
+    return WithLogits(dataset, logits)

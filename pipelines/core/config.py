@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from pipelines.core.data_config import DataConfig, check_data
 from pipelines.core.errors import ParamsError
 from pipelines.core.inductor import FIXED_INDUCTOR_SETTINGS, CompiledCall, CppWrapper
 from pipelines.core.params_base import (BATCH_WHY, CORES, INDUCTOR_THREAD_SETTINGS, MAX_SEED, MAX_THREADS, SEED_WHY,
@@ -23,24 +24,6 @@ from pipelines.core.yaml_files import parse_yaml, read_yaml
 __all__ = ["PARAMS_FILE", "Params", "ParamsError", "load_params", "parse_yaml", "read_yaml", "validate"]
 
 PARAMS_FILE = "params.yaml"
-
-
-class DataConfig(Section):
-    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"] = "digits"
-    root: str = "data"
-    download: bool = False
-    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
-    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
-    batch_size: Annotated[int, Field(gt=0, le=8192, description=BATCH_WHY)] = 64
-    max_train_samples: PositiveInt | None = None
-    # imagefolder only (see pipelines/imagefolder.py): images resized to image_size x image_size
-    # (null: the size every train image already has), loaded as RGB (3, torchvision's ImageFolder
-    # default) or grayscale (1), normalised with mean/std per channel (null: computed on the train
-    # split and recorded in metrics/train_baseline.json).
-    image_size: PositiveInt | None = None
-    channels: Literal[1, 3] = 3
-    mean: Annotated[list[float], Field(min_length=1, max_length=3)] | None = None
-    std: Annotated[list[PositiveFloat], Field(min_length=1, max_length=3)] | None = None
 
 
 BUILTIN_ARCHS = ("cnn", "mlp", "resnet18", "mobilenet_v2")
@@ -312,7 +295,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _check_search_keys(self) -> "Params":
-        _check_data(self.data)
+        check_data(self.data)
         if self.train.epochs == 0 and self.teacher.weights is None:
             raise ValueError("train.epochs: 0 evaluates the teacher without training, so it needs teacher.weights "
                              "(got teacher.weights null)")
@@ -326,19 +309,6 @@ class Params(Section):
     def with_overrides(self, overrides: dict[str, Any]) -> "Params":
         """Return a validated copy with dotted-key overrides applied (``{"prune.amount": 0.3}``)."""
         return validate(apply_overrides(self.model_dump(), overrides))
-
-
-def _check_data(data: DataConfig) -> None:
-    """The imagefolder-only keys, and one mean/std value per channel."""
-    if data.name != "imagefolder":
-        for key in ("image_size", "mean", "std"):
-            if getattr(data, key) is not None:
-                raise ValueError(f"data.{key}: only for data.name imagefolder (got data.name {data.name!r})")
-    for key in ("mean", "std"):
-        value = getattr(data, key)
-        if value is not None and len(value) != data.channels:
-            raise ValueError(f"data.{key}: needs one value per channel, data.channels is {data.channels} "
-                             f"(got {value!r})")
 
 
 def _check_search_key(params: Params, key: str, dim: SearchDimension) -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 from torchvision import datasets as tvd
-from torchvision import transforms
 
 from pipelines.core.config import DataConfig
-from pipelines.core.errors import DataError, error_line
+from pipelines.core.errors import DataError
+from pipelines.data.decode import Decoder
 
 SPLITS = ("train", "val", "test")
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images [N, C, H, W], int64 labels
@@ -41,29 +41,21 @@ class FolderData:
 
 
 class _Loader:
-    """PIL decode as torchvision's ``pil_loader``, with the file named when it fails."""
+    """The one decode (:class:`~pipelines.data.decode.Decoder`) as ``ImageFolder``'s loader."""
 
-    def __init__(self, channels: int) -> None:
-        self.mode = "L" if channels == 1 else "RGB"
+    def __init__(self, cfg: DataConfig) -> None:
+        self.decode = Decoder(cfg.channels, cfg.image_size, cfg.max_image_pixels)
 
-    def __call__(self, path: str):
-        from PIL import Image
-
-        try:
-            with open(path, "rb") as handle:
-                return Image.open(handle).convert(self.mode)  # convert() decodes the whole file
-        except Exception as exc:  # noqa: BLE001 - PIL raises OSError, ValueError, DecompressionBombError...
-            raise DataError(f"{path}: not a readable image ({error_line(exc)})") from None
+    def __call__(self, path: str) -> torch.Tensor:
+        return self.decode(path, path)
 
 
 class _SplitFolder(tvd.ImageFolder):
     """``ImageFolder`` over one split, numbering classes as the train split does."""
 
-    def __init__(self, root: Path, class_to_idx: dict[str, int] | None, channels: int, size: int | None) -> None:
+    def __init__(self, root: Path, class_to_idx: dict[str, int] | None, cfg: DataConfig) -> None:
         self._given = class_to_idx
-        steps = [transforms.Resize((size, size))] if size else []
-        super().__init__(str(root), transform=transforms.Compose([*steps, transforms.PILToTensor()]),
-                         loader=_Loader(channels), allow_empty=True)
+        super().__init__(str(root), loader=_Loader(cfg), allow_empty=True)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         if self._given is None:
@@ -121,8 +113,16 @@ def _read(ds: tvd.ImageFolder, root: Path, check: _SizeCheck | None) -> Split:
     return torch.stack(images), torch.as_tensor(ds.targets, dtype=torch.int64)
 
 
-def read_folder(cfg: DataConfig) -> FolderData:
-    """The image folder under ``cfg.root`` as uint8 tensors (see the module docstring)."""
+@dataclass(frozen=True)
+class FolderFiles:
+    """The files of each split, walked as ``ImageFolder`` walks them (nothing decoded)."""
+
+    classes: tuple[str, ...]
+    splits: dict[str, tvd.ImageFolder | None]  # None: no such split folder
+
+
+def list_folder(cfg: DataConfig) -> FolderFiles:
+    """Every split folder under ``cfg.root`` walked and checked (see the module docstring)."""
     root = Path(cfg.root)
     train_root = root / "train"
     if not train_root.is_dir():
@@ -131,17 +131,27 @@ def read_folder(cfg: DataConfig) -> FolderData:
                         "optionally val/ and test/)")
     if not _class_folders(train_root):
         raise DataError(f"{train_root}: no class folders (expected {train_root}/<class>/<image>)")
-    check = None if cfg.image_size else _SizeCheck()
-    train_ds = _SplitFolder(train_root, None, cfg.channels, cfg.image_size)
+    train_ds = _SplitFolder(train_root, None, cfg)
     _check_not_empty(train_ds, train_root)
-    splits: dict[str, Split | None] = {"train": _read(train_ds, train_root, check)}
+    if not train_ds.samples:
+        raise DataError(f"{train_root}: no images in its class folders "
+                        f"(extensions: {' '.join(tvd.folder.IMG_EXTENSIONS)})")
+    splits: dict[str, tvd.ImageFolder | None] = {"train": train_ds}
     for name in SPLITS[1:]:
         split_root = root / name
         if not split_root.is_dir():
             splits[name] = None
             continue
         _check_classes(split_root, train_root, train_ds.classes)
-        ds = _SplitFolder(split_root, train_ds.class_to_idx, cfg.channels, cfg.image_size)
+        ds = _SplitFolder(split_root, train_ds.class_to_idx, cfg)
         _check_not_empty(ds, split_root)
-        splits[name] = _read(ds, split_root, check)
-    return FolderData(tuple(train_ds.classes), splits["train"], splits["val"], splits["test"])
+        splits[name] = ds
+    return FolderFiles(tuple(train_ds.classes), splits)
+
+
+def read_folder(cfg: DataConfig, files: FolderFiles | None = None) -> FolderData:
+    """The image folder under ``cfg.root`` (walked as ``files``) as uint8 tensors (see the module docstring)."""
+    files = files or list_folder(cfg)
+    check = None if cfg.image_size else _SizeCheck()
+    read = {name: None if ds is None else _read(ds, Path(ds.root), check) for name, ds in files.splits.items()}
+    return FolderData(files.classes, read["train"], read["val"], read["test"])

@@ -27,72 +27,30 @@ or written), so the same seed always gives the same splits, also when called fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+import dataclasses
 from typing import get_args
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from pipelines.core.config import DataConfig
 from pipelines.core.errors import DataError
+from pipelines.data.augment import augmented
+from pipelines.data.augment import build as build_augment
+from pipelines.data.bundle import DataBundle, capped, folder_indices, share_count, stratified_split
+from pipelines.data.feeding import default_workers, make_loader
 
 __all__ = ["DataBundle", "DataError", "load_data", "make_loader"]
 
 # The schema's dataset names, less the bundled one and the user's folder: pipelines.data.torchvision_sets
 # serves these.
 TORCHVISION_DATASETS = tuple(n for n in get_args(DataConfig.model_fields["name"].annotation)
-                             if n not in ("digits", "imagefolder"))
-
-
-@dataclass(frozen=True)
-class DataBundle:
-    train: TensorDataset  # float32 images [N, C, H, W] normalised, int64 labels
-    val: TensorDataset
-    test: TensorDataset
-    num_classes: int
-    in_channels: int
-    image_size: int  # H (== W)
-    name: str
-    mean: tuple[float, ...] = ()  # per channel, what the images were normalised with
-    std: tuple[float, ...] = ()
-    classes: tuple[str, ...] = ()  # class names where the dataset has them (imagefolder)
+                             if n not in ("digits", "imagefolder", "webdataset"))
 
 
 # --------------------------------------------------------------------------------------------------
 # splitting and normalisation
-
-
-def _can_stratify(labels: np.ndarray, n_first: int, n_second: int) -> bool:
-    _, counts = np.unique(labels, return_counts=True)
-    n_classes = len(counts)
-    return counts.min() >= 2 and n_first >= n_classes and n_second >= n_classes
-
-
-def _split(
-    indices: np.ndarray, labels: np.ndarray, n_take: int, rng: np.random.RandomState
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``indices`` into (rest, taken) with ``len(taken) == n_take``; stratified where possible."""
-    from sklearn.model_selection import train_test_split
-
-    n_rest = len(indices) - n_take
-    stratify = labels[indices] if _can_stratify(labels[indices], n_rest, n_take) else None
-    rest, taken = train_test_split(indices, test_size=n_take, random_state=rng, stratify=stratify)
-    return np.sort(rest), np.sort(taken)
-
-
-def _count(fraction: float, n: int) -> int:
-    """Samples for ``fraction`` of ``n``: at least 1 and leaving at least 1."""
-    return min(max(1, round(fraction * n)), n - 1)
-
-
-def _cap(indices: np.ndarray, labels: np.ndarray, cap: int | None, rng: np.random.RandomState) -> np.ndarray:
-    if cap is None or cap >= len(indices):
-        return indices
-    _, kept = _split(indices, labels, cap, rng)
-    return kept
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean, std
@@ -138,11 +96,11 @@ def _load_digits(cfg: DataConfig, seed: int) -> DataBundle:
     y = digits.target
     n = len(y)
     rng = np.random.RandomState(seed)
-    pool, test_idx = _split(np.arange(n), y, _count(cfg.test_fraction, n), rng)
-    train_idx, val_idx = _split(pool, y, _count(cfg.val_fraction, n), rng)
+    pool, test_idx = stratified_split(np.arange(n), y, share_count(cfg.test_fraction, n), rng)
+    train_idx, val_idx = stratified_split(pool, y, share_count(cfg.val_fraction, n), rng)
     stats = _stats(images, train_idx)
     images = _normalise(images, stats)
-    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
+    train_idx = capped(train_idx, y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, val_idx),
@@ -176,7 +134,7 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     y = train_labels.numpy()
     n = len(y)
     rng = np.random.RandomState(seed)
-    train_idx, val_idx = _split(np.arange(n), y, _count(cfg.val_fraction, n), rng)
+    train_idx, val_idx = stratified_split(np.arange(n), y, share_count(cfg.val_fraction, n), rng)
 
     # One float tensor holding train+test, normalised with train-split statistics only.
     images = torch.cat([train_u8, test_u8]).to(torch.float32).div_(255.0)
@@ -185,7 +143,7 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     images = _normalise(images, stats)
     test_idx = np.arange(n, n + len(test_labels))
 
-    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
+    train_idx = capped(train_idx, y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, val_idx),
@@ -199,33 +157,21 @@ def _load_torchvision(cfg: DataConfig, seed: int) -> DataBundle:
     )
 
 
-def _load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
+def _load_imagefolder(cfg: DataConfig, seed: int, files) -> DataBundle:
     from pipelines.data.imagefolder import read_folder
 
-    folder = read_folder(cfg)
+    folder = read_folder(cfg, files)
     parts = [folder.train, *(s for s in (folder.val, folder.test) if s is not None)]
     images = torch.cat([p[0] for p in parts]).to(torch.float32).div_(255.0)
     labels = torch.cat([p[1] for p in parts])
     y = labels.numpy()
-    n = len(folder.train[1])
     rng = np.random.RandomState(seed)
-    train_idx, offset, given = np.arange(n), n, {}
-    for name, split in (("val", folder.val), ("test", folder.test)):
-        if split is not None:
-            given[name] = np.arange(offset, offset + len(split[1]))
-            offset += len(split[1])
-    carved = {}
-    for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):  # digits' order
-        if name not in given:
-            if len(train_idx) < 2:
-                raise DataError(f"{Path(cfg.root) / 'train'}: {n} images are too few to carve a {name} split "
-                                f"from; add images or a {Path(cfg.root) / name} folder")
-            train_idx, carved[name] = _split(train_idx, y, _count(fraction, n), rng)
-    mean, std = _stats(images, train_idx)
+    given = {name: len(part[1]) for name, part in (("val", folder.val), ("test", folder.test)) if part is not None}
+    splits = folder_indices(cfg, y, len(folder.train[1]), given, rng)
+    mean, std = _stats(images, splits["train"])
     stats = (tuple(cfg.mean) if cfg.mean is not None else mean, tuple(cfg.std) if cfg.std is not None else std)
     images = _normalise(images, stats)
-    train_idx = _cap(train_idx, y, cfg.max_train_samples, rng)
-    splits = {**given, **carved}
+    train_idx = capped(splits["train"], y, cfg.max_train_samples, rng)
     return DataBundle(
         train=_subset(images, labels, train_idx),
         val=_subset(images, labels, splits["val"]),
@@ -240,19 +186,34 @@ def _load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
     )
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load ``cfg.name`` as normalised in-memory train/val/test tensors (same seed, same splits)."""
+def _load(cfg: DataConfig, seed: int) -> DataBundle:
     if cfg.name == "digits":
         return _load_digits(cfg, seed)
     if cfg.name == "imagefolder":
-        return _load_imagefolder(cfg, seed)
+        from pipelines.data import streaming
+        from pipelines.data.imagefolder import list_folder
+
+        files = list_folder(cfg)
+        hold = cfg.in_memory if cfg.in_memory != "auto" else streaming.decoded_mb(cfg, files) <= cfg.in_memory_max_mb
+        if hold:
+            return _load_imagefolder(cfg, seed, files)
+        return streaming.load_folder(cfg, seed, files, cfg.num_workers if cfg.num_workers is not None
+                                     else default_workers())
+    if cfg.name == "webdataset":
+        from pipelines.data.shards import load_shards
+
+        return load_shards(cfg, seed, cfg.num_workers if cfg.num_workers is not None else default_workers())
     if cfg.name in TORCHVISION_DATASETS:
         return _load_torchvision(cfg, seed)
-    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, imagefolder, "
+    raise DataError(f"data.name: unknown dataset {cfg.name!r}; allowed: digits, imagefolder, webdataset, "
                     f"{', '.join(TORCHVISION_DATASETS)}")
 
 
-def make_loader(ds: TensorDataset | Sequence, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A single-process DataLoader; when shuffling, the order comes from its own seeded generator."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+def load_data(cfg: DataConfig, seed: int) -> DataBundle:
+    """Load ``cfg.name``: normalised in-memory train/val/test tensors, or streamed splits (same
+    seed, same splits); the train split augmented when ``data.augment`` is set."""
+    data = _load(cfg, seed)
+    transform = build_augment(cfg.augment, data.in_channels, data.image_size)
+    if transform is None:
+        return data
+    return dataclasses.replace(data, train=augmented(data.train, transform, data.mean, data.std))

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from pipelines import tracking
-from pipelines.compression.distill import with_teacher_logits
+from pipelines.compression.distill import caches_teacher_logits, with_teacher_logits
 from pipelines.core.config import FASTEST, Params
 from pipelines.core.errors import ParamsError, error_line
 from pipelines.engines import measure_engines
@@ -101,7 +101,8 @@ class Baseline:
     @classmethod
     def build(cls, ctx: Context, teacher: nn.Module) -> "Baseline":
         teacher = teacher.cpu().eval()
-        logits = with_teacher_logits(teacher, ctx.data.train, ctx.device) if ctx.params.distill.cache_teacher_logits \
+        logits = with_teacher_logits(teacher, ctx.data.train, ctx.device, workers=ctx.data.workers) \
+            if caches_teacher_logits(ctx.params.distill.cache_teacher_logits, ctx.params.data.augment, ctx.data.train) \
             else None
         teacher = teacher.cpu().eval()
         val = tuple(ctx.correct(teacher, "val").tolist())

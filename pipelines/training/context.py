@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import IterableDataset, Subset, TensorDataset
 
 from pipelines.core.config import Params
 from pipelines.core.kinds import cpu_only
-from pipelines.data import DataBundle, load_data, make_loader
+from pipelines.data import DataBundle, load_data, make_loader, plain, split_digest
 from pipelines.models import build_model, check_output, load_weights, model_spec
-from pipelines.training.loop import EpochCallback, History, evaluate, fit, resolve_device, seed_everything
+from pipelines.training.loop import EpochCallback, History, evaluate, fit, outcomes, resolve_device, seed_everything
 
 
 @dataclass
@@ -44,19 +45,45 @@ class Context:
         return ctx
 
     def loader(self, split: str, shuffle: bool = False, dataset=None):
+        """Batches of ``split`` (or ``dataset``) in order, or shuffled by the seed; streamed splits are
+        read by ``data.num_workers`` persistent worker processes."""
         ds = dataset if dataset is not None else getattr(self.data, split)
-        return make_loader(ds, self.params.data.batch_size, shuffle, seed=self.params.seed)
+        return make_loader(ds, self.params.data.batch_size, shuffle, seed=self.params.seed, workers=self.data.workers)
 
     def example(self, batch_size: int = 2) -> torch.Tensor:
-        images = self.data.test.tensors[0]
+        test = self.data.test
+        if isinstance(test, TensorDataset):
+            images = test.tensors[0]
+        else:  # streamed: the first few test images, read in this process
+            items = iter(test) if isinstance(test, IterableDataset) else (test[i] for i in range(len(test)))
+            images = torch.stack([image for image, *_ in itertools.islice(items, batch_size)])
         reps = -(-batch_size // len(images))
         return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
 
-    def calibration_batches(self, count: int | None = None) -> list[torch.Tensor]:
-        """The first ``count`` (default ``quantize.calibration_batches``) training batches in the
-        seeded shuffled order: what PTQ calibrates on, in every engine and every deploy target."""
+    def calibration_indices(self, count: int | None = None) -> list[int]:
+        """Which train images PTQ calibrates on: the first ``count`` (default
+        ``quantize.calibration_batches``) batches of the seeded shuffled order, as indices."""
         count = self.params.quantize.calibration_batches if count is None else count
-        return list(itertools.islice((images for images, _ in self.loader("train", shuffle=True)), count))
+        order = make_loader(range(len(self.data.train)), self.params.data.batch_size, True, seed=self.params.seed)
+        return torch.cat(list(itertools.islice(order, count))).tolist()  # the seeded loader's own order
+
+    def calibration_batches(self, count: int | None = None) -> list[torch.Tensor]:
+        """The calibration images (:meth:`calibration_indices`) in batches, deterministic (never
+        augmented): what PTQ calibrates on, in every engine and every deploy target."""
+        train = self.data.train
+        if isinstance(train, IterableDataset):  # shards: the first images of a seeded shuffled pass
+            count = self.params.quantize.calibration_batches if count is None else count
+            return list(itertools.islice((images for images, *_ in self.loader("train", dataset=train.calibration())),
+                                         count))
+        subset = Subset(plain(train), self.calibration_indices(count))
+        return [images for images, *_ in self.loader("train", dataset=subset)]
+
+    def calibration_digest(self, count: int | None = None) -> str:
+        """sha256 of the calibration images and their order: the same for every engine."""
+        digest = hashlib.sha256()
+        for images in self.calibration_batches(count):
+            digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         # int8 models (torch.ao kernels, PT2E graphs with x86 int8 ops) run on the CPU only.
@@ -65,21 +92,20 @@ class Context:
     def correct(self, model: nn.Module, split: str = "test") -> torch.Tensor:
         """Per image of ``split``, in order: did ``model`` classify it right (bool tensor)? What
         paired comparisons of two models on the same images need (``pipelines.core.stats``)."""
-        try:
-            model.eval()
-        except NotImplementedError:  # a torch.export graph (e.g. loaded back from MLflow) has no train mode
-            pass
-        device = "cpu" if cpu_only(model) else self.device
-        with torch.inference_mode():
-            logits = torch.cat([model(images.to(device)).float().cpu() for images, _ in self.loader(split)])
-        return logits.argmax(1) == getattr(self.data, split).tensors[1]
+        return outcomes(model, self.loader(split), "cpu" if cpu_only(model) else self.device)
+
+    def split_tensors(self, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """``split`` as (images, labels) tensors: held splits as they are, a streamed one read
+        whole into memory (for the deploy targets' accuracy, which take arrays)."""
+        ds = plain(getattr(self.data, split))
+        if isinstance(ds, TensorDataset):
+            return ds.tensors[0], ds.tensors[1]
+        batches = list(self.loader(split, dataset=ds))
+        return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
     def digest(self, split: str = "test") -> str:
         """sha256 of ``split``'s images and labels: which images an accuracy was measured on."""
-        digest = hashlib.sha256()
-        for tensor in getattr(self.data, split).tensors:
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return split_digest(getattr(self.data, split))
 
     def spec(self, which: str) -> dict[str, Any]:
         return model_spec(getattr(self.params, which), self.data.in_channels, self.data.num_classes,
