@@ -6,13 +6,18 @@ them instead of assuming. The search's trials keep the rule of
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import torch._dynamo
 from torch import nn
 
 from pipelines.compression.quantize import quantize
+from pipelines.core.config import Params
 from pipelines.core.cpu import isa_summary
+from pipelines.core.io import read_json
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads
 from pipelines.training.context import Context
@@ -22,6 +27,27 @@ from pipelines.training.context import Context
 # needs no compile.
 TIE_RULE = ("pt2e is chosen only when the 95% interval of p50(pt2e)/p50(eager), timed side by side, lies below 1; "
             "otherwise (tied, or eager faster, or a disturbed measurement) eager, which needs no compile")
+
+
+def architecture_signature(params: Params) -> str:
+    """What ``quantize.engine: auto``'s answer depends on besides the machine: the student's
+    architecture as declared (arch, widths, depth: a pruned copy keeps its layer types and
+    proportions), the int8 granularity and the timing setup (batch size, threads)."""
+    s, q, b = params.student, params.quantize, params.benchmark
+    parts = [s.arch, s.channels, s.depth, s.hidden, q.per_channel, b.batch_size, b.num_threads]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+def stage_choice(metrics_file: str | Path) -> dict[str, Any] | None:
+    """The quantize stage's own ``auto`` decision (``engine_choice`` in its metrics, with the
+    :func:`architecture_signature` it was measured for), or None when there is none. The search
+    starts its per-architecture cache from it, so the trial of the pipeline's configuration ships
+    the engine the pipeline ships instead of re-deciding a close call on noise."""
+    path = Path(metrics_file)
+    if not path.exists():
+        return None
+    choice = read_json(path).get("engine_choice")
+    return choice if isinstance(choice, dict) and choice.get("signature") and choice.get("engine") else None
 
 
 def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:
@@ -38,8 +64,10 @@ def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:
     warm_compiler(settings=settings)
     eager_int8 = quantize(model, proxy, ctx, engine="eager")
     pt2e = compile_for(quantize(model, proxy, ctx, engine="pt2e"), "compile-default", x, settings=settings)
+    signature = architecture_signature(ctx.params)
     if pt2e.error:
-        return {"engine": "eager", "why": f"pt2e did not compile: {pt2e.error}", "cpu_isa": isa_summary()}
+        return {"engine": "eager", "why": f"pt2e did not compile: {pt2e.error}", "cpu_isa": isa_summary(),
+                "signature": signature}
     timed = measure({"eager": lambda: eager_int8(x), "pt2e": lambda: pt2e.fn(x)}, bench.warmup, bench.iters,
                     NoiseLimits.of(bench))
     p50 = {k: v.p50_ms for k, v in timed.timings.items()}
@@ -50,4 +78,5 @@ def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:
            + ("; the machine was busy (noisy): kept eager" if timed.noisy else ""))
     torch._dynamo.reset()
     return {"engine": engine, "why": why, "p50_ms": p50, "ratio_pt2e_over_eager": ratio.ratio,
-            "ratio_ci_low": ratio.low, "ratio_ci_high": ratio.high, "noisy": timed.noisy, "cpu_isa": isa_summary()}
+            "ratio_ci_low": ratio.low, "ratio_ci_high": ratio.high, "noisy": timed.noisy, "cpu_isa": isa_summary(),
+            "signature": signature}

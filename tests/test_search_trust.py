@@ -281,3 +281,29 @@ def test_a_trial_is_timed_by_the_benchmark_with_its_output_check():
     deployed = Context(params.with_overrides({"benchmark.deploy_runtime": "compile-default"}))
     with pytest.raises(RuntimeError, match="no runtime could run the model"):
         search.measure_latency(deployed, teacher, Broken().eval())
+
+
+def test_trials_of_the_pipelines_architecture_take_the_quantize_stages_engine_decision(tmp_path):
+    """A close call of `quantize.engine: auto` decided once in the quantize stage (pt2e) and again in
+    the search (tie -> eager) made the current configuration's trial time another engine than the
+    pipeline ships (29.8x vs 48.7x). The search starts its per-architecture cache from the stage's
+    decision; a decision for another architecture, or one without its signature, is not taken."""
+    from pipelines.core.io import write_json
+    from pipelines.engines import architecture_signature, stage_choice
+    from pipelines.search.trial import Baseline
+    from pipelines.training.context import Context
+
+    params = fast_params()
+    choice = {"engine": "pt2e", "why": "measured", "signature": architecture_signature(params)}
+    write_json(tmp_path / "quantize.json", {"engine": "pt2e", "engine_choice": choice})
+    write_json(tmp_path / "old.json", {"engine_choice": {"engine": "pt2e", "why": "measured"}})
+    assert stage_choice(tmp_path / "quantize.json") == choice
+    assert stage_choice(tmp_path / "old.json") is None and stage_choice(tmp_path / "missing.json") is None
+    ctx = Context(params)
+    baseline = Baseline(ctx, teacher=None, teacher_val_accuracy=1.0, teacher_test_accuracy=1.0, cached_logits=None,
+                        teacher_hash="h", engines={choice["signature"]: choice})
+    assert baseline.choose_engine(ctx, model=None) is choice  # taken, not measured again (model None would fail)
+    wider = fast_params(student={"channels": [p * 2 for p in params.student.channels]})
+    assert architecture_signature(wider) != choice["signature"]
+    with pytest.raises(Exception):  # another architecture is measured (here: no model to measure)
+        baseline.choose_engine(Context(wider), model=None)

@@ -20,7 +20,7 @@ from pipelines import tracking
 from pipelines.compression.distill import caches_teacher_logits, with_teacher_logits
 from pipelines.core.config import FASTEST, Params
 from pipelines.core.errors import ParamsError, error_line
-from pipelines.engines import measure_engines
+from pipelines.engines import architecture_signature, measure_engines
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
@@ -49,15 +49,6 @@ def state_hash(model: nn.Module) -> str:
         if isinstance(tensor, torch.Tensor):
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def architecture_signature(params: Params) -> str:
-    """What ``quantize.engine: auto``'s answer depends on besides the machine: the student's
-    architecture as declared (arch, widths, depth: a pruned copy keeps its layer types and
-    proportions), the int8 granularity and the timing setup (batch size, threads)."""
-    s, q, b = params.student, params.quantize, params.benchmark
-    parts = [s.arch, s.channels, s.depth, s.hidden, q.per_channel, b.batch_size, b.num_threads]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 
 def context_fingerprint(params: Params, teacher_hash: str, set_keys: list[str]) -> str:
@@ -91,11 +82,12 @@ class Baseline:
     def choose_engine(self, ctx: Context, model: nn.Module) -> dict[str, Any]:
         """``quantize.engine: auto`` decided as the quantize stage decides it (both int8 engines
         timed side by side, :func:`~pipelines.engines.measure_engines`), once per architecture
-        signature (:func:`architecture_signature`) and search process: the answer depends on the
-        graph and the machine, not on the weights' values."""
+        signature (:func:`architecture_signature`) and search process, starting from the quantize
+        stage's own decision (:func:`~pipelines.engines.stage_choice`, seeded by ``run_search``):
+        the answer depends on the graph and the machine, not on the weights' values."""
         key = architecture_signature(ctx.params)
         if key not in self.engines:
-            self.engines[key] = {**measure_engines(ctx, model), "signature": key}
+            self.engines[key] = measure_engines(ctx, model)
         return self.engines[key]
 
     @classmethod
