@@ -156,7 +156,13 @@ def test_plots_diff_overlays_main_and_the_experiment_on_real_axes(experiments):
         mine = [p for p in points if p["rev"] == exp]
         assert sorted(p["model"] for p in mine) == ["pruned", "quantized", "student", "teacher"]
         assert all(p["best_latency_ms_p50"] > 0 and 0 <= p["accuracy"] <= 1 for p in mine)
-    curves = {k: v[0]["content"] for k, v in plots.items() if not k.startswith("Accuracy vs latency")}
+    ranked = {k: v[0]["content"] for k, v in plots.items() if k.startswith("Quantization sensitivity")}
+    assert len(ranked) == 2  # one bar per layer, both revs: the layer names on y, a number on x
+    for title, spec in ranked.items():
+        values = spec["data"]["values"]
+        assert {v["rev"] for v in values} == set(revs) and all(isinstance(v["layer"], str) for v in values), title
+    curves = {k: v[0]["content"] for k, v in plots.items()
+              if not k.startswith(("Accuracy vs latency", "Quantization sensitivity"))}
     assert len(curves) == 3
     for title, spec in curves.items():
         x = spec["encoding"]["x"]["field"]
@@ -196,4 +202,4 @@ def test_make_plots_renders_without_a_network(experiments, tmp_path):
             return await browser.js(count), await browser.js(drawn)
 
     embeds, drawn = asyncio.run(look())
-    assert embeds == drawn == 4
+    assert embeds == drawn == 6  # dvc.yaml's six plots: three curves, two sensitivity bars, the Pareto scatter

@@ -80,6 +80,8 @@ def _leaf(path: tuple[str, ...], annotation: Any, metadata: list[Any]) -> Leaf:
         return Leaf(path, "dict", optional)
     if get_origin(annotation) is list:
         return Leaf(path, "list", optional, item=_leaf(path + ("0",), get_args(annotation)[0], []), **bounds)
+    if annotation is Any:  # data.augment's entries: a transform's name or a one-key mapping, fuzzed as names
+        return Leaf(path, "str", optional)
     kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(annotation)
     assert kind, f"fuzzer does not know {path}: {annotation}"
     return Leaf(path, kind, optional, **bounds)
