@@ -40,9 +40,12 @@ def architecture_signature(params: Params) -> str:
 
 def stage_choice(metrics_file: str | Path) -> dict[str, Any] | None:
     """The quantize stage's own ``auto`` decision (``engine_choice`` in its metrics, with the
-    :func:`architecture_signature` it was measured for), or None when there is none. The search
-    starts its per-architecture cache from it, so the trial of the pipeline's configuration ships
-    the engine the pipeline ships instead of re-deciding a close call on noise."""
+    :func:`architecture_signature` it was measured for), or None when there is none.
+    ``run_search(engine_choice=...)`` starts its per-architecture cache from it, so the trial of
+    the pipeline's configuration ships the engine the pipeline ships instead of re-deciding a close
+    call on noise. Not wired into the search stage yet: as a DVC dep of ``search`` it re-ran the
+    search after any quantize change, and an experiment that sets ``quantize.method`` outside
+    ``search.space`` then failed at ``search``."""
     path = Path(metrics_file)
     if not path.exists():
         return None

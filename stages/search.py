@@ -20,7 +20,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from pipelines import stage  # noqa: E402
 from pipelines.core.config import load_params  # noqa: E402
-from pipelines.engines import stage_choice  # noqa: E402
 from pipelines.search import run_search  # noqa: E402
 from pipelines.tracking import experiment_id, pipeline_parent  # noqa: E402
 
@@ -56,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     def body(ctx, run):
         run_search(ctx.params, stage.load(ctx, "teacher"), run, stage.REPORTS / "search", n_trials=args.n_trials,
                    timeout_s=args.timeout, storage=args.storage, worker=args.worker,
-                   plots_dir=stage.REPORTS / "search_plots",
-                   engine_choice=stage_choice(stage.METRICS / "quantize.json"))
+                   plots_dir=stage.REPORTS / "search_plots")
 
     # A worker never closes the pipeline run: the others may still be logging under it.
     stage.main("search", body, closes_pipeline=not args.worker and _opens_pipeline())
