@@ -1,14 +1,16 @@
 """``quantize.engine: auto``, decided by measurement: on a model that both int8 engines can
 quantize (the built-in archs), which one is faster *on this machine* depends on its CPU (AMX or
 VNNI only; see ``bench/quant_engines.py``) and on the model's shapes, so the quantize stage times
-them instead of assuming. The search's trials keep the rule of
-:func:`pipelines.compression.quantize.resolve_engine` (a compile per trial would double their cost)."""
+them instead of assuming. The answer is remembered per architecture and machine
+(:func:`decided_engine`), and the quantize stage and the search's trials share it: a trial of the
+pipeline's configuration ships the engine the pipeline ships."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch._dynamo
@@ -17,7 +19,7 @@ from torch import nn
 from pipelines.compression.quantize import quantize
 from pipelines.core.config import Params
 from pipelines.core.cpu import isa_summary
-from pipelines.core.io import read_json
+from pipelines.core.io import cache_dir, read_json, write_json
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads
 from pipelines.training.context import Context
@@ -38,19 +40,36 @@ def architecture_signature(params: Params) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 
-def stage_choice(metrics_file: str | Path) -> dict[str, Any] | None:
-    """The quantize stage's own ``auto`` decision (``engine_choice`` in its metrics, with the
-    :func:`architecture_signature` it was measured for), or None when there is none.
-    ``run_search(engine_choice=...)`` starts its per-architecture cache from it, so the trial of
-    the pipeline's configuration ships the engine the pipeline ships instead of re-deciding a close
-    call on noise. Not wired into the search stage yet: as a DVC dep of ``search`` it re-ran the
-    search after any quantize change, and an experiment that sets ``quantize.method`` outside
-    ``search.space`` then failed at ``search``."""
-    path = Path(metrics_file)
-    if not path.exists():
-        return None
-    choice = read_json(path).get("engine_choice")
-    return choice if isinstance(choice, dict) and choice.get("signature") and choice.get("engine") else None
+ENGINE_CACHE = "engine_choice.json"  # under pipelines.core.io.cache_dir()
+
+
+def _cache_key(signature: str) -> str:
+    return f"{signature} {isa_summary()} torch-{torch.__version__}"
+
+
+def decided_engine(ctx: Context, model: nn.Module, cache: Path | None = None,
+                   measure: Callable[[Context, nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``quantize.engine: auto``'s answer for this model's :func:`architecture_signature` on this
+    machine: the one recorded in ``cache`` (default ``<cache_dir>/engine_choice.json``, keyed by
+    signature, CPU ISA and torch version) when the quantize stage or a search trial decided it
+    before, else measured (:func:`measure_engines`) and recorded, unless the measurement was
+    disturbed (``noisy``: decided again next time). On a close call two measurements can go
+    either way (measured: the quantize stage chose pt2e at a ratio of 0.83 [0.67, 0.99], the
+    search's trial of the same configuration eager, and the trial's speedup was 1.6x off the
+    pipeline's): decided once, both ship the same engine. Delete the file to measure again."""
+    path = cache or cache_dir() / ENGINE_CACHE
+    key = _cache_key(architecture_signature(ctx.params))
+    try:
+        known = read_json(path) if path.exists() else {}
+    except ValueError:  # a truncated file from another tool: measured again and rewritten
+        known = {}
+    if isinstance(known.get(key), dict) and known[key].get("engine") in ("eager", "pt2e"):
+        return {**known[key], "cached": str(path)}
+    choice = (measure or measure_engines)(ctx, model)
+    if not choice.get("noisy"):
+        known = read_json(path) if path.exists() else {}  # another process may have added its own meanwhile
+        write_json(path, {**known, key: choice})
+    return choice
 
 
 def measure_engines(ctx: Context, model: nn.Module) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Runtimes come from ``benchmark.runtimes`` (default ``[eager, compile-default, or
 add ``compile-max-autotune`` / ``compile-reduce-overhead``, the CPU bf16 rows, the other deploy
 targets or ``aoti`` when you can afford their build time, see pipelines/measurement/runtimes.py
 and pipelines/measurement/deploy); with CUDA present, autocast ``-fp16``/``-bf16`` rows are added.
-When ``benchmark.runtimes`` names a deploy target, every chain model is exported to ONNX
+Deploy targets time the model that ships (the final int8 model; its fp32 source is what ONNX Runtime
+and OpenVINO quantize), the other chain models run on the PyTorch runtimes. When
+``benchmark.runtimes`` names a deploy target, the final model is exported to ONNX
 (``models/deploy/``), checked against PyTorch and logged; without one, nothing is exported (the
 exports serve the deploy targets, and cost minutes on a large model).
 The full table goes to MLflow as a table artifact; each model keeps a few flat metrics, linked to
@@ -16,7 +18,7 @@ from pipelines import stage
 from pipelines.compression.checkpoint import load_model
 from pipelines.core.io import write_csv
 from pipelines.measurement.benchmark import DeployInputs, machine_metrics
-from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, summary_metrics
+from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, shipped, summary_metrics
 from pipelines.measurement.deploy import Deployer, DeploySettings, export_chain
 from pipelines.measurement.runtimes import parse_runtime
 from pipelines.tracking import link_model_metrics
@@ -39,7 +41,8 @@ def body(ctx, run):
     for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r.get("skipped")):
         print(f"compile_benchmark: {line}")
     deploying = any(parse_runtime(runtime).deploy for runtime in cfg.runtimes)
-    exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size)) if deploying else {}
+    exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size), only=[shipped(models)]) \
+        if deploying else {}
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
     summary = summary_metrics(rows, cfg.batch_size, cfg.deploy_runtime, accuracy_slack=1 / len(test[1]))
     for name, done in exports.items():  # onnx_file, onnx_max_abs_diff, onnx_error ... per model

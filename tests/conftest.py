@@ -51,6 +51,13 @@ class Broken(torch.nn.Module):
         return y
 
 
+@pytest.fixture(autouse=True)
+def _own_decision_cache(tmp_path_factory, monkeypatch):
+    """Each test its own machine-decision cache (pipelines.core.io.cache_dir): one test's measured
+    `quantize.engine: auto` answer is no other test's (and never the developer's .cache/)."""
+    monkeypatch.setenv("COMPRESSION_CACHE_DIR", str(tmp_path_factory.mktemp("decisions")))
+
+
 def fast_params(**sections) -> Params:
     raw: dict = {k: dict(v) for k, v in FAST.items()}
     for key, value in sections.items():

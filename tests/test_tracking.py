@@ -158,12 +158,14 @@ def test_champion_alias_moves_only_to_a_version_that_improves_on_its_holder(mlfl
     from pipelines.core.stats import LatencyRatio
 
     params = fast_params(tracking={"experiment": "t", "registered_model": "final"})
-    _, _, path = _logged(params, "quantized", tmp_path, {"accuracy": 0.9})
     head = {"acc": 357 / 359, "speedup": 10.0, "speedup_ci_low": 9.0, "speedup_ci_high": 11.0, "mb": 0.4}
+    paths = []
 
-    def register(wrong, side=None, **changes):
-        return register_final(params, path, {**head, **changes}, test_digest="d1", test_correct=_outcomes(wrong),
-                              side_by_side=side)
+    def register(wrong, side=None, **changes):  # each version its own model (another random init)
+        (folder := tmp_path / f"v{len(paths)}").mkdir()
+        paths.append(_logged(params, "quantized", folder, {"accuracy": 0.9})[2])
+        return register_final(params, paths[-1], {**head, **changes}, test_digest="d1",
+                              test_correct=_outcomes(wrong), side_by_side=side)
 
     first = register(2)
     worse = register(20, acc=339 / 359)                                        # shown less accurate
@@ -181,6 +183,12 @@ def test_champion_alias_moves_only_to_a_version_that_improves_on_its_holder(mlfl
     assert float(v2.tags["acc"]) == pytest.approx(339 / 359) and v2.tags["champion_decision"] == worse.reason
     assert v2.tags["test_digest"] == "d1" and v2.tags["test_correct"].startswith("359:")
     assert "vs_champion_latency_ratio" in client.get_model_version("final", "4").tags
+    # the holder's own checkpoint registered again (a re-run that rebuilt the same bytes): tied, not
+    # measured again (a side_by_side that would call it 2x faster is never asked)
+    again = register_final(params, paths[-1], {**head, "speedup": 99.0}, test_digest="d1",
+                           test_correct=_outcomes(0), side_by_side=lambda holder: 1 / 0)
+    assert not again.champion and "same model as version 4" in again.reason
+    assert str(client.get_model_version_by_alias("final", "champion").version) == "4"
 
 
 def test_a_model_for_other_test_images_gets_its_own_registered_name(mlflow_store, tmp_path):

@@ -20,7 +20,7 @@ EngineChooser = Callable[[Context, nn.Module], dict[str, Any]]
 def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None = None,
                    stage: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """int8 copy of ``model`` per ``params.quantize`` (``method: none`` returns it unchanged).
-    ``choose`` (the quantize stage passes :func:`pipelines.engines.measure_engines`): decides
+    ``choose`` (the quantize stage and the search pass :func:`pipelines.engines.decided_engine`): decides
     ``engine: auto`` for static/QAT on a model both engines take, instead of the rule of
     :func:`~pipelines.compression.quantize.resolve_engine`; its answer (``engine``, ``why``, ...)
     is kept in the metrics as ``engine_choice``. ``stage`` (the quantize stage): rank the layers by

@@ -18,6 +18,13 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
+def cache_dir() -> Path:
+    """This machine's decision caches (what was measured once and holds until the machine or the
+    library changes, like Inductor's autotuning cache): ``$COMPRESSION_CACHE_DIR``, else
+    ``.cache/`` under :func:`project_root` (git-ignored; delete it to measure again)."""
+    return Path(os.environ.get("COMPRESSION_CACHE_DIR") or project_root() / ".cache")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

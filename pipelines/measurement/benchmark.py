@@ -12,6 +12,7 @@ with a test split, every row's accuracy is measured in its own runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -73,7 +74,8 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
                      amp: list[str] | None = None,
                      settings: CompileSettings = CompileSettings(),
                      noise: NoiseLimits = NoiseLimits(),
-                     deploy: DeployInputs | None = None, kernels: bool = False) -> list[dict[str, Any]]:
+                     deploy: DeployInputs | None = None,
+                     kernels: Collection[str] = ()) -> list[dict[str, Any]]:
     """One row per (model, runtime, batch_size). All variants at one batch size are timed
     together, in rotating blocks (:func:`~pipelines.measurement.timing.measure`, schedule from
     ``noise``); ``speedup_vs_teacher`` is the ``reference`` model's eager latency over the
@@ -86,7 +88,7 @@ def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Ten
     re-measured while disturbed, and its rows say ``noisy`` when even the quietest attempt was.
     ``deploy``: builds the deploy targets (once per model, reused at every batch size) and
     measures each row's accuracy in its own runtime. ``kernels``: after timing, profile every
-    PyTorch CPU row once (:func:`~pipelines.measurement.kernels.kernel_profile`): ``kernel_ms`` is
+    PyTorch CPU row of these models once (:func:`~pipelines.measurement.kernels.kernel_profile`): ``kernel_ms`` is
     its compute kernels' share of a call, ``p50_over_kernel`` a p50 of the row timed alone right
     before its profile over it (what the rest costs on top, from one moment).
 
@@ -133,7 +135,7 @@ def _deployed(deploy: DeployInputs, models: dict[str, nn.Module], name: str, run
 
 
 def _measure(models, examples, per_model, quantized, reports, explain_notes, warmup, iters,
-             reference, settings, noise, deploy, kernels=False) -> list[dict[str, Any]]:
+             reference, settings, noise, deploy, kernels=()) -> list[dict[str, Any]]:
     import torch._dynamo
 
     rows: list[dict[str, Any]] = []
@@ -206,7 +208,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                     row.update(ref_int8_ms=measured.speed.int8_ms, ref_fp32_ms=measured.speed.fp32_ms)
                 if ref is not None:
                     row.update(speedup_fields(ref, lat))
-                if kernels and (not rt.deploy or runtime == "aoti") and comp.device == "cpu":
+                if name in kernels and (not rt.deploy or runtime == "aoti") and comp.device == "cpu":
                     prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)),
                                           timed_iters=max(20, iters // 2))
                     row.update(kernel_ms=prof.kernel_ms, kernel_source=prof.source,

@@ -38,8 +38,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
                n_trials: int | None = None, timeout_s: float | None = None,
                storage: str | optuna.storages.BaseStorage | None = None,
                chain: Callable[..., dict[str, Any]] = run_chain,
-               worker: bool = False, plots_dir: Path | None = None,
-               engine_choice: dict[str, Any] | None = None) -> SearchOutcome:
+               worker: bool = False, plots_dir: Path | None = None) -> SearchOutcome:
     """Run (or resume) the study for ``n_trials`` more trials (0: none, only the outputs), then
     write the outputs. A context without a trial of the current configuration gets one enqueued
     first; ``search.pruner`` stops hopeless trials (see :mod:`pipelines.search.fidelity`). On
@@ -49,11 +48,7 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
 
     ``worker=True`` is one of many processes sharing the study: its sampler seed also depends on
     the host and process (workers that start together must not draw the same trials), and it
-    writes no outputs (a later ``n_trials=0`` run writes them from the whole study).
-
-    ``engine_choice``: the quantize stage's ``quantize.engine: auto`` decision
-    (:func:`pipelines.engines.stage_choice`); trials of its architecture signature take it instead
-    of deciding the same close call again on another measurement."""
+    writes no outputs (a later ``n_trials=0`` run writes them from the whole study)."""
     cfg = params.search
     if not cfg.space:
         raise ParamsError("search.space: empty; declare at least one dimension (e.g. prune.amount)")
@@ -65,8 +60,6 @@ def run_search(params: Params, teacher: nn.Module, run: tracking.Run, out_dir: P
     store = make_storage(url) if isinstance(url, str) else url
     study = open_study(params, storage=store, seed=(params.seed + salt) % 2**31)
     baseline = Baseline.build(ctx, teacher)
-    if engine_choice:  # the quantize stage's `auto` decision: trials of its architecture ship what it ships
-        baseline.engines[engine_choice["signature"]] = engine_choice
     context = context_fingerprint(params, baseline.teacher_hash, list(cfg.space))
     # the pruner's companion study: same storage, no heartbeat (Optuna warns on ask() outside optimize())
     fidelity = Fidelity(study.study_name, context, cfg.pruner,

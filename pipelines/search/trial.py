@@ -20,7 +20,7 @@ from pipelines import tracking
 from pipelines.compression.distill import caches_teacher_logits, with_teacher_logits
 from pipelines.core.config import FASTEST, Params
 from pipelines.core.errors import ParamsError, error_line
-from pipelines.engines import architecture_signature, measure_engines
+from pipelines.engines import architecture_signature, decided_engine
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime
@@ -80,14 +80,14 @@ class Baseline:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # `auto`'s answer per architecture
 
     def choose_engine(self, ctx: Context, model: nn.Module) -> dict[str, Any]:
-        """``quantize.engine: auto`` decided as the quantize stage decides it (both int8 engines
-        timed side by side, :func:`~pipelines.engines.measure_engines`), once per architecture
-        signature (:func:`architecture_signature`) and search process, starting from the quantize
-        stage's own decision (:func:`~pipelines.engines.stage_choice`, seeded by ``run_search``):
-        the answer depends on the graph and the machine, not on the weights' values."""
+        """``quantize.engine: auto`` decided as the quantize stage decides it, with the same
+        machine-wide record (:func:`~pipelines.engines.decided_engine`: both int8 engines timed
+        side by side once per architecture signature and machine; the quantize stage's decision
+        for the pipeline's configuration is the trial's), kept here per search process: the
+        answer depends on the graph and the machine, not on the weights' values."""
         key = architecture_signature(ctx.params)
         if key not in self.engines:
-            self.engines[key] = measure_engines(ctx, model)
+            self.engines[key] = decided_engine(ctx, model)
         return self.engines[key]
 
     @classmethod

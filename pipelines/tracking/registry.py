@@ -96,7 +96,8 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
     keeps the holder), judged from ``side_by_side(holder_version)`` (both models on the same
     images and in one timing loop) when given, else from the holder's stored outcomes and
     speedup interval. A run whose latency was measured while the machine was busy (``noisy``)
-    never moves it. The decision and its evidence are recorded on the version."""
+    never moves it; a checkpoint byte-identical to the holder's is the same model (tied, not
+    measured again: a re-run that rebuilt the same weights). The decision and its evidence are recorded on the version."""
     base = params.tracking.registered_model
     model = find_logged_model(params, checkpoint) if base else None
     if model is None:
@@ -109,6 +110,7 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
     numbers = numeric_leaves(headline)
     tags = {**{k: repr(v) for k, v in numbers.items()}, "params_hash": params_hash(params),
             "dvc_exp": os.environ.get("DVC_EXP_NAME", ""), "pipeline_run": pipeline_run or ""}
+    tags[CHECKPOINT_TAG] = file_digest(checkpoint)  # the same bytes as the holder's: the same model
     if test_digest:
         tags[TEST_DIGEST] = test_digest
     if test_correct is not None:
@@ -132,6 +134,9 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
         move, reason = True, "first version"
     elif test_digest and holder.tags.get(TEST_DIGEST) not in (None, test_digest):
         move, reason = True, f"version {holder.version} was measured on other test images: not comparable"
+    elif holder.tags.get(CHECKPOINT_TAG) == tags[CHECKPOINT_TAG]:
+        move, reason = False, (f"the same model as version {holder.version} (byte-identical checkpoint): "
+                               "tied on every objective, the alias stays; not measured again")
     else:
         move, reason = _judge(holder, numbers, test_correct, side_by_side, client, name, version)
     if move:

@@ -189,12 +189,15 @@ class Deployer:
 
 
 def export_chain(deployer: Deployer, models: dict[str, nn.Module], sources: dict[str, str],
-                 example: torch.Tensor) -> dict[str, dict]:
-    """Every model as ONNX: a float model's fp32 export, an int8 model's ONNX Runtime int8 (QDQ)
-    model built from its fp32 source. Per model: ``file``, ``files`` (to log), ``max_abs_diff``
-    (fp32 exports vs PyTorch), ``error`` (one line; the other models are still exported)."""
+                 example: torch.Tensor, only: Sequence[str] | None = None) -> dict[str, dict]:
+    """Every model (or those named in ``only``) as ONNX: a float model's fp32 export, an int8
+    model's ONNX Runtime int8 (QDQ) model built from its fp32 source (in ``models``). Per model:
+    ``file``, ``files`` (to log), ``max_abs_diff`` (fp32 exports vs PyTorch), ``error`` (one line;
+    the other models are still exported)."""
     out: dict[str, dict] = {}
     for name, model in models.items():
+        if only is not None and name not in only:
+            continue
         try:
             if is_quantized(model):
                 source = sources[name]
