@@ -10,6 +10,14 @@ kept (bar: >= 80%).
 
     .venv/bin/python bench/accuracy_budget.py                      # student [64, 128] depth 2, factor 30
     .venv/bin/python bench/accuracy_budget.py --channels 128 256 --factor 100 --budget 0.5
+    .venv/bin/python bench/accuracy_budget.py --deploy              # + the Deploy comparison below
+
+``--deploy``: the budgeted PyTorch model (PT2E, compiled) against the deploy targets built with the
+same budget (``ort-int8`` with the same layers excluded, ``ov-int8`` by NNCF's
+``quantize_with_accuracy_control`` on the same validation images), each row's test accuracy
+measured in its own runtime and all of them timed in one measurement (``benchmark_models``, as
+``compile_benchmark``'s Deploy section): bar, the PyTorch result no less accurate and no slower
+than NNCF's beyond the intervals.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=30.0)
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--deploy", action="store_true", help="also the deploy targets with the same budget, timed together")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ctx = Context(fast_params(tracking={"enabled": False}, student={"channels": args.channels, "depth": 2},
@@ -67,6 +76,47 @@ def main() -> None:
     if "revert1" in s:
         print(f"share of the all-int8 speedup kept: {s['revert1']['ratio'] / s['int8']['ratio']:.0%} "
               f"(p50 budgeted / all-int8 {timing['p50_over_all_int8']['revert1']}); noisy: {timing['noisy']}")
+    if args.deploy:
+        deploy_comparison(ctx, model, out, args.budget)
+
+
+def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Module, budget_pp: float) -> None:
+    import tempfile
+
+    from pipelines.compression.quantize import fp32_layers
+    from pipelines.measurement.accuracy import with_intervals
+    from pipelines.measurement.benchmark import DeployInputs, benchmark_models
+    from pipelines.measurement.compile import CompileSettings
+    from pipelines.measurement.deploy import DeployBudget, Deployer, DeploySettings
+    from pipelines.measurement.deploy.budget import module_path
+    from pipelines.measurement.timing import NoiseLimits
+
+    bench = ctx.params.benchmark
+    test = ctx.split_tensors("test")
+    layers = tuple(module_path(layer) for layer in fp32_layers(budgeted))
+    deployer = Deployer(DeploySettings(bench.num_threads, ctx.calibration_batches(), Path(tempfile.mkdtemp()),
+                                       DeployBudget(budget_pp, ctx.split_tensors("val"), layers)))
+    rows = benchmark_models({"fp32": fp32, "int8": budgeted}, {bench.batch_size: ctx.example(bench.batch_size)},
+                            {"fp32": ["eager"], "int8": ["compile-default", "ort-int8", "ov-int8"]},
+                            bench.warmup, bench.iters, reference="fp32", settings=CompileSettings.of(bench),
+                            noise=NoiseLimits.of(bench), deploy=DeployInputs(deployer, {"int8": "fp32"}, test))
+    by = {}
+    for r in rows:
+        acc = with_intervals({"accuracy": r["accuracy"]}, len(test[1]))
+        by[(r["model"], r["runtime"])] = r
+        print(f"deploy {r['model']:5s} {r['runtime']:16s} test accuracy {acc['accuracy']:.4f} "
+              f"[{acc['accuracy_ci_low']:.4f}, {acc['accuracy_ci_high']:.4f}]  p50 {r.get('latency_ms_p50', float('nan')):.3f} ms "
+              f"[{r.get('latency_ms_p50_ci_low', float('nan')):.3f}, {r.get('latency_ms_p50_ci_high', float('nan')):.3f}]  "
+              f"{r['error'] or r['note']}")
+    ours, nncf = by[("int8", "compile-default")], by[("int8", "ov-int8")]
+    if "latency_ms_p50" in ours and "latency_ms_p50" in nncf:
+        ours_acc = with_intervals({"accuracy": ours["accuracy"]}, len(test[1]))
+        as_accurate = ours_acc["accuracy_ci_high"] >= nncf["accuracy"]  # the data does not show ours lower
+        as_fast = ours["latency_ms_p50_ci_low"] <= nncf["latency_ms_p50_ci_high"]
+        print(f"bar: PyTorch budgeted vs NNCF accuracy-controlled OpenVINO: accuracy "
+              f"{ours['accuracy']:.4f} vs {nncf['accuracy']:.4f} ({'not less accurate' if as_accurate else 'LESS accurate'}), "
+              f"p50 {ours['latency_ms_p50']:.3f} vs {nncf['latency_ms_p50']:.3f} ms "
+              f"({'not slower beyond the intervals' if as_fast else 'SLOWER'})")
 
 
 if __name__ == "__main__":

@@ -16,15 +16,28 @@ import shutil
 
 from pipelines import stage
 from pipelines.compression.checkpoint import load_model
+from pipelines.compression.quantize import fp32_layers
+from pipelines.core.kinds import is_quantized
 from pipelines.core.io import write_csv
 from pipelines.measurement.benchmark import DeployInputs, machine_metrics
 from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, shipped, summary_metrics
-from pipelines.measurement.deploy import Deployer, DeploySettings, export_chain
+from pipelines.measurement.deploy import DeployBudget, Deployer, DeploySettings, export_chain
+from pipelines.measurement.deploy.budget import module_path
 from pipelines.measurement.runtimes import parse_runtime
 from pipelines.tracking import link_model_metrics
 
 DEPLOY_DIR = stage.MODELS / "deploy"
 SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize stage started from
+
+
+def deploy_budget(ctx, final) -> DeployBudget | None:
+    """``quantize.max_accuracy_drop`` for the int8 deploy targets of an int8 final model: the
+    layers the quantize stage kept out of int8 (read from the model itself) and the validation
+    images NNCF's accuracy control validates on."""
+    limit = ctx.params.quantize.max_accuracy_drop
+    if limit is None or not is_quantized(final):
+        return None
+    return DeployBudget(limit, ctx.split_tensors("val"), tuple(module_path(layer) for layer in fp32_layers(final)))
 
 
 def body(ctx, run):
@@ -34,7 +47,8 @@ def body(ctx, run):
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
     DEPLOY_DIR.mkdir(parents=True)  # a declared output (dvc.yaml): empty without a deploy target
-    deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR))
+    deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR,
+                                       deploy_budget(ctx, models[shipped(models)])))
     test = ctx.split_tensors("test")
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
                    {name: stage.model_path(name) for name in CHAIN})

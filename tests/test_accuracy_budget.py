@@ -107,3 +107,45 @@ def test_cle_lowers_the_planted_range_problem_before_any_revert(planted):
     assert drops["none"]["val_drop_pp"] >= 2.0 and drops["cle"]["val_drop_pp"] < drops["none"]["val_drop_pp"]
     assert m["equalize_applied"] is True and "features.0.0 -> features.1.0" in m["equalize_pairs"]
     assert m["val_drop"]["val_drop_pp"] == drops["cle"]["val_drop_pp"]  # the model kept is the equalized one
+
+
+def test_the_deploy_targets_take_the_same_budget(planted, tmp_path):
+    """ort-int8 leaves the layer the budget kept in fp32 out of its quantization too (mapped from
+    the PyTorch module path to the ONNX node, checked in the written file); ov-int8 runs NNCF's
+    accuracy control with the same budget on the same validation images. Plain PTQ in either
+    runtime loses over twice the budget on the planted model; the budgeted builds end within it."""
+    import onnx
+
+    from pipelines.measurement.accuracy import runtime_accuracy
+    from pipelines.measurement.deploy import DeployBudget, Deployer, DeploySettings
+    from pipelines.measurement.deploy.budget import layer_nodes
+
+    ctx = _ctx(max_accuracy_drop=0.5)
+    images, labels = val = ctx.split_tensors("val")
+    x = ctx.example(16)
+    budget = DeployBudget(0.5, val, (f"{CULPRIT} (conv2d_1)",))  # as fp32_layers names a PT2E graph's layer
+    budgeted = Deployer(DeploySettings(2, ctx.calibration_batches(), tmp_path / "budget", budget))
+    plain = Deployer(DeploySettings(2, ctx.calibration_batches(), tmp_path / "plain"))
+    onnx_fp32 = budgeted.onnx("fp32", planted, x)[0]
+    mapped, unmapped = layer_nodes(onnx_fp32, [CULPRIT, "classifier", "features.9.0"])
+    assert sorted(mapped) == sorted([CULPRIT, "classifier"]) and len(mapped[CULPRIT]) == 1
+    assert unmapped == ["features.9.0 (no ONNX node)"]
+
+    def drop_pp(deployed) -> float:
+        assert deployed.error == "" and not deployed.skipped, deployed.error or deployed.skipped
+        return 100 * (float((planted(images).argmax(1) == labels).float().mean())
+                      - runtime_accuracy(deployed.fn, images, labels, 64))
+
+    for runtime in ("ort-int8", "ov-int8"):
+        before = plain.build(runtime, "int8", planted, x, int8_model=True, source=("fp32", planted))
+        after = budgeted.build(runtime, "int8", planted, x, int8_model=True, source=("fp32", planted))
+        assert drop_pp(before) > 1.0, runtime  # twice the budget and more (PyTorch PTQ: >= 2 pp)
+        assert drop_pp(after) <= 0.5, (runtime, after.note)
+        assert ("excluded here as ONNX nodes" if runtime == "ort-int8" else "NNCF accuracy control") in after.note
+    graph = onnx.load(str(budgeted.ort_int8("fp32", planted, x, budgeted=True)[0])).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    culprit = next(n for n in graph.node if n.name == mapped[CULPRIT][0])
+    others = [n for n in graph.node if n.op_type == "Conv" and n.name != culprit.name]
+    # its weight stays fp32 in ONNX Runtime too; every other conv's weight is int8 (QDQ)
+    assert producers.get(culprit.input[1]) != "DequantizeLinear"
+    assert others and all(producers.get(n.input[1]) == "DequantizeLinear" for n in others)

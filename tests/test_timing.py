@@ -9,13 +9,14 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 from pipelines import report
 from pipelines.measurement.benchmark import benchmark_models
-from pipelines.measurement.timing import CpuWatch, NoiseLimits, measure
+from pipelines.measurement.timing import CpuWatch, NoiseLimits, measure, time_blocks
 from pipelines.models import CNN
 from tests.conftest import fast_params
 
@@ -127,3 +128,26 @@ def test_report_of_a_noisy_run_says_so_and_quotes_no_speedup(hogged_rows):
     summary = {r["model"]: {**r, "num_params": 1, "accuracy": 0.9, "size_mb": 1.0} for r in hogged_rows}
     text = report.table(summary, 8, noisy=True)
     assert report.NOT_QUOTED in text and "x |" not in text
+
+
+def test_a_slow_variant_times_only_the_calls_that_fit_its_block():
+    """benchmark.block_ms: a 30 ms call times 6 calls a block (not iters/blocks = 20) after one
+    warm-up call, a fast one keeps its 20 and its 5; 0 keeps every variant at iters."""
+    limits = NoiseLimits(max_other_cpu=1.0, max_spread=1e9, retries=0, blocks=2, block_warmup=5,
+                         max_speed_change=1e9, block_warm_ms=20.0, settle_ms=0.0, block_ms=150.0)
+    assert limits.schedule(20, 30.0) == (6, 1) and limits.schedule(20, 0.5) == (20, 5)
+    assert limits.schedule(4, 30.0) == (4, 1)  # never more than iters/blocks
+    assert replace(limits, block_ms=0.0).schedule(20, 30.0) == (20, 5)
+    counts = {"slow": 0, "fast": 0}
+
+    def call(name: str, seconds: float):
+        def fn() -> None:
+            counts[name] += 1
+            time.sleep(seconds)
+        return fn
+
+    blocks = time_blocks({"slow": call("slow", 0.03), "fast": call("fast", 0.0005)}, warmup=1, iters=40,
+                         limits=limits)
+    assert len(blocks.timings["slow"].samples) == 2 * 6 and len(blocks.timings["fast"].samples) == 2 * 20
+    assert counts["slow"] == 1 + 3 + 2 * (1 + 6)  # warm-up, the schedule's probe, per block: rewarm + timed
+    assert 25 < blocks.timings["slow"].p50_ms < 60

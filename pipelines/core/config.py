@@ -175,6 +175,7 @@ class BenchmarkConfig(Section):
     max_speed_change: Annotated[float, Field(gt=1.0)] = 2.0
     block_warm_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 20.0  # each block's warm-up lasts at least this
     settle_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 200.0  # wait (at most) for the last pool to sleep
+    block_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 150.0  # a slow call times only what fits (>= 6 calls); 0: iters for all
 
     @field_validator("deploy_runtime")
     @classmethod

@@ -35,6 +35,7 @@ to quote its speedups.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -92,6 +93,7 @@ def _latency(samples: list[float], rounds: list[float]) -> Latency:
                    tuple(samples), tuple(rounds))
 
 
+MIN_BLOCK_CALLS = 6       # a variant's block never times fewer calls (benchmark.block_ms)
 MIN_BLOCK_FOR_SPREAD = 5  # a block's p90/p50 means something from this many calls on
 
 
@@ -133,8 +135,8 @@ def _block(fn: Callable[[], Any], calls: int, rewarm: int, warm_ms: float = 0.0)
     return times
 
 
-def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: int, probe: SpeedProbe,
-           limits: "NoiseLimits") -> Round:
+def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: dict[Any, tuple[int, int]],
+           probe: SpeedProbe, limits: "NoiseLimits") -> Round:
     """One block of each variant in ``order``, the speed probed before the first and after each;
     before every block and every probe the previous runtime's pool is let go to sleep
     (:func:`~pipelines.measurement.settle.settle`, at most ``limits.settle_ms``)."""
@@ -144,7 +146,8 @@ def _round(fns: dict[Any, Callable[[], Any]], order: list[Any], calls: int, prob
     spread = 1.0
     for name in order:
         settle(limits.settle_ms)
-        samples[name] = times = _block(fns[name], calls, limits.block_warmup, limits.block_warm_ms)
+        timed, rewarm = calls[name]
+        samples[name] = times = _block(fns[name], timed, rewarm, limits.block_warm_ms)
         settle(limits.settle_ms)
         probes.append(probe())
         if len(times) >= MIN_BLOCK_FOR_SPREAD and (mid := statistics.median(times)) > 0:
@@ -190,7 +193,8 @@ class Blocks:
 def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50,
                 limits: "NoiseLimits | None" = None, probe: SpeedProbe | None = None) -> Blocks:
     """Time each zero-argument callable ``iters`` times in ``limits.blocks`` blocks (see the module
-    docstring), after ``warmup`` calls each. Each block starts with ``limits.block_warmup``
+    docstring), after ``warmup`` calls each (a slow one fewer times: ``limits.block_ms``,
+    :meth:`NoiseLimits.schedule`). Each block starts with ``limits.block_warmup``
     untimed calls. A round whose blocks saw a speed change or a spread past ``limits`` is timed
     again (at most ``limits.retries`` more times), the steadiest attempt kept."""
     limits = limits or NoiseLimits()
@@ -200,20 +204,29 @@ def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int 
     calls = -(-iters // count)
     rounds: list[Round] = []
     remeasured = 0
+    per_call: dict[Any, float] = {}
     with torch.inference_mode():
         for name in names:
             for _ in range(warmup):
                 fns[name]()
-        sync()
+            sync()
+            probe_times = [0.0]
+            for _ in range(3 if limits.block_ms > 0 else 0):  # a few more, timed: its call's length (block schedule)
+                start = time.perf_counter()
+                fns[name]()
+                sync()
+                probe_times.append((time.perf_counter() - start) * 1e3)
+            per_call[name] = statistics.median(probe_times)
+        schedule = {name: limits.schedule(calls, per_call[name]) for name in names}
         for r in range(count):
             shift = r % len(names)
             order = names[shift:] + names[:shift]
-            best = _round(fns, order, calls, probe, limits)
+            best = _round(fns, order, schedule, probe, limits)
             for _ in range(limits.retries):
                 if not best.disturbed(limits):
                     break
                 remeasured += 1
-                again = _round(fns, order, calls, probe, limits)
+                again = _round(fns, order, schedule, probe, limits)
                 best = again if again.score(limits) < best.score(limits) else best
             rounds.append(best)
     timings = {n: _latency([t for r in rounds for t in r.samples[n]], [statistics.median(r.samples[n]) for r in rounds])
@@ -310,7 +323,11 @@ class NoiseLimits:
     left its thread pool spinning (ONNX Runtime) or OpenMP workers asleep, and a fast model's few
     warm-up calls end before that settles; measured: p90/p50 of 9 for a 0.5 ms PyTorch call at
     batch 1 after 5 warm-up calls); before every block and probe, wait up to ``settle_ms`` for the
-    previous runtime's threads to stop spinning (:func:`~pipelines.measurement.settle.settle`)."""
+    previous runtime's threads to stop spinning (:func:`~pipelines.measurement.settle.settle`).
+    ``block_ms``: a variant whose call is slow times fewer calls per block (as many as fit in
+    ``block_ms``, at least :data:`MIN_BLOCK_CALLS`) and warms with fewer (at least one, and at
+    least ``block_warm_ms``): a 25 ms teacher call does not need 20 samples per block for a p50,
+    and 160 of them cost 4 s of every trial; 0 keeps ``iters`` for every variant."""
 
     max_other_cpu: float = 0.2
     max_spread: float = 3.0
@@ -320,12 +337,22 @@ class NoiseLimits:
     max_speed_change: float = 2.0
     block_warm_ms: float = 20.0
     settle_ms: float = 200.0
+    block_ms: float = 0.0
 
     @classmethod
     def of(cls, cfg: Any) -> "NoiseLimits":
         """From a ``BenchmarkConfig``."""
         return cls(cfg.max_other_cpu, cfg.max_spread, cfg.retries, cfg.blocks, cfg.block_warmup,
-                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms)
+                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms, cfg.block_ms)
+
+    def schedule(self, calls: int, call_ms: float) -> tuple[int, int]:
+        """(timed calls, untimed warm-up calls) per block for a variant whose call takes about
+        ``call_ms``: ``calls`` and :attr:`block_warmup`, cut down for a slow call (see the class)."""
+        if self.block_ms <= 0 or call_ms <= 0:
+            return calls, self.block_warmup
+        timed = max(min(MIN_BLOCK_CALLS, calls), min(calls, math.ceil(self.block_ms / call_ms)))
+        rewarm = min(self.block_warmup, max(1, math.ceil(self.block_warm_ms / call_ms)))
+        return timed, rewarm
 
 
 @dataclass(frozen=True)

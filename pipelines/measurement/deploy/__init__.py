@@ -39,9 +39,10 @@ from pipelines.core.cpu import bf16_missing
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
 from pipelines.measurement.deploy import aoti, ort, ov
+from pipelines.measurement.deploy.budget import DeployBudget, layer_nodes
 from pipelines.measurement.deploy.export import export_onnx
 
-__all__ = ["DEPLOY_RUNTIMES", "Deployed", "Deployer", "DeploySettings", "aoti", "applies", "bf16_missing", "exact",
+__all__ = ["DEPLOY_RUNTIMES", "DeployBudget", "Deployed", "Deployer", "DeploySettings", "aoti", "applies", "bf16_missing", "exact",
            "export_chain", "import_libraries", "ort", "ov", "per_batch", "skip_reason"]
 
 DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
@@ -87,11 +88,13 @@ class Deployed:
 @dataclass(frozen=True)
 class DeploySettings:
     """``num_threads``: every runtime's thread count (``benchmark.num_threads``); ``calibration``:
-    the PTQ calibration batches; ``directory``: where the artifacts go."""
+    the PTQ calibration batches; ``directory``: where the artifacts go; ``budget``: the quantize
+    stage's accuracy budget, applied to the int8 runtimes of an int8 model (:mod:`.budget`)."""
 
     num_threads: int
     calibration: Sequence[torch.Tensor]
     directory: Path
+    budget: DeployBudget | None = None
 
 
 class Deployer:
@@ -100,8 +103,9 @@ class Deployer:
     def __init__(self, settings: DeploySettings) -> None:
         self.settings = settings
         self._exports: dict[str, tuple[Path, float, float]] = {}   # name -> (onnx, export_s, diff)
-        self._int8_onnx: dict[str, tuple[Path, float]] = {}
-        self._ov_int8: dict[str, tuple[list[Path], float]] = {}
+        self._int8_onnx: dict[tuple[str, bool], tuple[Path, float]] = {}    # (name, budgeted) -> ...
+        self._ov_int8: dict[tuple[str, bool], tuple[list[Path], float]] = {}
+        self.budget_notes: dict[tuple[str, str], str] = {}  # (runtime, source name) -> what the budget did
 
     def path(self, name: str, suffix: str) -> Path:
         return Path(self.settings.directory) / f"{name}{suffix}"
@@ -115,22 +119,47 @@ class Deployer:
             self._exports[name] = (done.path, done.seconds, done.max_abs_diff)
         return self._exports[name]
 
-    def ort_int8(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[Path, float]:
-        if name not in self._int8_onnx:
+    def ort_int8(self, name: str, model: nn.Module, example: torch.Tensor,
+                 budgeted: bool = False) -> tuple[Path, float]:
+        """``budgeted``: leave the budget's layers (:attr:`DeploySettings.budget`) in fp32."""
+        budget = self.settings.budget if budgeted else None
+        key = (name, budget is not None)
+        if key not in self._int8_onnx:
             fp32, export_s, _ = self.onnx(name, model, example)
             start = time.perf_counter()
-            out = ort.quantize_int8(fp32, self.path(name, ".int8.onnx"), self.settings.calibration)
-            self._int8_onnx[name] = (out, export_s + time.perf_counter() - start)
-        return self._int8_onnx[name]
+            exclude: list[str] = []
+            if budget is not None:
+                mapped, unmapped = layer_nodes(fp32, budget.layers)
+                exclude = [node for nodes in mapped.values() for node in nodes]
+                self.budget_notes[("ort-int8", name)] = (
+                    f"accuracy budget {budget.max_drop_pp:g} pp: {len(budget.layers)} layer(s) kept in fp32 by the "
+                    f"quantize stage, excluded here as ONNX nodes {exclude or 'none'}"
+                    + (f"; NOT mapped: {', '.join(unmapped)}" if unmapped else ""))
+            out = ort.quantize_int8(fp32, self.path(name, ".budget.int8.onnx" if budget else ".int8.onnx"),
+                                    self.settings.calibration, exclude)
+            self._int8_onnx[key] = (out, export_s + time.perf_counter() - start)
+        return self._int8_onnx[key]
 
-    def ov_int8(self, name: str, model: nn.Module, example: torch.Tensor) -> tuple[list[Path], float]:
-        if name not in self._ov_int8:
+    def ov_int8(self, name: str, model: nn.Module, example: torch.Tensor,
+                budgeted: bool = False) -> tuple[list[Path], float]:
+        """``budgeted``: NNCF's accuracy control with the same budget on the same validation images."""
+        budget = self.settings.budget if budgeted else None
+        key = (name, budget is not None)
+        if key not in self._ov_int8:
             fp32, export_s, _ = self.onnx(name, model, example)
             start = time.perf_counter()
-            files = ov.save_ir(ov.quantize_int8(ov.read_onnx(fp32), self.settings.calibration),
-                               self.path(name, ".int8.xml"))
-            self._ov_int8[name] = (files, export_s + time.perf_counter() - start)
-        return self._ov_int8[name]
+            if budget is None:
+                int8 = ov.quantize_int8(ov.read_onnx(fp32), self.settings.calibration)
+            else:
+                int8 = ov.quantize_int8_controlled(ov.read_onnx(fp32), self.settings.calibration, budget.val,
+                                                   budget.max_drop_pp)
+                kept = ov.float_compute_ops(int8)
+                self.budget_notes[("ov-int8", name)] = (
+                    f"NNCF accuracy control, max drop {budget.max_drop_pp:g} pp on {len(budget.val[1])} validation "
+                    f"images: {len(kept)} conv/matmul op(s) kept in float{f' ({kept})' if kept else ''}")
+            files = ov.save_ir(int8, self.path(name, ".budget.int8.xml" if budget else ".int8.xml"))
+            self._ov_int8[key] = (files, export_s + time.perf_counter() - start)
+        return self._ov_int8[key]
 
     # --- runtimes -------------------------------------------------------------------------------
 
@@ -167,14 +196,16 @@ class Deployer:
             note = (f"{'ONNX Runtime' if runtime == 'ort-int8' else 'NNCF'} PTQ of {source[0]} (the fp32 model "
                     "the quantize stage started from) on the same calibration batches")
             name, model = source
+        budgeted = runtime in INT8_RUNTIMES and int8_model
         if runtime == "ort-int8":
-            path, prior = self.ort_int8(name, model, example)
+            path, prior = self.ort_int8(name, model, example, budgeted)
             files = [path]
         elif runtime == "ov-int8":
-            files, prior = self.ov_int8(name, model, example)
+            files, prior = self.ov_int8(name, model, example, budgeted)
         else:
             path, prior, _ = self.onnx(name, model, example)
             files = [path]
+        note = "; ".join(n for n in (note, self.budget_notes.get((runtime, name), "")) if n)
         start = time.perf_counter()
         fn = self._session(runtime, files[0])
         return Deployed(fn, prior + time.perf_counter() - start, files, note)
@@ -201,7 +232,7 @@ def export_chain(deployer: Deployer, models: dict[str, nn.Module], sources: dict
         try:
             if is_quantized(model):
                 source = sources[name]
-                path, _ = deployer.ort_int8(source, models[source], example)
+                path, _ = deployer.ort_int8(source, models[source], example, budgeted=True)
                 out[name] = {"file": str(path), "files": [path], "from": source}
             else:
                 path, seconds, diff = deployer.onnx(name, model, example)

@@ -60,8 +60,11 @@ class Session:
         return torch.from_numpy(self.session.run(None, {self.input: x.numpy()})[0])
 
 
-def quantize_int8(fp32: str | Path, out: str | Path, calibration: Iterable[torch.Tensor]) -> Path:
-    """Static QDQ int8, per-channel weights, calibrated on ``calibration``; written to ``out``."""
+def quantize_int8(fp32: str | Path, out: str | Path, calibration: Iterable[torch.Tensor],
+                  nodes_to_exclude: Iterable[str] = ()) -> Path:
+    """Static QDQ int8, per-channel weights, calibrated on ``calibration``; written to ``out``.
+    ``nodes_to_exclude``: ONNX node names left in fp32 (the accuracy budget's layers,
+    :mod:`.budget`)."""
     import onnx
     from onnxruntime import quantization as oq
 
@@ -83,7 +86,8 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: Iterable[torch
         def write(tmp: Path) -> None:
             oq.quantize_static(str(pre), str(tmp), Batches(name), quant_format=oq.QuantFormat.QDQ,
                                per_channel=True, activation_type=oq.QuantType.QUInt8,
-                               weight_type=oq.QuantType.QInt8, calibrate_method=oq.CalibrationMethod.MinMax)
+                               weight_type=oq.QuantType.QInt8, calibrate_method=oq.CalibrationMethod.MinMax,
+                               nodes_to_exclude=list(nodes_to_exclude))
 
         return atomic_write(out, write)
     finally:

@@ -118,3 +118,43 @@ def quantize_int8(model, calibration: Sequence[torch.Tensor]):
     dataset = nncf.Dataset(list(calibration), lambda batch: batch.numpy())
     with contextlib.redirect_stdout(io.StringIO()):
         return nncf.quantize(model, dataset, subset_size=len(calibration))
+
+
+def quantize_int8_controlled(model, calibration: Sequence[torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                             max_drop_pp: float, batch_size: int = 64):
+    """NNCF's accuracy-controlled PTQ (``nncf.quantize_with_accuracy_control``): quantize as
+    :func:`quantize_int8` does, validate on ``val`` (images, labels; top-1 accuracy per batch of
+    ``batch_size``), and return quantizer groups to float, worst first, until the absolute drop
+    is within ``max_drop_pp`` percentage points (or NNCF gives up and says so in its log)."""
+    import contextlib
+    import io
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    images, labels = val
+    batches = list(zip(images.split(batch_size), labels.split(batch_size)))
+
+    def accuracy(compiled, items) -> float:
+        right = total = 0
+        output = compiled.output(0)
+        for x, y in items:
+            logits = compiled(x.numpy())[output]
+            right += int((torch.from_numpy(logits).argmax(1) == y).sum())
+            total += len(y)
+        return right / max(total, 1)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize_with_accuracy_control(
+            model, nncf.Dataset(list(calibration), lambda batch: batch.numpy()),
+            nncf.Dataset(batches, lambda item: item[0].numpy()), validation_fn=accuracy,
+            max_drop=max_drop_pp / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
+
+
+def float_compute_ops(model) -> list[str]:
+    """Convolution / MatMul ops of an OpenVINO model whose activation input is not fake-quantized
+    (they run in float): what NNCF's accuracy control kept out of int8."""
+    kinds = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds
+            and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
