@@ -153,8 +153,14 @@ def quantize_int8_controlled(model, calibration: Sequence[torch.Tensor], val: tu
 
 
 def float_compute_ops(model) -> list[str]:
-    """Convolution / MatMul ops of an OpenVINO model whose activation input is not fake-quantized
-    (they run in float): what NNCF's accuracy control kept out of int8."""
+    """Convolution / MatMul ops of an OpenVINO model whose weights are a plain f32 constant (NNCF
+    gives a quantized one an int8 constant with its decompression, or a FakeQuantize): what
+    NNCF's accuracy control kept out of int8."""
     kinds = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds
-            and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in kinds and op.get_input_size() > 1:
+            weight = op.input_value(1).get_node()
+            if weight.get_type_name() == "Constant" and weight.get_element_type().is_real():
+                out.append(op.get_friendly_name())
+    return out
