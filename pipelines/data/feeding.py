@@ -60,7 +60,10 @@ class FeedingLoader(DataLoader):
                 # SIGCHLD handler whenever any child process exits later
                 shutdown = getattr(batches, "_shutdown_workers", None)
                 if shutdown is not None:
-                    shutdown()
+                    try:
+                        shutdown()
+                    except Exception:  # noqa: BLE001 - DataLoader's SIGCHLD handler reporting the same
+                        pass           # dead worker again while joining it: the error below says it once
                 self._iterator = None
                 translated = as_data_error(exc)
                 if translated is exc:
