@@ -103,11 +103,12 @@ def test_mlflow_stage_models_registry_and_dataset(repo):
     assert len(versions) == len(reports) >= 1  # one version per pipeline run
     first = min(versions, key=lambda v: int(v.version))
     assert first.run_id == stages["quantize"].info.run_id and float(first.tags["acc"]) == parent.data.metrics["acc"]
-    # every version says why the alias did or did not move; a run timed on a busy machine (noisy) never takes it
+    # every version says why the alias did or did not move; a run timed on a busy machine (noisy) never
+    # takes it, nor one that warned (this cheap student can lose more than 2 pp: a collapse warning)
     decisions = [v.tags["champion_decision"] for v in versions]
     # (search_model_versions leaves aliases out: read each version)
     holders = [v.version for v in versions if "champion" in client.get_model_version(v.name, v.version).aliases]
-    if all("noisy" in d for d in decisions):
+    if all("noisy" in d or "the run warned" in d for d in decisions):
         assert holders == [], decisions
     else:
         assert len(holders) == 1, (holders, decisions)
@@ -146,5 +147,5 @@ def test_default_run_deploys_the_final_model_on_onnx_runtime_and_openvino(repo):
     exp = client.get_experiment_by_name("compression-lab")
     run = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("stage") == "compile_benchmark")
     logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "onnx")}
-    assert {"pruned.onnx", "pruned.int8.onnx"} <= logged and "teacher.onnx" not in logged
+    assert "pruned.int8.onnx" in logged and "teacher.onnx" not in logged
 
