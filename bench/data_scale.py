@@ -87,10 +87,12 @@ def run(name: str, work: Path, data: dict, stages: tuple[str, ...]) -> dict:
     out = {}
     for stage in stages:
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the process or its largest reaped child
-        err = proc.stderr.read()
+        log = project / f"{stage}.log"  # a file, not a pipe: nobody reads a pipe before wait4, and
+        with log.open("w") as sink:    # the progress bars filled it (the stage blocked on write)
+            proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=sink, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the process or its largest reaped child
+        err = log.read_text()
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"{name}/{stage} failed:\n{err[-3000:]}")
         metrics = json.loads((project / "metrics" / f"{stage}.json").read_text())

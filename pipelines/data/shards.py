@@ -174,12 +174,26 @@ def _stats(ds: ShardSamples, count: int, batch_size: int, workers: int) -> Stats
     return batch_stats(itertools.islice(batches, -(-count // batch_size)))
 
 
+def _warn_if_sorted(per_shard: list[list[int]], num_classes: int) -> None:
+    """One warning line when every train shard holds a single class: the reader shuffles shard
+    order and a buffer of :data:`SHUFFLE_BUFFER` samples, which cannot mix class-sorted shards
+    (training then sees one class at a time and can stay at chance)."""
+    if num_classes < 2 or len(per_shard) < 2:
+        return
+    if all(len(set(labels)) == 1 for labels in per_shard):
+        print(f"data: WARNING every one of the {len(per_shard)} train shards holds a single class: shuffling shard "
+              f"order and a {SHUFFLE_BUFFER}-sample buffer cannot mix them; write the shards in shuffled order "
+              "(docs/data.md)", flush=True)
+
+
 def load_shards(cfg: DataConfig, seed: int, workers: int):
     """``data.name: webdataset``: every split's shards scanned, the splits streamed."""
     shards = {split: expand(cfg, f"{split}_shards") for split in ("train", "val", "test")}
-    labels = {split: np.array([y for shard in paths for y in scan(shard)], dtype=np.int64)
-              for split, paths in shards.items()}
+    scanned = {split: [scan(shard) for shard in paths] for split, paths in shards.items()}
+    labels = {split: np.array([y for shard in per_shard for y in shard], dtype=np.int64)
+              for split, per_shard in scanned.items()}
     num_classes = int(labels["train"].max()) + 1
+    _warn_if_sorted(scanned["train"], num_classes)
     for split in ("val", "test"):
         if labels[split].max() >= num_classes:
             raise DataError(f"data.{split}_shards: class {int(labels[split].max())} is not in data.train_shards "

@@ -38,13 +38,20 @@ def write_folder(root: Path, per_class: dict[str, int], classes: int = 10, size:
     return Path(root)
 
 
-def write_shards(folder: Path, split: str, out: Path, per_shard: int = 1000) -> list[Path]:
-    """The images of ``folder/<split>/<class>/`` (class numbers as ``ImageFolder`` gives them, in
-    its file order) as tar shards ``out/<split>-000000.tar`` ..., each sample ``<key>.png`` +
-    ``<key>.cls``."""
+def write_shards(folder: Path, split: str, out: Path, per_shard: int = 1000, seed: int | None = 0) -> list[Path]:
+    """The images of ``folder/<split>/<class>/`` (class numbers as ``ImageFolder`` gives them) as
+    tar shards ``out/<split>-000000.tar`` ..., each sample ``<key>.png`` + ``<key>.cls``. The train
+    split's samples are written in a ``seed``-shuffled order (as WebDataset wants shards written:
+    a reader shuffles shard order and a buffer of samples, which cannot mix class-sorted shards,
+    so training saw single-class stretches and stayed at chance over 200,000 images); val/test
+    and ``seed=None`` keep ``ImageFolder``'s file order (per-image outcomes line up with a folder)."""
+    import random
+
     classes = sorted(p.name for p in (Path(folder) / split).iterdir() if p.is_dir())
     files = [(path, label) for label, name in enumerate(classes)
              for path in sorted((Path(folder) / split / name).iterdir())]
+    if split == "train" and seed is not None:
+        random.Random(seed).shuffle(files)
     Path(out).mkdir(parents=True, exist_ok=True)
     shards = []
     for start in range(0, len(files), per_shard):
