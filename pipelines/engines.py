@@ -47,6 +47,16 @@ def _cache_key(signature: str) -> str:
     return f"{signature} {isa_summary()} torch-{torch.__version__}"
 
 
+def _recorded(path: Path) -> dict[str, Any]:
+    """The decisions recorded in ``path``; empty when there is none or it does not parse (a
+    truncated file from another tool: measured again and rewritten)."""
+    try:
+        known = read_json(path) if path.exists() else {}
+    except ValueError:
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 def decided_engine(ctx: Context, model: nn.Module, cache: Path | None = None,
                    measure: Callable[[Context, nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
     """``quantize.engine: auto``'s answer for this model's :func:`architecture_signature` on this
@@ -59,16 +69,12 @@ def decided_engine(ctx: Context, model: nn.Module, cache: Path | None = None,
     pipeline's): decided once, both ship the same engine. Delete the file to measure again."""
     path = cache or cache_dir() / ENGINE_CACHE
     key = _cache_key(architecture_signature(ctx.params))
-    try:
-        known = read_json(path) if path.exists() else {}
-    except ValueError:  # a truncated file from another tool: measured again and rewritten
-        known = {}
+    known = _recorded(path)
     if isinstance(known.get(key), dict) and known[key].get("engine") in ("eager", "pt2e"):
         return {**known[key], "cached": str(path)}
     choice = (measure or measure_engines)(ctx, model)
     if not choice.get("noisy"):
-        known = read_json(path) if path.exists() else {}  # another process may have added its own meanwhile
-        write_json(path, {**known, key: choice})
+        write_json(path, {**_recorded(path), key: choice})  # another process may have added its own meanwhile
     return choice
 
 

@@ -319,3 +319,16 @@ def test_the_quantize_stage_and_the_trials_share_one_engine_decision_per_archite
     assert decided_engine(other, None, cache, measure=lambda c, m: noisy) is noisy
     assert decided_engine(other, None, cache, measure=lambda c, m: {**noisy, "noisy": False})["why"] == noisy["why"]
     assert "cached" in decided_engine(other, None, cache, measure=measure_engines)  # recorded after a quiet one
+
+
+def test_an_unreadable_engine_record_is_measured_again_and_rewritten(tmp_path):
+    """A truncated engine_choice.json is neither trusted nor fatal: decided again, and the file
+    rewritten with the new decision (it crashed on the second read before)."""
+    from pipelines.engines import ENGINE_CACHE, decided_engine
+    from pipelines.training.context import Context
+
+    cache = tmp_path / ENGINE_CACHE
+    cache.write_text('{"truncated": ')
+    quiet = {"engine": "eager", "why": "measured", "noisy": False}
+    assert decided_engine(Context(fast_params()), None, cache, measure=lambda c, m: quiet) is quiet
+    assert decided_engine(Context(fast_params()), None, cache, measure=lambda c, m: 1 / 0)["why"] == "measured"
