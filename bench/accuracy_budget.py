@@ -88,12 +88,11 @@ def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Mo
     from pipelines.measurement.benchmark import DeployInputs, benchmark_models
     from pipelines.measurement.compile import CompileSettings
     from pipelines.measurement.deploy import DeployBudget, Deployer, DeploySettings
-    from pipelines.measurement.deploy.budget import module_path
     from pipelines.measurement.timing import NoiseLimits
 
     bench = ctx.params.benchmark
     test = ctx.split_tensors("test")
-    layers = tuple(module_path(layer) for layer in fp32_layers(budgeted))
+    layers = tuple(fp32_layers(budgeted))
     deployer = Deployer(DeploySettings(bench.num_threads, ctx.calibration_batches(), Path(tempfile.mkdtemp()),
                                        DeployBudget(budget_pp, ctx.split_tensors("val"), layers)))
     rows = benchmark_models({"fp32": fp32, "int8": budgeted}, {bench.batch_size: ctx.example(bench.batch_size)},

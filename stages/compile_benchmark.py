@@ -22,7 +22,6 @@ from pipelines.core.io import write_csv
 from pipelines.measurement.benchmark import DeployInputs, machine_metrics
 from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, shipped, summary_metrics
 from pipelines.measurement.deploy import DeployBudget, Deployer, DeploySettings, export_chain
-from pipelines.measurement.deploy.budget import module_path
 from pipelines.measurement.runtimes import parse_runtime
 from pipelines.tracking import link_model_metrics
 
@@ -37,7 +36,7 @@ def deploy_budget(ctx, final) -> DeployBudget | None:
     limit = ctx.params.quantize.max_accuracy_drop
     if limit is None or not is_quantized(final):
         return None
-    return DeployBudget(limit, ctx.split_tensors("val"), tuple(module_path(layer) for layer in fp32_layers(final)))
+    return DeployBudget(limit, ctx.split_tensors("val"), tuple(fp32_layers(final)))
 
 
 def body(ctx, run):

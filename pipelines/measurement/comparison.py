@@ -32,7 +32,7 @@ RUN_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "latency_ms_p5
 
 def shipped(models: Mapping[str, Any]) -> str:
     """The model the chain ships: the last of :data:`CHAIN` present (the int8 model)."""
-    return [name for name in CHAIN if name in models][-1] if any(n in CHAIN for n in models) else list(models)[-1]
+    return next((name for name in reversed(CHAIN) if name in models), list(models)[-1])
 
 
 def runtimes_per_model(models: Mapping[str, Any], runtimes: Sequence[str]) -> dict[str, list[str]]:

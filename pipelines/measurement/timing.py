@@ -210,13 +210,8 @@ def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int 
             for _ in range(warmup):
                 fns[name]()
             sync()
-            probe_times = [0.0]
-            for _ in range(3 if limits.block_ms > 0 else 0):  # a few more, timed: its call's length (block schedule)
-                start = time.perf_counter()
-                fns[name]()
-                sync()
-                probe_times.append((time.perf_counter() - start) * 1e3)
-            per_call[name] = statistics.median(probe_times)
+            # the length of its call, for the block schedule: a few more calls, timed (none without block_ms)
+            per_call[name] = statistics.median(_block(fns[name], 3, 0)) if limits.block_ms > 0 else 0.0
         schedule = {name: limits.schedule(calls, per_call[name]) for name in names}
         for r in range(count):
             shift = r % len(names)

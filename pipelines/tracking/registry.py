@@ -110,7 +110,7 @@ def register_final(params: Params, checkpoint: str | Path, headline: dict[str, A
     numbers = numeric_leaves(headline)
     tags = {**{k: repr(v) for k, v in numbers.items()}, "params_hash": params_hash(params),
             "dvc_exp": os.environ.get("DVC_EXP_NAME", ""), "pipeline_run": pipeline_run or ""}
-    tags[CHECKPOINT_TAG] = file_digest(checkpoint)  # the same bytes as the holder's: the same model
+    tags[CHECKPOINT_TAG] = model.tags[CHECKPOINT_TAG]  # found by it; the same bytes as the holder's: the same model
     if test_digest:
         tags[TEST_DIGEST] = test_digest
     if test_correct is not None:

@@ -31,7 +31,8 @@ SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 class DeployBudget:
     """``max_drop_pp``: the budget in percentage points (``quantize.max_accuracy_drop``);
     ``val``: the validation (images, labels) NNCF validates on; ``layers``: the PyTorch layers
-    the quantize stage kept out of int8 (module paths)."""
+    the quantize stage kept out of int8, as ``fp32_layers`` names them (:func:`layer_nodes`
+    reads them as module paths)."""
 
     max_drop_pp: float
     val: tuple[torch.Tensor, torch.Tensor]

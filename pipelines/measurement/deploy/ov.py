@@ -17,7 +17,10 @@ a time, so a second stream would only take threads from the first), ``ENABLE_CPU
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,19 +108,25 @@ def save_ir(model, xml: str | Path) -> list[Path]:
     return [xml, xml.with_suffix(".bin")]
 
 
-def quantize_int8(model, calibration: Sequence[torch.Tensor]):
-    """NNCF PTQ of an OpenVINO model on ``calibration`` (every batch used). NNCF draws progress
-    bars on stdout (rich) with no switch to turn them off; they go nowhere."""
-    import contextlib
-    import io
-    import logging
-
+@contextlib.contextmanager
+def _nncf():
+    """NNCF, errors only in its log; it draws progress bars on stdout (rich) with no switch to turn
+    them off: they go nowhere."""
     import nncf
 
     nncf.set_log_level(logging.ERROR)
-    dataset = nncf.Dataset(list(calibration), lambda batch: batch.numpy())
     with contextlib.redirect_stdout(io.StringIO()):
-        return nncf.quantize(model, dataset, subset_size=len(calibration))
+        yield nncf
+
+
+def _calibration(nncf, calibration: Sequence[torch.Tensor]):
+    return nncf.Dataset(list(calibration), lambda batch: batch.numpy())
+
+
+def quantize_int8(model, calibration: Sequence[torch.Tensor]):
+    """NNCF PTQ of an OpenVINO model on ``calibration`` (every batch used)."""
+    with _nncf() as nncf:
+        return nncf.quantize(model, _calibration(nncf, calibration), subset_size=len(calibration))
 
 
 def quantize_int8_controlled(model, calibration: Sequence[torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -126,13 +135,6 @@ def quantize_int8_controlled(model, calibration: Sequence[torch.Tensor], val: tu
     :func:`quantize_int8` does, validate on ``val`` (images, labels; top-1 accuracy per batch of
     ``batch_size``), and return quantizer groups to float, worst first, until the absolute drop
     is within ``max_drop_pp`` percentage points (or NNCF gives up and says so in its log)."""
-    import contextlib
-    import io
-    import logging
-
-    import nncf
-
-    nncf.set_log_level(logging.ERROR)
     images, labels = val
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
 
@@ -145,9 +147,9 @@ def quantize_int8_controlled(model, calibration: Sequence[torch.Tensor], val: tu
             total += len(y)
         return right / max(total, 1)
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _nncf() as nncf:
         return nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(list(calibration), lambda batch: batch.numpy()),
+            model, _calibration(nncf, calibration),
             nncf.Dataset(batches, lambda item: item[0].numpy()), validation_fn=accuracy,
             max_drop=max_drop_pp / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
 
