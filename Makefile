@@ -39,8 +39,10 @@ repro: setup
 # --durations: the slowest tests, so a test that grows is seen in every CI log. -n: pytest-xdist
 # workers (TEST_WORKERS=1: one process); each test file goes to one worker whole, the files on the
 # session's pipeline repo together and first (tests/conftest.py), so every expensive fixture is built once.
+# --max-worker-restart=0: a worker that dies ends the run with its test named (a replaced worker
+# under this scheduling waited forever for work: CI hit its 90 minutes).
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
+PYTEST := $(PY) -m pytest -q --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --max-worker-restart=0,)
 
 test: setup
 	@eval "$$(.ci/test-deps)"; $(PYTEST)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,8 @@ def test_a_worker_that_dies_ends_the_pass_with_one_line_not_a_hang():
             pass
     message = str(err.value)
     assert "data loader worker died" in message and "\n" not in message, message
+    # noticed in the loader's own frame: no process-wide SIGCHLD handler left to raise later
+    handler = signal.getsignal(signal.SIGCHLD)
+    assert getattr(handler, "__module__", "") != "torch.utils.data._utils.signal_handling", handler
+    for _ in range(3):
+        subprocess.run(["true"], check=True)  # later child exits: nothing raises

@@ -7,6 +7,13 @@ a corrupt image or a bad shard member names its file (not DataLoader's "Caught D
 DataLoader worker process 0" and the worker's traceback), and a worker that dies (killed, out of
 memory) ends the pass with one line naming it instead of a hang (DataLoader notices the dead
 process; see :func:`as_data_error`).
+
+A dead worker is noticed by the loader itself, in its own frame: each wait for a batch checks its
+workers every 5 s (``MP_STATUS_CHECK_INTERVAL``). DataLoader's other mechanism, a process-wide
+SIGCHLD handler, is not installed (:func:`_no_asynchronous_worker_errors`): it raises its
+RuntimeError at whatever line the main thread is on when *any* child exits while a dead worker is
+still registered, a `git` or `dvc` subprocess included. It once raised inside a weakref callback
+and once ended a pytest worker mid-report (CI hung until its limit).
 """
 
 from __future__ import annotations
@@ -45,10 +52,20 @@ def as_data_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def _no_asynchronous_worker_errors() -> None:
+    """Keep DataLoader from installing its SIGCHLD handler (see the module docstring); where torch
+    no longer has the flag this sets, its default stays."""
+    from torch.utils.data._utils import signal_handling
+
+    if hasattr(signal_handling, "_SIGCHLD_handler_set"):
+        signal_handling._SIGCHLD_handler_set = True
+
+
 class FeedingLoader(DataLoader):
     """A DataLoader whose iteration turns worker failures into one line (:func:`as_data_error`)."""
 
     def __iter__(self) -> Iterator:
+        _no_asynchronous_worker_errors()
         batches = super().__iter__()
         while True:
             try:
@@ -56,14 +73,7 @@ class FeedingLoader(DataLoader):
             except StopIteration:
                 return
             except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it was
-                # stop the workers now: a dead one left registered would raise again from the
-                # SIGCHLD handler whenever any child process exits later
-                shutdown = getattr(batches, "_shutdown_workers", None)
-                if shutdown is not None:
-                    try:
-                        shutdown()
-                    except Exception:  # noqa: BLE001 - DataLoader's SIGCHLD handler reporting the same
-                        pass           # dead worker again while joining it: the error below says it once
+                batches._shutdown_workers()  # the live ones too: the next pass starts new workers
                 self._iterator = None
                 translated = as_data_error(exc)
                 if translated is exc:

@@ -23,6 +23,7 @@ import re
 import statistics
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ _FORWARDERS = {"aten::conv2d", "aten::convolution", "aten::_convolution", "aten:
 @dataclass
 class KernelProfile:
     kernel_ms: float                   # per call: compute primitives only
-    profiled_call_ms: float            # per call, under the profiler (inflated by its own overhead)
+    profiled_call_ms: float            # per call, in the pass the kernel time came from (inflated by its logging)
     source: str                        # "profiler" or "onednn-verbose"
     top_ops: list[tuple[str, float]] = field(default_factory=list)  # (op, self ms per call), biggest first
     primitives: dict[str, float] = field(default_factory=dict)      # oneDNN primitive/impl -> ms per call
@@ -83,8 +84,9 @@ def _is_kernel(name: str) -> bool:
     return name not in _FORWARDERS and bool(_COMPUTE.search(name))
 
 
-def profile_ops(fn: Callable[[], Any], iters: int) -> tuple[float, float, list[tuple[str, float]]]:
-    """(kernel ms, profiled call ms, top ops) per call of ``fn`` from ``torch.profiler``."""
+def _profiled(fn: Callable[[], Any], iters: int) -> tuple[float, float, int, list[tuple[str, float]]]:
+    """(kernel ms, profiled call ms, compute-op executions, top ops) per call of ``fn``, from
+    ``torch.profiler``."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     with _fd_captured(2) as log:  # kineto's C++ logger prints a line per start/stop
@@ -97,6 +99,7 @@ def profile_ops(fn: Callable[[], Any], iters: int) -> tuple[float, float, list[t
             sys.stderr.write(line)
     selfs: dict[str, float] = defaultdict(float)
     call_us = kernel_us = 0.0
+    kernels = 0
     for ev in prof.events():
         if ev.name == "call":
             call_us += ev.cpu_time_total
@@ -104,11 +107,30 @@ def profile_ops(fn: Callable[[], Any], iters: int) -> tuple[float, float, list[t
         selfs[ev.name] += ev.self_cpu_time_total
         if _is_kernel(ev.name):
             kernel_us += ev.self_cpu_time_total
+            kernels += 1
     top = sorted(((k, v / iters / 1e3) for k, v in selfs.items()), key=lambda kv: -kv[1])[:8]
-    return kernel_us / iters / 1e3, call_us / iters / 1e3, top
+    return kernel_us / iters / 1e3, call_us / iters / 1e3, kernels, top
+
+
+def profile_ops(fn: Callable[[], Any], iters: int) -> tuple[float, float, list[tuple[str, float]]]:
+    """(kernel ms, profiled call ms, top ops) per call of ``fn`` from ``torch.profiler``."""
+    kernel_ms, call_ms, _, top = _profiled(fn, iters)
+    return kernel_ms, call_ms, top
 
 
 _VERBOSE_EXEC = re.compile(r"^onednn_verbose,(?:[^,]*,)*?exec,cpu,([^,]+),([^,]+),.*,([0-9.]+)\s*$")
+
+
+def _verbose_pass(fn: Callable[[], Any], iters: int) -> tuple[list[str], list[float]]:
+    """oneDNN's verbose execution lines over ``iters`` calls of ``fn``, and each call's wall ms."""
+    calls: list[float] = []
+    with _fd_captured(1) as log:
+        with torch.inference_mode(), torch.backends.mkldnn.verbose(1):  # 1: every execution, timed
+            for _ in range(iters):
+                started = time.perf_counter()
+                fn()
+                calls.append((time.perf_counter() - started) * 1e3)
+    return [line for line in log if _VERBOSE_EXEC.match(line)], calls
 
 
 def onednn_executions(fn: Callable[[], Any], iters: int = 1) -> list[str]:
@@ -117,11 +139,7 @@ def onednn_executions(fn: Callable[[], Any], iters: int = 1) -> list[str]:
 
     The log goes to the process's stdout (C level), so fd 1 is pointed at a temp file meanwhile
     (what Python prints in the block goes there too and is dropped)."""
-    with _fd_captured(1) as log:
-        with torch.inference_mode(), torch.backends.mkldnn.verbose(1):  # 1: every execution, timed
-            for _ in range(iters):
-                fn()
-    return [line for line in log if _VERBOSE_EXEC.match(line)]
+    return _verbose_pass(fn, iters)[0]
 
 
 def onednn_execution(line: str) -> tuple[str, str, float]:
@@ -131,17 +149,26 @@ def onednn_execution(line: str) -> tuple[str, str, float]:
     return kind, impl, float(ms)
 
 
-def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
-    """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, per call, for
-    each ``primitive:implementation``: its executions per call times their median (empty when
-    nothing ran through oneDNN). The median, not the mean: one execution that creates or JITs a
-    primitive took 11.9 ms against 1.2 ms for a whole call, and a mean over 30 calls kept it."""
+def _per_call(lines: list[str], iters: int) -> dict[str, float]:
+    """``primitive:implementation`` -> its executions per call times their median, biggest first.
+    The median, not the mean: one execution that creates or JITs a primitive took 11.9 ms against
+    1.2 ms for a whole call, and a mean over 30 calls kept it."""
     runs: dict[str, list[float]] = defaultdict(list)
-    for line in onednn_executions(fn, iters):
+    for line in lines:
         kind, impl, ms = onednn_execution(line)
         runs[f"{kind}:{impl}"].append(ms)
     totals = {k: statistics.median(v) * len(v) / iters for k, v in runs.items()}
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
+    """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, per call, for
+    each ``primitive:implementation`` (empty when nothing ran through oneDNN); see :func:`_per_call`."""
+    return _per_call(onednn_executions(fn, iters), iters)
+
+
+def _is_dnn_compute(primitive: str) -> bool:
+    return bool(_COMPUTE.search(primitive.split(":")[0])) or "matmul" in primitive or "inner_product" in primitive
 
 
 def kernel_profile(fn: Callable[[], Any], iters: int = 30, timed_iters: int = 0) -> KernelProfile:
@@ -149,15 +176,21 @@ def kernel_profile(fn: Callable[[], Any], iters: int = 30, timed_iters: int = 0)
 
     ``timed_iters`` > 0 first times ``fn`` alone, without the profiler (``call_p50_ms``), so the
     call / kernel ratio comes from one moment: on a shared VM whose speed drifts by 2x within a
-    minute, a p50 from an earlier loop over a kernel time profiled later mixes two machines."""
+    minute, a p50 from an earlier loop over a kernel time profiled later mixes two machines.
+
+    The profiler's numbers are used unless oneDNN executed compute primitives the profiler did not
+    record (Inductor's C++ wrapper); then the kernel time is oneDNN's and the call time is the same
+    verbose pass's mean wall time, so both come from the same calls. Which source is chosen by what
+    each saw, never by which number is larger (a stall in one pass would decide that)."""
     call_p50 = float("nan")
     if timed_iters > 0:
         one_block = NoiseLimits(blocks=1, retries=0, block_warm_ms=0.0)  # one callable: nothing to rotate
         call_p50 = time_blocks({"call": fn}, warmup=3, iters=timed_iters, limits=one_block).timings["call"].p50_ms
-    kernel_ms, call_ms, top = profile_ops(fn, iters)
-    primitives = onednn_exec_ms(fn, iters)
-    dnn_ms = sum(ms for name, ms in primitives.items() if _COMPUTE.search(name.split(":")[0]) or "matmul" in name
-                 or "inner_product" in name)
-    if dnn_ms > kernel_ms:  # ops the profiler did not see (C++ wrapper), or a profiler that saw fewer
-        return KernelProfile(dnn_ms, call_ms, "onednn-verbose", top, primitives, call_p50)
+    kernel_ms, call_ms, profiled_kernels, top = _profiled(fn, iters)
+    lines, calls = _verbose_pass(fn, iters)
+    primitives = _per_call(lines, iters)
+    dnn_kernels = sum(1 for line in lines if _is_dnn_compute(":".join(onednn_execution(line)[:2])))
+    if dnn_kernels > profiled_kernels:  # primitives the profiler did not see (C++ wrapper)
+        dnn_ms = sum(ms for name, ms in primitives.items() if _is_dnn_compute(name))
+        return KernelProfile(dnn_ms, statistics.fmean(calls), "onednn-verbose", top, primitives, call_p50)
     return KernelProfile(kernel_ms, call_ms, "profiler", top, primitives, call_p50)
