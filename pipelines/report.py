@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.params_base import usable_threads
 from pipelines.core.stats import PairedAccuracy
 from pipelines.measurement.comparison import CHAIN
 from pipelines.measurement.deploy import INT8_RUNTIMES
@@ -339,7 +340,7 @@ def markdown(summary, stages, rows, params, front: dict[str, Any] | None = None,
         "# Compression report",
         "",
         *[f"**{w}**" for w in warnings or []], *([""] if warnings else []),
-        f"Dataset `{params.data.name}`, batch {bs}, {params.benchmark.num_threads} threads; latencies are medians "
+        f"Dataset `{params.data.name}`, batch {bs}, {usable_threads(params.benchmark.num_threads)} threads; latencies are medians "
         "measured side by side (rotating blocks of calls) in one `compile_benchmark` run on this machine; speedups and ratios "
         "are against the fp32 teacher in that same run. Brackets: 95% intervals (accuracy: Wilson, from the number "
         "of test images; p50: order statistics of the timed calls; speedup: order statistics of the per-round "

@@ -23,6 +23,7 @@ from torch import nn
 from pipelines.core.config import Params, load_params
 from pipelines.core.errors import CheckpointError, UserError
 from pipelines.core.io import write_json
+from pipelines.core.params_base import usable_threads
 from pipelines.data import dataset_arrays
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.models.checkpoint import Loaded, load_model, save_model
@@ -135,7 +136,7 @@ def main(stage: str, body: Callable[[Context, Run], None], closes_pipeline: bool
     stage's :data:`SECTIONS`). A :class:`~pipelines.core.errors.UserError` ends as one line on
     stderr and exit code 2; Ctrl-C as one line and exit 130. The last stage closes the pipeline
     parent run. Stages that time models (their sections include ``benchmark``) run at
-    ``benchmark.num_threads``; the others at torch's default."""
+    ``benchmark.num_threads`` (at most the cores it may use); the others at torch's default."""
     try:
         params = load_params(os.environ.get("PARAMS_FILE", "params.yaml"))
         if params.tracking.enabled:
@@ -143,7 +144,7 @@ def main(stage: str, body: Callable[[Context, Run], None], closes_pipeline: bool
         if any(key.partition(".")[0] == "benchmark" for key in SECTIONS[stage]):
             import torch
 
-            torch.set_num_threads(params.benchmark.num_threads)
+            torch.set_num_threads(usable_threads(params.benchmark.num_threads))
         ctx = Context(params)
         with stage_run(params, stage, SECTIONS[stage]) as run:
             body(ctx, run)

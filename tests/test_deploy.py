@@ -15,6 +15,7 @@ from torch import nn
 
 from pipelines.compression.quantize.eager import quantize_static
 from pipelines.core.config import QuantizeConfig
+from pipelines.core.params_base import usable_threads
 from pipelines.measurement import benchmark as bm
 from pipelines.measurement.accuracy import runtime_accuracy
 from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, bf16_missing, export_chain, ort, ov
@@ -22,7 +23,7 @@ from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
 from pipelines.measurement.timing import NoiseLimits
 from pipelines.models import CNN
 
-THREADS = 2
+THREADS = usable_threads(2)  # 1 on a pinned xdist worker (conftest._pin_worker)
 
 
 def _cnn(seed: int) -> nn.Module:

@@ -18,7 +18,7 @@ from pipelines import report
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.timing import CpuWatch, NoiseLimits, measure, time_blocks
 from pipelines.models import CNN
-from tests.conftest import fast_params
+from tests.conftest import fast_params, venv_env
 
 
 @contextlib.contextmanager
@@ -151,3 +151,16 @@ def test_a_slow_variant_times_only_the_calls_that_fit_its_block():
     assert len(blocks.timings["slow"].samples) == 2 * 6 and len(blocks.timings["fast"].samples) == 2 * 20
     assert counts["slow"] == 1 + 3 + 2 * (1 + 6)  # warm-up, the schedule's probe, per block: rewarm + timed
     assert 25 < blocks.timings["slow"].p50_ms < 60
+
+
+def test_a_process_on_one_core_runs_one_thread_whatever_benchmark_num_threads_says():
+    """``usable_threads``: threads above the cores a process may use (taskset, cgroups, a pinned test
+    worker) would only oversubscribe them; the timing loops and the deploy sessions get at most
+    that many."""
+    probe = ("import torch; from pipelines.measurement.timing import set_threads; "
+             "from pipelines.core.params_base import CORES, usable_threads; "
+             "set_threads(8); print(CORES, torch.get_num_threads(), usable_threads(2))")
+    one_core = min(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, "-c", probe], env=venv_env(), capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {one_core})).stdout.split()
+    assert out == ["1", "1", "1"], out

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from pipelines.core.stats import LatencyRatio, median_interval
+from pipelines.core.params_base import usable_threads
 from pipelines.measurement.settle import settle
 from pipelines.measurement.speed import Speed, SpeedProbe, summarise
 
@@ -230,7 +231,8 @@ def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int 
 
 
 def set_threads(n: int) -> None:
-    torch.set_num_threads(n)
+    """PyTorch's intra-op threads: ``n``, at most the cores this process may use."""
+    torch.set_num_threads(usable_threads(n))
 
 
 # --- disturbance --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from torch import nn
 from pipelines.core.cpu import bf16_missing
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
+from pipelines.core.params_base import usable_threads
 from pipelines.measurement.deploy import aoti, ort, ov
 from pipelines.measurement.deploy.budget import DeployBudget, layer_nodes
 from pipelines.measurement.deploy.export import export_onnx
@@ -212,7 +213,7 @@ class Deployer:
 
     def _session(self, runtime: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
         """The runtime's session in its serving configuration (see :mod:`.ort`, :mod:`.ov`)."""
-        n = self.settings.num_threads
+        n = usable_threads(self.settings.num_threads)
         if runtime.startswith("ort-"):
             return ort.Session(path, n, spinning=True)
         model = ov.read_ir(path) if path.suffix == ".xml" else ov.read_onnx(path)
