@@ -54,6 +54,8 @@ def test_shards_hold_the_folder_s_images_in_order(made):
     assert torch.equal(held.correct(model, "test"), shards.correct(model, "test"))
 
 
+# two workers on purpose (their order is the point), also on a worker pinned to one core (conftest._pin_worker)
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 2 worker processes:UserWarning")
 def test_training_reads_every_train_image_once_per_epoch_in_a_seeded_order(made):
     _, tar = made
     ctx = Context(_params(_data(tar, num_workers=2, **GIVEN)))

@@ -68,6 +68,8 @@ def test_sampled_statistics_match_the_full_pass_when_the_sample_is_all_of_train(
     assert sampled.mean == again.mean and sampled.mean != every.mean  # seeded, and a sample
 
 
+# two workers on purpose (their order is the point), also on a worker pinned to one core (conftest._pin_worker)
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 2 worker processes:UserWarning")
 def test_training_and_evaluation_stream_with_counts_and_outcomes_in_image_order(folder):
     held = Context(_params(folder, in_memory=True, **GIVEN))
     streamed = Context(_params(folder, in_memory=False, num_workers=2, **GIVEN))
