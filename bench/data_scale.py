@@ -71,8 +71,9 @@ def _shards(shards: Path, split: str) -> list[str]:
     return sorted(str(p) for p in shards.glob(f"{split}-*.tar"))
 
 
-def run(name: str, work: Path, data: dict, stages: tuple[str, ...]) -> dict:
-    """``stages`` in a fresh project under ``work/runs/<name>``: peak RSS and metrics of each."""
+def run(name: str, work: Path, data: dict, stages: tuple[str, ...], threads: int | None = None) -> dict:
+    """``stages`` in a fresh project under ``work/runs/<name>``: peak RSS and metrics of each;
+    ``threads``: the stage process's intra-op threads (``OMP_NUM_THREADS``; None: torch's default)."""
     project = work / "runs" / name
     project.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -83,7 +84,7 @@ def run(name: str, work: Path, data: dict, stages: tuple[str, ...]) -> dict:
     raw["distill"].update(epochs=1, compare_without_kd=False)
     raw["tracking"]["enabled"] = False
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     out = {}
     for stage in stages:
         started = time.perf_counter()
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="data.num_workers (default: from the cores)")
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the throughput pair")
     parser.add_argument("--held", choices=["large", "small"], default="large")
+    parser.add_argument("--stream-threads", type=int, default=None,
+                        help="intra-op threads of the augmented streamed run (default: torch's)")
     parser.add_argument("--bars", default="memory,throughput,shards",
                         help="which bars to measure (comma-separated): shards alone trains two teachers")
     args = parser.parse_args(argv)
@@ -133,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     stream = {"name": "imagefolder", "in_memory": False, "num_workers": args.workers, "stats_sample": 10_000}
     both = ("train_baseline", "distill")
 
-    large = run(f"streamed-{args.images}", args.work, {**stream, "root": str(sets["large"])},
-                both if "memory" in wanted else ("train_baseline",))
     bars = []
+    if wanted & {"memory", "shards"}:  # the large streamed run: its memory, its teacher
+        large = run(f"streamed-{args.images}", args.work, {**stream, "root": str(sets["large"])},
+                    both if "memory" in wanted else ("train_baseline",))
     if "memory" in wanted:
         small = run(f"streamed-{args.small}", args.work, {**stream, "root": str(sets["small"])}, both)
         peak_large = max(row["peak_rss_gib"] for row in large.values())
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         held = run(f"held-{args.held}-r{r}", args.work, {"name": "imagefolder", "in_memory": True,
                                                          "root": str(sets[args.held])}, ("train_baseline",))
         aug = run(f"augment-r{r}", args.work, {**stream, "root": str(sets["large"]), "augment": AUGMENT},
-                  ("train_baseline",))
+                  ("train_baseline",), threads=args.stream_threads)
         ratios.append(aug["train_baseline"]["train_images_per_s"] / held["train_baseline"]["train_images_per_s"])
     if ratios:
         bars.append((f"throughput augment-streamed / held ({args.held}) = {statistics.median(ratios):.2f}x >= 0.8x "
