@@ -94,3 +94,22 @@ def test_pt2e_int8_graph_runs_direct_with_the_same_output():
     assert not seen & DYNAMO_EVENTS
     with torch.inference_mode():
         assert torch.equal(out, guarded.fn(x))
+
+
+def test_a_pt2e_int8_graph_called_at_another_batch_size_recompiles_into_int8_kernels():
+    """Dynamo's recompile for a new batch size is built under the compile's own Inductor settings
+    (freezing): its convolutions run as oneDNN int8 primitives (u8 input). Before, that recompile
+    ran without freezing: fp32 convolutions outside oneDNN, 2.5-4x slower than the first graph."""
+    from pipelines.measurement.kernels import onednn_execution, onednn_executions
+
+    torch.manual_seed(2)
+    model = CNN(1, 10, [8, 16], 1).eval()
+    int8 = qp.quantize_static(model, [torch.randn(8, 1, 8, 8)], QuantizeConfig(calibration_batches=1),
+                              torch.randn(2, 1, 8, 8))
+    comp = compile_for(int8, "compile-default", torch.randn(8, 1, 8, 8))
+    other = torch.randn(3, 1, 8, 8)
+    with torch.inference_mode():
+        comp.fn(other)  # the recompile
+    lines = onednn_executions(lambda: comp.fn(other))
+    convs = [line for line in lines if onednn_execution(line)[0] == "convolution"]
+    assert convs and all("src:u8" in line for line in convs), lines
