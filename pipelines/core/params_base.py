@@ -47,13 +47,6 @@ try:
 except AttributeError:  # not Linux
     CORES = os.cpu_count() or 1
 MAX_THREADS = max(2, CORES)  # 2: the committed default must validate on a 1-core machine too
-
-
-def usable_threads(n: int) -> int:
-    """``n`` threads, but no more than the cores this process may use: the committed default (2)
-    on a 1-core container or a pinned worker only oversubscribes its core (two `dvc repro`s side by
-    side, each pinned to one of 2 cores: 72 s at 1 thread, 112 s unpinned at 2 threads each)."""
-    return max(1, min(n, CORES))
 MAX_SEED = 2**32 - 1
 MAX_EPOCHS = 1000
 SEED_WHY = "numpy's RandomState, which draws the data splits, takes 32-bit seeds"
@@ -63,6 +56,13 @@ INDUCTOR_THREAD_SETTINGS = ("cpp.threads", "compile_threads")  # benchmark.induc
 Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS, description=EPOCHS_WHY)]
 NonNegEpochs = Annotated[int, Field(ge=0, le=MAX_EPOCHS, description=EPOCHS_WHY)]
 Width = Annotated[int, Field(gt=0, le=2048)]
+
+
+def usable_threads(n: int) -> int:
+    """``n`` threads, but no more than the cores this process may use: the committed default (2)
+    on a 1-core container or a pinned worker only oversubscribes its core (two `dvc repro`s side by
+    side, each pinned to one of 2 cores: 72 s at 1 thread, 112 s unpinned at 2 threads each)."""
+    return max(1, min(n, CORES))
 
 
 def number_kind(annotation: Any) -> str | None:
