@@ -176,14 +176,20 @@ def use_cpp_wrapper(model: nn.Module, rt: Runtime, policy: str = "auto") -> bool
     return rt.device == "cpu" and is_pt2e_int8(model)
 
 
+def _inductor_settings(cpp_wrapper: bool):
+    """The Inductor settings every compile (and every recompile) of a runtime runs under."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch({**FIXED_INDUCTOR_SETTINGS, "cpp_wrapper": cpp_wrapper})
+
+
 def _compile_context(rt: Runtime, cold: bool = True, cpp_wrapper: bool = False) -> contextlib.ExitStack:
     import torch._dynamo
-    import torch._inductor.config as inductor_config
 
     stack = contextlib.ExitStack()
     if cold:
         stack.enter_context(_cold_cache())
-    stack.enter_context(inductor_config.patch({**FIXED_INDUCTOR_SETTINGS, "cpp_wrapper": cpp_wrapper}))
+    stack.enter_context(_inductor_settings(cpp_wrapper))
     stack.enter_context(torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT,
                                                    accumulated_recompile_limit=4 * _RECOMPILE_LIMIT))
     stack.enter_context(torch.inference_mode())
@@ -198,12 +204,11 @@ def _recompiles_alike(compiled: Callable[[torch.Tensor], Any], cpp_wrapper: bool
     (freezing, the wrapper). Outside them a PT2E int8 graph compiled at batch 64 and called at batch
     1 recompiled without freezing: fp32 convolutions around dequantize, 0.387 ms against 0.152 ms
     for the same model compiled at batch 1 (and 2.22 ms against 0.55 ms the other way round)."""
-    import torch._inductor.config as inductor_config
 
     def call(x: torch.Tensor) -> Any:
         if x.shape == shape:
             return compiled(x)
-        with inductor_config.patch({**FIXED_INDUCTOR_SETTINGS, "cpp_wrapper": cpp_wrapper}):
+        with _inductor_settings(cpp_wrapper):
             return compiled(x)
 
     return call

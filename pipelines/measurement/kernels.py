@@ -149,14 +149,19 @@ def onednn_execution(line: str) -> tuple[str, str, float]:
     return kind, impl, float(ms)
 
 
-def _per_call(lines: list[str], iters: int) -> dict[str, float]:
-    """``primitive:implementation`` -> its executions per call times their median, biggest first.
-    The median, not the mean: one execution that creates or JITs a primitive took 11.9 ms against
-    1.2 ms for a whole call, and a mean over 30 calls kept it."""
+def _runs(lines: list[str]) -> dict[str, list[float]]:
+    """``primitive:implementation`` -> the ms of each of its executions in ``lines``."""
     runs: dict[str, list[float]] = defaultdict(list)
     for line in lines:
         kind, impl, ms = onednn_execution(line)
         runs[f"{kind}:{impl}"].append(ms)
+    return runs
+
+
+def _per_call(runs: dict[str, list[float]], iters: int) -> dict[str, float]:
+    """``primitive:implementation`` -> its executions per call times their median, biggest first.
+    The median, not the mean: one execution that creates or JITs a primitive took 11.9 ms against
+    1.2 ms for a whole call, and a mean over 30 calls kept it."""
     totals = {k: statistics.median(v) * len(v) / iters for k, v in runs.items()}
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
@@ -164,7 +169,7 @@ def _per_call(lines: list[str], iters: int) -> dict[str, float]:
 def onednn_exec_ms(fn: Callable[[], Any], iters: int) -> dict[str, float]:
     """oneDNN's own timing of every primitive execution in ``iters`` calls of ``fn``, per call, for
     each ``primitive:implementation`` (empty when nothing ran through oneDNN); see :func:`_per_call`."""
-    return _per_call(onednn_executions(fn, iters), iters)
+    return _per_call(_runs(onednn_executions(fn, iters)), iters)
 
 
 def _is_dnn_compute(primitive: str) -> bool:
@@ -188,9 +193,9 @@ def kernel_profile(fn: Callable[[], Any], iters: int = 30, timed_iters: int = 0)
         call_p50 = time_blocks({"call": fn}, warmup=3, iters=timed_iters, limits=one_block).timings["call"].p50_ms
     kernel_ms, call_ms, profiled_kernels, top = _profiled(fn, iters)
     lines, calls = _verbose_pass(fn, iters)
-    primitives = _per_call(lines, iters)
-    dnn_kernels = sum(1 for line in lines if _is_dnn_compute(":".join(onednn_execution(line)[:2])))
-    if dnn_kernels > profiled_kernels:  # primitives the profiler did not see (C++ wrapper)
+    runs = _runs(lines)
+    primitives = _per_call(runs, iters)
+    if sum(len(v) for name, v in runs.items() if _is_dnn_compute(name)) > profiled_kernels:  # primitives the profiler did not see (C++ wrapper)
         dnn_ms = sum(ms for name, ms in primitives.items() if _is_dnn_compute(name))
         return KernelProfile(dnn_ms, statistics.fmean(calls), "onednn-verbose", top, primitives, call_p50)
     return KernelProfile(kernel_ms, call_ms, "profiler", top, primitives, call_p50)

@@ -46,8 +46,8 @@ from typing import Any
 
 import torch
 
-from pipelines.core.stats import LatencyRatio, median_interval
 from pipelines.core.params_base import usable_threads
+from pipelines.core.stats import LatencyRatio, median_interval
 from pipelines.measurement.settle import settle
 from pipelines.measurement.speed import Speed, SpeedProbe, summarise
 
