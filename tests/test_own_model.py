@@ -475,5 +475,10 @@ def test_dvc_repro_with_a_trained_torchvision_model_on_an_image_folder(tmp_path,
     plain.load_state_dict(torch.load(trained_weights, weights_only=True))
     assert baseline["accuracy"] == pytest.approx(
         _plain_accuracy(plain, folder, baseline["data_mean"], baseline["data_std"]))
-    assert json.loads((root / "metrics" / "quantize.json").read_text())["engine"] == "eager"  # the mlp student
+    # the mlp student's engine is `auto`'s measured answer on this machine (PT2E only when its p50
+    # ratio's interval lies below 1), not a fixed one: at 1 thread (a pinned test worker) PT2E won
+    quantized = json.loads((root / "metrics" / "quantize.json").read_text())
+    choice = quantized["engine_choice"]
+    shown_faster = choice.get("ratio_ci_high", 1.0) < 1 and not choice.get("noisy")
+    assert quantized["engine"] == choice["engine"] == ("pt2e" if shown_faster else "eager"), choice
     assert list((root / "models" / "deploy").iterdir()) == []  # runtimes [eager]: no deploy target, no ONNX export
