@@ -12,8 +12,8 @@ kept (bar: >= 80%).
     .venv/bin/python bench/accuracy_budget.py --channels 128 256 --factor 100 --budget 0.5
     .venv/bin/python bench/accuracy_budget.py --deploy              # + the Deploy comparison below
 
-``--deploy``: the budgeted PyTorch model (PT2E, compiled) against the deploy targets built with the
-same budget (``ort-int8`` with the same layers excluded, ``ov-int8`` by NNCF's
+``--deploy``: the budgeted PyTorch model (PT2E, compiled; and ``ts-int8``, torch.ao int8 as
+TorchScript with the same layers kept) against the deploy targets built with the same budget (``ort-int8`` with the same layers excluded, ``ov-int8`` by NNCF's
 ``quantize_with_accuracy_control`` on the same validation images), each row's test accuracy
 measured in its own runtime and all of them timed in one measurement (``benchmark_models``, as
 ``compile_benchmark``'s Deploy section): bar, the PyTorch result no less accurate and no slower
@@ -96,7 +96,7 @@ def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Mo
     deployer = Deployer(DeploySettings(bench.num_threads, ctx.calibration_batches(), Path(tempfile.mkdtemp()),
                                        DeployBudget(budget_pp, ctx.split_tensors("val"), layers)))
     rows = benchmark_models({"fp32": fp32, "int8": budgeted}, {bench.batch_size: ctx.example(bench.batch_size)},
-                            {"fp32": ["eager"], "int8": ["compile-default", "ort-int8", "ov-int8"]},
+                            {"fp32": ["eager"], "int8": ["compile-default", "ts-int8", "ort-int8", "ov-int8"]},
                             bench.warmup, bench.iters, reference="fp32", settings=CompileSettings.of(bench),
                             noise=NoiseLimits.of(bench), deploy=DeployInputs(deployer, {"int8": "fp32"}, test))
     by = {}
@@ -107,12 +107,15 @@ def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Mo
               f"[{acc['accuracy_ci_low']:.4f}, {acc['accuracy_ci_high']:.4f}]  p50 {r.get('latency_ms_p50', float('nan')):.3f} ms "
               f"[{r.get('latency_ms_p50_ci_low', float('nan')):.3f}, {r.get('latency_ms_p50_ci_high', float('nan')):.3f}]  "
               f"{r['error'] or r['note']}")
-    ours, nncf = by[("int8", "compile-default")], by[("int8", "ov-int8")]
-    if "latency_ms_p50" in ours and "latency_ms_p50" in nncf:
+    nncf = by[("int8", "ov-int8")]
+    for runtime in ("compile-default", "ts-int8"):  # the lab's PyTorch-native results
+        ours = by[("int8", runtime)]
+        if "latency_ms_p50" not in ours or "latency_ms_p50" not in nncf:
+            continue
         ours_acc = with_intervals({"accuracy": ours["accuracy"]}, len(test[1]))
         as_accurate = ours_acc["accuracy_ci_high"] >= nncf["accuracy"]  # the data does not show ours lower
         as_fast = ours["latency_ms_p50_ci_low"] <= nncf["latency_ms_p50_ci_high"]
-        print(f"bar: PyTorch budgeted vs NNCF accuracy-controlled OpenVINO: accuracy "
+        print(f"bar: PyTorch budgeted ({runtime}) vs NNCF accuracy-controlled OpenVINO: accuracy "
               f"{ours['accuracy']:.4f} vs {nncf['accuracy']:.4f} ({'not less accurate' if as_accurate else 'LESS accurate'}), "
               f"p50 {ours['latency_ms_p50']:.3f} vs {nncf['latency_ms_p50']:.3f} ms "
               f"({'not slower beyond the intervals' if as_fast else 'SLOWER'})")

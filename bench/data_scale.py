@@ -10,6 +10,7 @@ process as DVC runs it), printing peak resident memory, ``train_images_per_s`` a
 3. the teacher trained from shards has the folder teacher's test accuracy within its 95% interval.
 
     .venv/bin/python bench/data_scale.py --images 200000 --small 20000 --size 32 --work /tmp/data_scale
+    .venv/bin/python bench/data_scale.py ... --cache decoded   # streamed runs read a decoded file (docs/data.md)
 
 The folder and shards are generated once under ``--work`` (about 1.5 GB for 200,000 PNGs of 32x32;
 some minutes) and reused. Peak RSS is ``wait4``'s: the largest of the stage process and its
@@ -100,11 +101,11 @@ def run(name: str, work: Path, data: dict, stages: tuple[str, ...], threads: int
         out[stage] = {"peak_rss_gib": usage.ru_maxrss * 1024 / GIB, "wall_s": time.perf_counter() - started,
                       **{k: metrics.get(k) for k in ("train_images_per_s", "data_wait_share", "accuracy",
                                                      "accuracy_ci_low", "accuracy_ci_high", "data_in_memory",
-                                                     "train_images", "teacher_logits")}}
+                                                     "train_images", "teacher_logits", "data_cache")}}
         row = out[stage]
         print(f"{name:>22} {stage:<15} peak RSS {row['peak_rss_gib']:.2f} GiB  {row['wall_s']:.0f} s  "
               f"train {row['train_images_per_s'] or 0:.0f} img/s  data wait {row['data_wait_share'] or 0:.2f}  "
-              f"accuracy {row['accuracy']}", flush=True)
+              f"accuracy {row['accuracy']}  cache {row['data_cache']}", flush=True)
     return out
 
 
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held", choices=["large", "small"], default="large")
     parser.add_argument("--stream-threads", type=int, default=None,
                         help="intra-op threads of the augmented streamed run (default: torch's)")
+    parser.add_argument("--cache", choices=["none", "decoded"], default="none",
+                        help="data.cache of the streamed folder runs (decoded: one file under WORK/decoded, shared)")
     parser.add_argument("--bars", default="memory,throughput,shards",
                         help="which bars to measure (comma-separated): shards alone trains two teachers")
     args = parser.parse_args(argv)
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if not wanted or wanted - {"memory", "throughput", "shards"}:
         parser.error(f"--bars: a comma-separated subset of memory,throughput,shards, not {args.bars!r}")
     sets = make_sets(args.work, args.images, args.small, args.size, args.eval_images)
-    stream = {"name": "imagefolder", "in_memory": False, "num_workers": args.workers, "stats_sample": 10_000}
+    stream = {"name": "imagefolder", "in_memory": False, "num_workers": args.workers, "stats_sample": 10_000,
+              "cache": args.cache, "cache_dir": str(args.work / "decoded")}
     both = ("train_baseline", "distill")
 
     bars = []

@@ -113,7 +113,8 @@ def test_the_deploy_targets_take_the_same_budget(planted, tmp_path):
     """ort-int8 leaves the layer the budget kept in fp32 out of its quantization too (mapped from
     the PyTorch module path to the ONNX node, checked in the written file); ov-int8 runs NNCF's
     accuracy control with the same budget on the same validation images. Plain PTQ in either
-    runtime loses over twice the budget on the planted model; the budgeted builds end within it."""
+    runtime loses over twice the budget on the planted model; the budgeted builds end within it.
+    ts-int8 keeps the same module (and its producer) in fp32 and says whether that met the budget."""
     import onnx
 
     from pipelines.measurement.accuracy import runtime_accuracy
@@ -136,12 +137,23 @@ def test_the_deploy_targets_take_the_same_budget(planted, tmp_path):
         return 100 * (float((planted(images).argmax(1) == labels).float().mean())
                       - runtime_accuracy(deployed.fn, images, labels, 64))
 
+    says = {"ort-int8": "excluded here as ONNX nodes", "ov-int8": "NNCF accuracy control"}
     for runtime in ("ort-int8", "ov-int8"):
         before = plain.build(runtime, "int8", planted, x, int8_model=True, source=("fp32", planted))
         after = budgeted.build(runtime, "int8", planted, x, int8_model=True, source=("fp32", planted))
         assert drop_pp(before) > 1.0, runtime  # twice the budget and more (PyTorch PTQ: >= 2 pp)
         assert drop_pp(after) <= 0.5, (runtime, after.note)
-        assert ("excluded here as ONNX nodes" if runtime == "ort-int8" else "NNCF accuracy control") in after.note
+        assert says[runtime] in after.note
+    # ts-int8 (torch.ao eager int8): eager mode quantizes a kept layer's input at its producer,
+    # where the planted range is, so the producer is kept too; its 7-bit activations cost ~1 pp
+    # on this 8/16-channel model even with both first layers in fp32 (measured: 1.11 pp, 3 of
+    # 270 images), so the row validates and says whether the budget held rather than claim it
+    before = plain.build("ts-int8", "int8", planted, x, int8_model=True, source=("fp32", planted))
+    after = budgeted.build("ts-int8", "int8", planted, x, int8_model=True, source=("fp32", planted))
+    assert f"layer(s) kept in fp32 (['{CULPRIT}', 'features.0.0'])" in after.note
+    said = float(after.note.split("val drop ")[1].split(" pp")[0])
+    assert said == pytest.approx(drop_pp(after), abs=0.01) and drop_pp(after) < drop_pp(before) - 1.0
+    assert (", met;" if said <= 0.5 else ", NOT met;") in after.note
     graph = onnx.load(str(budgeted.ort_int8("fp32", planted, x, budgeted=True)[0])).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
     culprit = next(n for n in graph.node if n.name == mapped[CULPRIT][0])

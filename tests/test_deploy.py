@@ -18,7 +18,7 @@ from pipelines.core.config import QuantizeConfig
 from pipelines.core.params_base import usable_threads
 from pipelines.measurement import benchmark as bm
 from pipelines.measurement.accuracy import runtime_accuracy
-from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, bf16_missing, export_chain, ort, ov
+from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, bf16_missing, export_chain, ort, ov, torchscript
 from pipelines.measurement.deploy.export import ExportMismatch, export_onnx
 from pipelines.measurement.timing import NoiseLimits
 from pipelines.models import CNN
@@ -55,7 +55,7 @@ def deployer(tmp_path_factory, calibration) -> Deployer:
     return Deployer(DeploySettings(THREADS, calibration, tmp_path_factory.mktemp("deploy")))
 
 
-RUNTIMES = ["eager", "eager-cpu-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti"]
+RUNTIMES = ["eager", "eager-cpu-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti", "ts-int8"]
 
 
 @pytest.fixture(scope="module")
@@ -181,16 +181,20 @@ def test_each_row_accuracy_is_measured_in_its_own_runtime(rows, test_split):
     compiled = ov.core().compile_model(ov.read_ir(ov_row["artifact"]), "CPU")
     ov_pred = compiled(images.numpy())[0].argmax(1)
     assert ov_row["accuracy"] == pytest.approx(float(np.mean(ov_pred == labels.numpy())))
+    ts_row = _row(rows, "int8", "ts-int8")
+    with torch.inference_mode():
+        ts_pred = torchscript.load(ts_row["artifact"])(images).argmax(1)
+    assert ts_row["accuracy"] == pytest.approx(float((ts_pred == labels).float().mean()))
 
 
 def test_int8_rows_of_an_int8_model_start_from_its_fp32_source(rows):
-    for runtime in ("ort-int8", "ov-int8"):
+    for runtime in ("ort-int8", "ov-int8", "ts-int8"):
         mine, source = _row(rows, "int8", runtime), _row(rows, "fp32", runtime)
         assert mine["artifact"] == source["artifact"] and "PTQ of fp32" in mine["note"]
         assert mine["artifact_mb"] == pytest.approx(Path(mine["artifact"]).stat().st_size / 1e6, rel=0.5)
         assert mine["latency_ms_p50"] > 0 and mine["error"] == ""
     present = {r["runtime"] for r in rows if r["model"] == "int8"}
-    assert present == {"eager", "ort-int8", "ov-int8", "aoti"}  # no fp32/bf16 rows for an int8 model
+    assert present == {"eager", "ort-int8", "ov-int8", "aoti", "ts-int8"}  # no fp32/bf16 rows for an int8 model
 
 
 def test_ort_int8_is_static_qdq_with_per_channel_weights(rows):
@@ -206,6 +210,46 @@ def test_ort_int8_is_static_qdq_with_per_channel_weights(rows):
 def test_ov_int8_is_quantized_by_nncf(rows):
     xml = Path(_row(rows, "fp32", "ov-int8")["artifact"]).read_text()
     assert "FakeQuantize" in xml and "nncf" in xml.lower()
+
+
+def test_ts_int8_is_a_frozen_torchscript_archive_of_fbgemm_int8_kernels_that_loads_anywhere(rows, models, tmp_path):
+    """The archive holds int8 ops with weights packed ahead of time (no float conv left), computes
+    what torch.ao's own int8 model of the same weights computes, and a fresh process that loads it
+    with another quantized engine selected still gets fbgemm's weights and the same logits."""
+    import subprocess
+    import sys
+
+    row = _row(rows, "fp32", "ts-int8")
+    assert row["error"] == "" and row["latency_ms_p50"] > 0 and "TorchScript" in row["note"]
+    archive = torchscript.load(row["artifact"])
+    code = archive.code
+    assert "quantized.conv2d_relu" in code and "quantized.linear" in code and "_convolution" not in code
+    x = torch.randn(5, 1, 8, 8)
+    with torch.inference_mode():
+        here = archive(x)
+        with torchscript.quantized_engine("fbgemm"):
+            reference = quantize_static(models["fp32"], deployer_calibration(), QuantizeConfig(calibration_batches=2),
+                                        engine="fbgemm")(x)
+    assert (here - reference).abs().max() <= 1e-5 * (1 + reference.abs().max())
+    torch.save(x, tmp_path / "x.pt")
+    script = ("import sys, torch; torch.backends.quantized.engine = 'x86'; "
+              "from pipelines.measurement.deploy import torchscript; "
+              f"m = torchscript.load({row['artifact']!r}); x = torch.load({str(tmp_path / 'x.pt')!r}); "
+              f"torch.save(m(x), {str(tmp_path / 'y.pt')!r}); "
+              "assert torch.backends.quantized.engine == 'x86'")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[1])
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), here)
+
+
+def deployer_calibration() -> list[torch.Tensor]:
+    torch.manual_seed(7)  # the calibration fixture's batches
+    return [torch.randn(8, 1, 8, 8) for _ in range(2)]
+
+
+def test_ts_int8_needs_an_eager_quantizable_model_and_says_so(deployer):
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    built = deployer.build("ts-int8", "plain", plain, torch.randn(4, 1, 8, 8))
+    assert built.fn is None and "QuantStub" in built.skipped and built.error == ""
 
 
 def test_eager_int8_has_no_aoti_row_and_says_why(rows):

@@ -33,6 +33,7 @@ def data_record(data: DataBundle) -> dict[str, Any]:
                            "num_classes": data.num_classes}
     if data.classes:
         out["classes"] = list(data.classes)
-    out.update(data_in_memory=data.in_memory, data_workers=data.workers, train_images=len(data.train),
+    out.update(data_in_memory=data.in_memory, data_workers=data.workers, data_cache=data.cache,
+               train_images=len(data.train),
                val_images=len(data.val), test_images=len(data.test))
     return out

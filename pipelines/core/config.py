@@ -128,7 +128,7 @@ class QuantizeConfig(Section):
 Runtime = Literal["eager", "compile-default", "compile-reduce-overhead", "compile-max-autotune",
                   "eager-cpu-bf16", "compile-default-cpu-bf16", "compile-reduce-overhead-cpu-bf16",
                   "compile-max-autotune-cpu-bf16",
-                  "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti"]
+                  "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti", "ts-int8"]
 FASTEST = "fastest"  # benchmark.deploy_runtime: judge a model on whichever measured runtime is fastest
 DeployRuntime = Literal[(FASTEST, *get_args(Runtime))]  # type: ignore[valid-type]
 
@@ -139,7 +139,8 @@ class BenchmarkConfig(Section):
         f"more threads than the {CORES} cores this process may use only oversubscribe them and distort every latency"))] = 2
     warmup: Annotated[int, Field(ge=0, le=10_000, description="calls of each variant, one after another")] = 10
     iters: Annotated[int, Field(gt=0, le=100_000, description="timed calls of each variant, one after another")] = 120
-    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default", "ort-int8", "ov-int8"]
+    runtimes: Annotated[list[Runtime], Field(min_length=1)] = ["eager", "compile-default", "ort-int8", "ov-int8",
+                                                                "ts-int8"]
     # The runtime the final model is judged on (headline latency, speedup, the search's latency
     # objective): `fastest` of the measured ones, or one entry of `runtimes`.
     deploy_runtime: DeployRuntime = FASTEST

@@ -40,6 +40,11 @@ class DataConfig(Section):
     num_workers: Annotated[int, Field(ge=0, le=MAX_WORKERS, description=(
         "each worker is a process decoding images"))] | None = None  # null: from the cores this process may use
     augment: list[Any] = []  # train only: [{random_crop: {size: 32, padding: 4}}, horizontal_flip]
+    # streamed imagefolder: none decodes every image in DataLoader workers each epoch; decoded
+    # decodes each once into a uint8 file under cache_dir, read a batch at a time by the training
+    # process, augmentation per batch (pipelines/data/decoded.py: keeps up with training on 2 cores)
+    cache: Literal["none", "decoded"] = "none"
+    cache_dir: str = ".cache/decoded"
     stats_sample: Annotated[int, Field(gt=0, le=1_000_000, description=(
         "these train images are decoded once to compute mean/std"))] = 10_000
     max_image_pixels: Annotated[int, Field(gt=0, le=2**31)] = 89_478_485  # PIL's own bomb limit
@@ -79,6 +84,8 @@ def check_data(data: DataConfig) -> None:
             raise ValueError(f"data.{key}: {need} data.name {data.name!r}")
     if data.name == "webdataset" and data.in_memory is True:
         raise ValueError("data.in_memory: true holds imagefolder only; shards are always streamed (use auto or false)")
+    if data.cache != "none" and data.name != "imagefolder":
+        raise ValueError(f"data.cache: {data.cache} caches a streamed imagefolder only (got data.name {data.name!r})")
     if data.name == "webdataset" and data.max_train_samples is not None:
         raise ValueError("data.max_train_samples: shards are read whole; list fewer data.train_shards instead")
     if data.augment and data.channels == 1:

@@ -32,6 +32,7 @@ class DataBundle:
     classes: tuple[str, ...] = ()  # class names where the dataset has them (imagefolder)
     in_memory: bool = True  # False: the splits are streamed from disk (pipelines.data.streaming)
     workers: int = 0  # DataLoader worker processes that read a streamed split
+    cache: str = "none"  # decoded: streamed from a file of decoded pixels (pipelines.data.decoded)
 
 
 def can_stratify(labels: np.ndarray, n_first: int, n_second: int) -> bool:

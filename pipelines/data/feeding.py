@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
 
 from pipelines.core.errors import DataError, UserError, error_line, first_line
 from pipelines.core.params_base import CORES
@@ -91,6 +91,9 @@ def make_loader(ds: Dataset | Sequence, batch_size: int, shuffle: bool, seed: in
         if not getattr(ds, "shuffle", False):
             workers = min(workers, 1)  # one reader keeps the shard order: outcomes in image order
     generator = torch.Generator().manual_seed(seed) if shuffle else None
+    if getattr(ds, "batched", False):  # reads whole batches itself (pipelines.data.decoded), in this process
+        order = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False), num_workers=0)
     if workers == 0:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
     return FeedingLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,

@@ -197,8 +197,13 @@ def _load(cfg: DataConfig, seed: int) -> DataBundle:
         hold = cfg.in_memory if cfg.in_memory != "auto" else streaming.decoded_mb(cfg, files) <= cfg.in_memory_max_mb
         if hold:
             return _load_imagefolder(cfg, seed, files)
-        return streaming.load_folder(cfg, seed, files, cfg.num_workers if cfg.num_workers is not None
+        data = streaming.load_folder(cfg, seed, files, cfg.num_workers if cfg.num_workers is not None
                                      else default_workers())
+        if cfg.cache == "decoded":  # decoded once, then read by the training process (docs/data.md)
+            from pipelines.data.decoded import decode_bundle
+
+            data = decode_bundle(data, cfg.cache_dir)
+        return data
     if cfg.name == "webdataset":
         from pipelines.data.shards import load_shards
 

@@ -30,14 +30,19 @@ from pipelines.data.decode import Decoder
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 
+def checked(image: torch.Tensor, name: str, size: tuple[int, int] | None) -> torch.Tensor:
+    """``image`` when its (W, H) is ``size`` (or nothing is required), else the one-line error."""
+    if size is not None and (image.shape[-1], image.shape[-2]) != size:
+        raise DataError(f"{name}: {image.shape[-1]}x{image.shape[-2]}, but the train images are "
+                        f"{size[0]}x{size[1]}; set data.image_size to resize every image")
+    return image
+
+
 def prepare(image: torch.Tensor, name: str, size: tuple[int, int] | None, augment, mean: torch.Tensor,
             std: torch.Tensor) -> torch.Tensor:
     """A decoded uint8 image as the model's input: size checked (when nothing resizes), scaled to
     0..1, augmented (train), normalised with ``mean``/``std`` shaped [C, 1, 1]."""
-    if size is not None and (image.shape[-1], image.shape[-2]) != size:
-        raise DataError(f"{name}: {image.shape[-1]}x{image.shape[-2]}, but the train images are "
-                        f"{size[0]}x{size[1]}; set data.image_size to resize every image")
-    x = image.to(torch.float32).div_(255.0)
+    x = checked(image, name, size).to(torch.float32).div_(255.0)
     if augment is not None:
         x = augment(x)
     return (x - mean) / std
@@ -67,6 +72,11 @@ class ImageFiles(Dataset):
     def name(self, index: int) -> str:
         return os.fsdecode(self.paths[index])
 
+    def pixels(self, index: int) -> torch.Tensor:
+        """Item ``index`` decoded, uint8 [C, H, W], its size checked; nothing else applied."""
+        path = self.name(index)
+        return checked(self.decoder(path, path), path, self.size)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.name(index)
         x = prepare(self.decoder(path, path), path, self.size, self.augment, self._mean, self._std)
@@ -78,6 +88,13 @@ class ImageFiles(Dataset):
             path = self.name(index)
             with open(path, "rb") as handle:
                 yield handle.read() + int(self._labels[index]).to_bytes(8, "little")
+
+    @staticmethod
+    def concat(parts: Sequence["ImageFiles"]) -> "ImageFiles":
+        """The images of ``parts`` one after another (same decoder, statistics and size)."""
+        first = parts[0]
+        return ImageFiles(np.concatenate([p.paths for p in parts]), np.concatenate([p._labels for p in parts]),
+                          first.decoder, first.stats, first.size, first.augment)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageFiles":
         idx = np.asarray(indices, dtype=np.int64)

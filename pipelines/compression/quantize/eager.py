@@ -25,6 +25,7 @@ from torch import nn
 from torch.ao import quantization as tq
 
 from pipelines.core.config import QuantizeConfig
+from pipelines.core.errors import QuantizeError
 
 ENGINE = "x86"
 
@@ -52,15 +53,61 @@ def qconfig(observer: str, per_channel: bool, qat: bool = False) -> tq.QConfig:
     return tq.QConfig(activation=act.with_args(reduce_range=True), weight=weight)
 
 
-def _set_engine() -> None:
-    torch.backends.quantized.engine = ENGINE
+def _set_engine(engine: str = ENGINE) -> None:
+    torch.backends.quantized.engine = engine
 
 
-def prepare(model: nn.Module, observer: str, per_channel: bool, qat: bool) -> nn.Module:
-    _set_engine()
+def keep_float(model: nn.Module, layers: Iterable[str]) -> list[str]:
+    """Leave the layers at the paths ``layers`` of the *fused* ``model`` in fp32: each gets
+    ``qconfig = None`` and is wrapped as ``DeQuantStub -> layer -> QuantStub``, so conversion
+    dequantizes its input, runs it in float and quantizes its output with calibrated qparams
+    (eager mode inserts no such boundaries by itself). Between two kept layers that follow each
+    other (module order, :func:`fused_layers`) the tensor stays float: no stubs there. Returns
+    the paths not found."""
+    layers = list(layers)
+    order = _layer_paths(model)
+    missing = [path for path in layers if path not in order]
+    kept = [path for path in layers if path in order]
+    for path in kept:
+        i = order.index(path)
+        after_kept = i > 0 and order[i - 1] in kept
+        before_kept = i + 1 < len(order) and order[i + 1] in kept
+        module = model.get_submodule(path)
+        module.qconfig = None
+        parts = ([] if after_kept else [tq.DeQuantStub()]) + [module] + ([] if before_kept else [tq.QuantStub()])
+        owner, _, leaf = path.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, leaf, nn.Sequential(*parts))
+    return missing
+
+
+def _layer_paths(fused: nn.Module) -> list[str]:
+    from torch.ao.nn.intrinsic import _FusedModule
+
+    found: list[str] = []
+    for name, module in fused.named_modules():
+        if isinstance(module, _FusedModule) or (isinstance(module, (nn.Conv2d, nn.Linear))
+                                                and not any(name.startswith(f"{f}.") for f in found)):
+            found.append(name)
+    return found
+
+
+def fused_layers(model: nn.Module) -> list[str]:
+    """The module paths of ``model``'s quantizable layers after ``fuse_model()``, in module order:
+    fused conv(+bn)(+relu) / linear(+relu) modules and the plain convs/linears left unfused."""
+    fused = copy.deepcopy(model).cpu().eval()
+    fused.fuse_model(is_qat=False)
+    return _layer_paths(fused)
+
+
+def prepare(model: nn.Module, observer: str, per_channel: bool, qat: bool, engine: str = ENGINE,
+            keep: Iterable[str] = ()) -> nn.Module:
+    """``keep``: module paths (after fusion) left in fp32 (:func:`keep_float`)."""
+    _set_engine(engine)
     model = copy.deepcopy(model).cpu()
     model.train() if qat else model.eval()
     model.fuse_model(is_qat=qat)
+    if missing := keep_float(model, keep):
+        raise QuantizeError(f"layers to keep in fp32 not found in the fused model: {', '.join(missing)}")
     model.qconfig = qconfig(observer, per_channel, qat)
     return tq.prepare_qat(model, inplace=False) if qat else tq.prepare(model, inplace=False)
 
@@ -82,8 +129,11 @@ def calibrate(prepared: nn.Module, batches: Iterable[torch.Tensor], limit: int) 
     return seen
 
 
-def quantize_static(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantizeConfig) -> nn.Module:
-    prepared = prepare(model, cfg.observer, cfg.per_channel, qat=False)
+def quantize_static(model: nn.Module, batches: Iterable[torch.Tensor], cfg: QuantizeConfig, engine: str = ENGINE,
+                    keep: Iterable[str] = ()) -> nn.Module:
+    """``engine``: the torch.ao backend whose kernels the weights are packed for (``x86``, or
+    ``fbgemm`` for the TorchScript deploy target); ``keep``: module paths left in fp32."""
+    prepared = prepare(model, cfg.observer, cfg.per_channel, qat=False, engine=engine, keep=keep)
     calibrate(prepared, batches, cfg.calibration_batches)
     return tq.convert(prepared.eval(), inplace=False)
 

@@ -10,11 +10,13 @@ runtime        what runs                                                        
 ``ov-int8``    OpenVINO CPU on NNCF's PTQ int8 model                                     ``<model>.int8.xml/.bin``
 ``aoti``       AOTInductor package: ahead-of-time compiled, C++ runner, no Python        ``<model>.pt2``
                (PT2E int8: one static package per batch size)                          ``<model>.bs<N>.pt2``
+``ts-int8``    TorchScript of torch.ao static int8 on fbgemm (:mod:`.torchscript`):     ``<model>.int8.ts``
+               the PyTorch-native path with the least per-call overhead at batch 1
 =============  ======================================================================  =================
 
 Every float model is exported once (:mod:`.export`: dynamo exporter, dynamic batch, checked
 against PyTorch in ONNX Runtime); the fp32/bf16 runtimes run that file. The int8 runtimes
-quantize a *float* model with the runtime's own PTQ on the calibration batches the pipeline's PTQ
+quantize a *float* model with the runtime's own PTQ (``ts-int8``: torch.ao's) on the calibration batches the pipeline's PTQ
 used; for an int8 model of the chain (the ``quantized`` stage's output) they start from its fp32
 source (the model the quantize stage started from), so the final model's int8 rows compare int8
 engines on the same weights and the same calibration data. fp32/bf16 runtimes are for float
@@ -39,15 +41,16 @@ from pipelines.core.cpu import bf16_missing
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
 from pipelines.core.params_base import usable_threads
-from pipelines.measurement.deploy import aoti, ort, ov
-from pipelines.measurement.deploy.budget import DeployBudget, layer_nodes
+from pipelines.measurement.accuracy import runtime_accuracy
+from pipelines.measurement.deploy import aoti, ort, ov, torchscript
+from pipelines.measurement.deploy.budget import DeployBudget, layer_nodes, module_path
 from pipelines.measurement.deploy.export import export_onnx
 
 __all__ = ["DEPLOY_RUNTIMES", "DeployBudget", "Deployed", "Deployer", "DeploySettings", "aoti", "applies", "bf16_missing", "exact",
-           "export_chain", "import_libraries", "ort", "ov", "per_batch", "skip_reason"]
+           "export_chain", "import_libraries", "ort", "ov", "per_batch", "skip_reason", "torchscript"]
 
-DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti")
-INT8_RUNTIMES = ("ort-int8", "ov-int8")
+DEPLOY_RUNTIMES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "aoti", "ts-int8")
+INT8_RUNTIMES = ("ort-int8", "ov-int8", "ts-int8")
 FLOAT_RUNTIMES = ("ort-fp32", "ov-fp32", "ov-bf16")
 
 
@@ -179,6 +182,8 @@ class Deployer:
             return Deployed(None, error=error_line(exc))
 
     def _build(self, runtime, name, model, example, int8_model, source) -> Deployed:
+        if runtime == "ts-int8":
+            return self._torchscript(name, model, example, int8_model, source)
         if runtime == "aoti":
             if int8_model and not is_pt2e(model):
                 return Deployed(None, skipped=aoti.EAGER_INT8_REASON)
@@ -210,6 +215,45 @@ class Deployer:
         start = time.perf_counter()
         fn = self._session(runtime, files[0])
         return Deployed(fn, prior + time.perf_counter() - start, files, note)
+
+    def _torchscript(self, name, model, example, int8_model, source) -> Deployed:
+        notes = []
+        if int8_model:
+            if source is None:
+                return Deployed(None, error="an int8 model needs its fp32 source for runtime PTQ")
+            notes.append(f"torch.ao PTQ of {source[0]} (the fp32 model the quantize stage started from) on the "
+                         "same calibration batches")
+            name, model = source
+        if not torchscript.applies(model):
+            return Deployed(None, skipped=torchscript.NOT_EAGER_REASON)
+        budget = self.settings.budget if int8_model else None
+        start = time.perf_counter()
+        path = self.path(name, ".budget.int8.ts" if budget else ".int8.ts")
+        keep = [module_path(layer) for layer in budget.layers] if budget else []
+        torchscript.quantize_int8(model, self.settings.calibration, example, path, keep)
+        fn = torchscript.load(path)
+        if budget is not None:
+            fn, note = self._ts_budget(model, example, path, keep, fn, budget)
+            notes.append(note)
+        return Deployed(fn, time.perf_counter() - start, [path], "; ".join([*notes, torchscript.NOTE]))
+
+    def _ts_budget(self, model, example, path, keep, fn, budget: DeployBudget):
+        """Validate the budgeted archive on the budget's validation images; over budget, keep each
+        kept layer's producer in fp32 too (:func:`.torchscript.with_producers`) and validate again."""
+        images, labels = budget.val
+        batch = min(len(images), 256)
+        fp32 = runtime_accuracy(model, images, labels, batch)
+
+        def drop(f) -> float:
+            return 100 * (fp32 - runtime_accuracy(f, images, labels, batch))
+
+        pp = drop(fn)
+        if pp > budget.max_drop_pp and (wider := torchscript.with_producers(model, keep)) != keep:
+            torchscript.quantize_int8(model, self.settings.calibration, example, path, wider)
+            fn, keep, pp = torchscript.load(path), wider, drop(torchscript.load(path))
+        met = "met" if pp <= budget.max_drop_pp else "NOT met"
+        return fn, (f"accuracy budget {budget.max_drop_pp:g} pp: {len(keep)} layer(s) kept in fp32"
+                    f"{f' ({keep})' if keep else ''}, val drop {pp:+.2f} pp on {len(labels)} images, {met}")
 
     def _session(self, runtime: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
         """The runtime's session in its serving configuration (see :mod:`.ort`, :mod:`.ov`)."""

@@ -1,0 +1,121 @@
+"""``ts-int8``: torch.ao static int8 on fbgemm's kernels, traced and frozen with TorchScript: the
+PyTorch-native path for small batches.
+
+Why it exists (measured on this 2-vCPU AMX machine, torch 2.14.1, the default run's pruned
+[64, 128, 256] CNN on 8x8 digits, batch 1, 1 thread, blocks of calls in one process):
+
+==========================================================  ========
+path                                                        p50
+==========================================================  ========
+PT2E int8, ``torch.compile`` (C++ wrapper, direct call)     0.156 ms
+PT2E int8, AOTInductor static package                       0.121 ms
+torch.ao eager int8 (x86 backend), Python modules           0.192 ms
+the same, TorchScript traced + frozen                       0.066 ms
+torch.ao eager int8 on **fbgemm**, TorchScript frozen       0.043 ms
+ONNX Runtime int8 (QDQ), for reference                      0.036 ms
+==========================================================  ========
+
+A batch-1 call of these tiny layers is per-op overhead, not arithmetic: PT2E's int8 path goes
+through oneDNN and builds its primitive descriptor and tensor wrappers on every call (the x86
+backend picks oneDNN for these convolutions too); fbgemm's packed weights carry everything a call
+needs, and TorchScript's interpreter calls the ops from C++ with no Python between them. At large
+batches the x86 backend's oneDNN kernels win instead (batch 64 here: 0.88 vs 1.18 ms), which is
+why this is a runtime row beside the others and not the chain's engine.
+
+The model is quantized from the chain's fp32 source on the pipeline's calibration batches (as
+``ort-int8`` and ``ov-int8`` are), with the ``quantize`` stage's observer defaults; layers the
+accuracy budget kept in fp32 stay in fp32 here too (:func:`pipelines.compression.quantize.eager.keep_float`).
+The artifact (``<model>.int8.ts``) is a TorchScript archive a C++ server loads with
+``torch::jit::load``; its packed weights are re-packed for the quantized engine current at load
+time, so it is loaded with fbgemm selected (:func:`load`). TorchScript is deprecated upstream in
+favour of ``torch.export`` (``torch.jit.save``/``load`` warn); it is what runs this fastest on torch
+2.14, and the row's note says so.
+
+Needs a model torch.ao eager mode can quantize: a ``QuantStub`` at the input and ``fuse_model()``
+(every built-in arch); any other model gets a skipped row with :data:`NOT_EAGER_REASON`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipelines.compression.quantize import eager
+from pipelines.core.config import QuantizeConfig
+
+ENGINE = "fbgemm"
+NOT_EAGER_REASON = ("ts-int8 quantizes with torch.ao eager mode, which needs a QuantStub at the input and "
+                    "fuse_model() (the built-in archs have both)")
+NOTE = ("TorchScript (torch.jit trace + freeze; deprecated upstream, see pipelines/measurement/deploy/torchscript.py) "
+        f"of torch.ao static int8 on {ENGINE} kernels")
+
+
+@contextlib.contextmanager
+def quantized_engine(name: str) -> Iterator[None]:
+    """``torch.backends.quantized.engine`` set to ``name`` for the block, then restored."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+@contextlib.contextmanager
+def _quiet_deprecation() -> Iterator[None]:
+    """torch.jit's own FutureWarnings (the module docstring says why it is used anyway), and the
+    tracer's note that a quantized module's scale and zero point become constants: they are."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.ao\.nn\.quantized")
+        yield
+
+
+def applies(model: nn.Module) -> bool:
+    return eager.eager_quantizable(model)
+
+
+def with_producers(model: nn.Module, layers: Sequence[str]) -> list[str]:
+    """``layers`` plus, for each, the layer computed just before it (module order after fusion:
+    the one whose int8 *output* is the kept layer's input in a sequential model). PT2E leaves a
+    kept layer's input activation unquantized; torch.ao eager mode quantizes it at its
+    producer's output whatever the consumer is, so a range problem in that activation survives
+    keeping the consumer alone; keeping the producer too matches the PT2E model there."""
+    order = eager.fused_layers(model)
+    out = list(layers)
+    for layer in layers:
+        if layer in order and (i := order.index(layer)) > 0 and order[i - 1] not in out:
+            out.append(order[i - 1])
+    return out
+
+
+def quantize_int8(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, path: str | Path,
+                  keep: Sequence[str] = ()) -> Path:
+    """Static int8 of the float ``model`` on ``calibration`` (``keep``: module paths left in fp32),
+    traced at ``example`` and frozen, saved to ``path`` (written whole or not at all)."""
+    with quantized_engine(ENGINE):
+        cfg = QuantizeConfig(calibration_batches=max(1, len(calibration)))
+        int8 = eager.quantize_static(model.eval(), calibration, cfg, engine=ENGINE, keep=keep)
+        with torch.no_grad(), _quiet_deprecation():
+            frozen = torch.jit.freeze(torch.jit.trace(int8, example.cpu()).eval())
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                torch.jit.save(frozen, str(tmp))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return path
+
+
+def load(path: str | Path) -> torch.jit.ScriptModule:
+    """The archive at ``path``, its weights packed for fbgemm (whatever engine is current)."""
+    with quantized_engine(ENGINE), _quiet_deprecation():
+        return torch.jit.load(str(path), map_location="cpu").eval()
