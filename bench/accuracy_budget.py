@@ -95,30 +95,32 @@ def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Mo
     layers = tuple(fp32_layers(budgeted))
     deployer = Deployer(DeploySettings(bench.num_threads, ctx.calibration_batches(), Path(tempfile.mkdtemp()),
                                        DeployBudget(budget_pp, ctx.split_tensors("val"), layers)))
-    rows = benchmark_models({"fp32": fp32, "int8": budgeted}, {bench.batch_size: ctx.example(bench.batch_size)},
+    sizes = sorted({1, bench.batch_size})  # as the Deploy section: batch 1 and benchmark.batch_size
+    rows = benchmark_models({"fp32": fp32, "int8": budgeted}, {n: ctx.example(n) for n in sizes},
                             {"fp32": ["eager"], "int8": ["compile-default", "ts-int8", "ort-int8", "ov-int8"]},
                             bench.warmup, bench.iters, reference="fp32", settings=CompileSettings.of(bench),
                             noise=NoiseLimits.of(bench), deploy=DeployInputs(deployer, {"int8": "fp32"}, test))
     by = {}
     for r in rows:
         acc = with_intervals({"accuracy": r["accuracy"]}, len(test[1]))
-        by[(r["model"], r["runtime"])] = r
-        print(f"deploy {r['model']:5s} {r['runtime']:16s} test accuracy {acc['accuracy']:.4f} "
+        by[(r["model"], r["runtime"], r["batch_size"])] = r
+        print(f"deploy bs{r['batch_size']:<3d} {r['model']:5s} {r['runtime']:16s} test accuracy {acc['accuracy']:.4f} "
               f"[{acc['accuracy_ci_low']:.4f}, {acc['accuracy_ci_high']:.4f}]  p50 {r.get('latency_ms_p50', float('nan')):.3f} ms "
               f"[{r.get('latency_ms_p50_ci_low', float('nan')):.3f}, {r.get('latency_ms_p50_ci_high', float('nan')):.3f}]  "
               f"{r['error'] or r['note']}")
-    nncf = by[("int8", "ov-int8")]
-    for runtime in ("compile-default", "ts-int8"):  # the lab's PyTorch-native results
-        ours = by[("int8", runtime)]
-        if "latency_ms_p50" not in ours or "latency_ms_p50" not in nncf:
-            continue
-        ours_acc = with_intervals({"accuracy": ours["accuracy"]}, len(test[1]))
-        as_accurate = ours_acc["accuracy_ci_high"] >= nncf["accuracy"]  # the data does not show ours lower
-        as_fast = ours["latency_ms_p50_ci_low"] <= nncf["latency_ms_p50_ci_high"]
-        print(f"bar: PyTorch budgeted ({runtime}) vs NNCF accuracy-controlled OpenVINO: accuracy "
-              f"{ours['accuracy']:.4f} vs {nncf['accuracy']:.4f} ({'not less accurate' if as_accurate else 'LESS accurate'}), "
-              f"p50 {ours['latency_ms_p50']:.3f} vs {nncf['latency_ms_p50']:.3f} ms "
-              f"({'not slower beyond the intervals' if as_fast else 'SLOWER'})")
+    for n in sizes:
+        nncf = by[("int8", "ov-int8", n)]
+        for runtime in ("compile-default", "ts-int8"):  # the lab's PyTorch-native results
+            ours = by[("int8", runtime, n)]
+            if "latency_ms_p50" not in ours or "latency_ms_p50" not in nncf:
+                continue
+            ours_acc = with_intervals({"accuracy": ours["accuracy"]}, len(test[1]))
+            as_accurate = ours_acc["accuracy_ci_high"] >= nncf["accuracy"]  # the data does not show ours lower
+            as_fast = ours["latency_ms_p50_ci_low"] <= nncf["latency_ms_p50_ci_high"]
+            print(f"bar at batch {n}: PyTorch budgeted ({runtime}) vs NNCF accuracy-controlled OpenVINO: accuracy "
+                  f"{ours['accuracy']:.4f} vs {nncf['accuracy']:.4f} "
+                  f"({'not less accurate' if as_accurate else 'LESS accurate'}), p50 {ours['latency_ms_p50']:.3f} vs "
+                  f"{nncf['latency_ms_p50']:.3f} ms ({'not slower beyond the intervals' if as_fast else 'SLOWER'})")
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                     row.update(ref_int8_ms=measured.speed.int8_ms, ref_fp32_ms=measured.speed.fp32_ms)
                 if ref is not None:
                     row.update(speedup_fields(ref, lat))
-                if name in kernels and (not rt.deploy or runtime == "aoti") and comp.device == "cpu":
+                if name in kernels and (not rt.deploy or runtime in ("aoti", "ts-int8")) and comp.device == "cpu":
                     prof = kernel_profile(runnable[(name, runtime)], iters=max(5, min(iters, 20)),
                                           timed_iters=max(20, iters // 2))
                     row.update(kernel_ms=prof.kernel_ms, kernel_source=prof.source,
