@@ -58,7 +58,7 @@ def test_set_param_rewrites_only_its_own_lines_and_promote_writes_the_same(tmp_p
     after = (tmp_path / "params.yaml").read_text()
     changed = _changed_lines(before, after)
     assert [line[0] + line[1:].split("#")[0].strip() for line in changed] == [
-        "-temperature: 4.0", "+temperature: 2.5", "-- ort-int8", "-- ov-int8",
+        "-temperature: 4.0", "+temperature: 2.5", "-- ort-int8", "-- ov-int8", "-- ts-int8",
         "-max_latency_ms:", "+max_latency_ms: 5.0"]
     assert "# empty: no absolute latency ceiling" in changed[-1]  # the comment stays on its line
 
