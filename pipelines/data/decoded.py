@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipelines.core.errors import DataError
 from pipelines.data.bundle import DataBundle
 from pipelines.data.streaming import ImageFiles
 
@@ -143,7 +144,9 @@ class DecodedImages(Dataset):
         buffer = bytearray(item * len(indices))
         view = memoryview(buffer)
         for j, row in enumerate(self.rows[np.asarray(indices, dtype=np.int64)].tolist()):
-            os.preadv(fd, [view[j * item:(j + 1) * item]], row * item)
+            if os.preadv(fd, [view[j * item:(j + 1) * item]], row * item) != item:
+                raise DataError(f"{self.path}: shorter than its images (changed while in use?); delete it and "
+                                "run again to decode anew")
         return torch.frombuffer(buffer, dtype=torch.uint8).view(len(indices), *self.shape)
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

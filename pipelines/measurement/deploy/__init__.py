@@ -250,7 +250,8 @@ class Deployer:
         pp = drop(fn)
         if pp > budget.max_drop_pp and (wider := torchscript.with_producers(model, keep)) != keep:
             torchscript.quantize_int8(model, self.settings.calibration, example, path, wider)
-            fn, keep, pp = torchscript.load(path), wider, drop(torchscript.load(path))
+            fn, keep = torchscript.load(path), wider
+            pp = drop(fn)
         met = "met" if pp <= budget.max_drop_pp else "NOT met"
         return fn, (f"accuracy budget {budget.max_drop_pp:g} pp: {len(keep)} layer(s) kept in fp32"
                     f"{f' ({keep})' if keep else ''}, val drop {pp:+.2f} pp on {len(labels)} images, {met}")
