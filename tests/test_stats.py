@@ -102,3 +102,12 @@ def test_latency_ratio_decides_only_beyond_its_interval():
     assert "tied" in same.describe()
     with pytest.raises(ValueError):
         LatencyRatio.of([1.0], [1.0, 2.0])
+
+
+def test_median_interval_of_many_timed_calls_matches_the_normal_approximation():
+    """benchmark.iters allows 100,000 calls: the exact binomial sum must not overflow a float
+    (2**n did past 1,023 samples) and must agree with n/2 +- 1.96 sqrt(n)/2 where that holds."""
+    for n in (1024, 3000, 20_000):
+        lo, hi = median_interval(list(range(n)))
+        half = 1.96 * math.sqrt(n) / 2
+        assert abs((n - 1) / 2 - lo - half) <= 2 and abs(hi - (n - 1) / 2 - half) <= 2, (n, lo, hi)

@@ -148,22 +148,23 @@ class PairedAccuracy:
 
 # --- latency -------------------------------------------------------------------------------------
 
-def _binom_cdf(k: int, n: int) -> float:
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-
-
 def median_interval(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Distribution-free interval of the median from order statistics: the widest-needed pair
     ``(x_(j), x_(n-1-j))`` whose coverage (from Binomial(n, 1/2)) is at least ``confidence``; the
-    sample range when even that falls short (fewer than 6 samples)."""
+    sample range when even that falls short (fewer than 6 samples). The binomial CDF is summed in
+    exact integers (``2**n`` overflows a float past n = 1023 timed calls)."""
     ordered = sorted(float(s) for s in samples)
     n = len(ordered)
     if n == 0:
         return float("nan"), float("nan")
     # 0-based: P(x_(j) <= median <= x_(n-1-j)) = P(j < K <= n-1-j) = 1 - 2 P(K <= j), K ~ Bin(n, 1/2)
+    total, term = 1 << n, n           # 2**n; C(n, j+1)
+    below = 1 + n                     # 2**n * P(K <= j+1)
     j = 0
-    while j + 1 < n - 1 - (j + 1) and 1 - 2 * _binom_cdf(j + 1, n) >= confidence:
+    while j + 1 < n - 1 - (j + 1) and 1 - 2 * below / total >= confidence:
         j += 1
+        term = term * (n - j) // (j + 1)
+        below += term
     return ordered[j], ordered[n - 1 - j]
 
 
