@@ -40,14 +40,6 @@ from pipelines.measurement.timing import set_threads, time_blocks  # noqa: E402
 from quant_engines import trained_case  # noqa: E402
 
 
-def scripted(model, calibration, cfg, engine: str, example: torch.Tensor):
-    """torch.ao static int8 on ``engine``, traced and frozen (what ``ts-int8`` does for fbgemm)."""
-    with torchscript.quantized_engine(engine):
-        int8 = qz.quantize_static(model.eval(), calibration, cfg, engine=engine)
-        with torch.no_grad():
-            return torch.jit.freeze(torch.jit.trace(int8, example).eval()), int8
-
-
 def variants(threads: int) -> dict:
     set_threads(threads)
     case = trained_case(ROOT, 2)
@@ -60,11 +52,10 @@ def variants(threads: int) -> dict:
                                                             settings=CompileSettings("auto")).fn}
     directory = Path(tempfile.mkdtemp(prefix="batch_one_"))
     out["PT2E AOTInductor static package"] = aoti.load(aoti.package(graph, x1, directory / "bs1.pt2", static=True))
-    for engine in ("x86", "onednn", "fbgemm"):
-        frozen, modules = scripted(pruned, calibration, cfg, engine, x1)
-        if engine == "x86":
-            out["torch.ao x86, Python modules"] = modules
-        out[f"torch.ao {engine}, TorchScript frozen" + (" (ts-int8)" if engine == "fbgemm" else "")] = frozen
+    out["torch.ao x86, Python modules"] = qz.quantize_static(pruned.eval(), calibration, cfg)
+    for engine in ("x86", "onednn", "fbgemm"):  # what ts-int8 builds, on each torch.ao backend
+        name = f"torch.ao {engine}, TorchScript frozen" + (" (ts-int8)" if engine == "fbgemm" else "")
+        out[name] = torchscript.script(pruned, calibration, x1, engine=engine)
     out["ONNX Runtime int8"] = ort.Session(ROOT / "models" / "deploy" / "pruned.int8.onnx", threads, spinning=True)
     return out, graph, x1
 

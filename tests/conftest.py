@@ -262,6 +262,20 @@ STAGE_TIMEOUT_S = 60  # no stage that refuses its input may take longer (issue 1
 STAGE_MAX_RSS_MIB = 2048  # ... or hold more memory
 
 
+def corrupt_copy(folder: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A hard-linked copy of the image ``folder`` under ``tmp_path`` with one image (returned)
+    replaced by a PNG signature and garbage: a corrupt file the decoder must name."""
+    copy = tmp_path / "copy"
+    for path in folder.rglob("*.png"):
+        target = copy / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    bad = copy / "train" / "c1" / "000007.png"
+    bad.unlink()
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG signature, then garbage
+    return copy, bad
+
+
 def tiny_project(root: Path, **sections) -> Path:
     """``root`` with the committed params.yaml, shortened by :data:`TINY` and ``sections`` (whose
     keys override TINY's key by key)."""

@@ -5,13 +5,14 @@ one line with nothing left behind, training without worker processes; and the ba
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from conftest import corrupt_copy
 
 from pipelines.core.config import validate
 from pipelines.core.errors import DataError
@@ -77,14 +78,7 @@ def test_the_file_is_found_again_by_its_key_and_rebuilt_when_an_image_changes(fo
 
 
 def test_a_corrupt_image_is_named_in_one_line_and_no_file_is_left(folder, tmp_path):
-    copy = tmp_path / "copy"
-    for path in folder.rglob("*.png"):
-        target = copy / path.relative_to(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(path, target)
-    bad = copy / "test" / "c2" / "000003.png"
-    bad.unlink()
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    copy, bad = corrupt_copy(folder, tmp_path)
     with pytest.raises(DataError) as err:
         _ctx(copy, tmp_path / "cache")
     assert str(bad) in str(err.value) and "\n" not in str(err.value)

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from conftest import corrupt_copy
+
 from pipelines.core.config import DataConfig, validate
 from pipelines.core.errors import DataError
 from pipelines.data import load_data, make_loader, split_digest
@@ -102,20 +104,8 @@ def test_streamed_digest_follows_the_files(folder, tmp_path):
     assert digest != split_digest(load_data(cfg, seed=1).train)
 
 
-def _corrupt_copy(folder: Path, tmp_path: Path) -> tuple[Path, Path]:
-    copy = tmp_path / "copy"
-    for path in folder.rglob("*.png"):
-        target = copy / path.relative_to(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(path, target)
-    bad = copy / "train" / "c1" / "000007.png"
-    bad.unlink()
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG signature, then garbage
-    return copy, bad
-
-
 def test_corrupt_image_mid_epoch_names_the_file_in_one_line(folder, tmp_path):
-    copy, bad = _corrupt_copy(folder, tmp_path)
+    copy, bad = corrupt_copy(folder, tmp_path)
     ctx = Context(_params(copy, in_memory=False, num_workers=1, **GIVEN))  # nothing decoded yet
     with pytest.raises(DataError) as err:
         train(ctx, ctx.new_model("teacher"), 1, 0.01, "corrupt")
@@ -124,7 +114,7 @@ def test_corrupt_image_mid_epoch_names_the_file_in_one_line(folder, tmp_path):
 
 
 def test_image_whose_header_claims_too_many_pixels_is_refused_before_decoding(folder, tmp_path):
-    copy, bad = _corrupt_copy(folder, tmp_path)
+    copy, bad = corrupt_copy(folder, tmp_path)
     bad.unlink()
     Image.new("RGB", (4000, 4000)).save(bad)  # a small file, 16 million pixels once decoded
     ctx = Context(_params(copy, in_memory=False, num_workers=1, image_size=16, max_image_pixels=1_000_000, **GIVEN))

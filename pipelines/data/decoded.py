@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipelines.core.errors import DataError
+from pipelines.core.io import atomic_write
 from pipelines.data.bundle import DataBundle
 from pipelines.data.streaming import ImageFiles
 
@@ -75,18 +76,15 @@ def build(files: ImageFiles, shape: tuple[int, int, int], directory: str | Path,
     item = int(np.prod(shape))
     if path.exists() and path.stat().st_size == item * len(files):
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as out, tqdm(total=len(files), desc="decode once (data.cache: decoded)",
                                           unit="img", leave=False) as bar:
             for batch in make_loader(_Pixels(files), batch_size, False, workers=workers):
                 out.write(batch.numpy().tobytes())
                 bar.update(len(batch))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, write)
 
 
 class DecodedImages(Dataset):

@@ -38,7 +38,6 @@ Needs a model torch.ao eager mode can quantize: a ``QuantStub`` at the input and
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from torch import nn
 
 from pipelines.compression.quantize import eager
 from pipelines.core.config import QuantizeConfig
+from pipelines.core.io import atomic_write
 
 ENGINE = "fbgemm"
 NOT_EAGER_REASON = ("ts-int8 quantizes with torch.ao eager mode, which needs a QuantStub at the input and "
@@ -95,24 +95,23 @@ def with_producers(model: nn.Module, layers: Sequence[str]) -> list[str]:
     return out
 
 
+def script(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, keep: Sequence[str] = (),
+           engine: str = ENGINE) -> torch.jit.ScriptModule:
+    """Static int8 of the float ``model`` on ``calibration`` with ``engine``'s kernels (``keep``:
+    module paths left in fp32), traced at ``example`` and frozen."""
+    with quantized_engine(engine):
+        cfg = QuantizeConfig(calibration_batches=max(1, len(calibration)))
+        int8 = eager.quantize_static(model.eval(), calibration, cfg, engine=engine, keep=keep)
+        with torch.no_grad(), _quiet_deprecation():
+            return torch.jit.freeze(torch.jit.trace(int8, example.cpu()).eval())
+
+
 def quantize_int8(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, path: str | Path,
                   keep: Sequence[str] = ()) -> Path:
-    """Static int8 of the float ``model`` on ``calibration`` (``keep``: module paths left in fp32),
-    traced at ``example`` and frozen, saved to ``path`` (written whole or not at all)."""
-    with quantized_engine(ENGINE):
-        cfg = QuantizeConfig(calibration_batches=max(1, len(calibration)))
-        int8 = eager.quantize_static(model.eval(), calibration, cfg, engine=ENGINE, keep=keep)
-        with torch.no_grad(), _quiet_deprecation():
-            frozen = torch.jit.freeze(torch.jit.trace(int8, example.cpu()).eval())
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            try:
-                torch.jit.save(frozen, str(tmp))
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-    return path
+    """:func:`script` on fbgemm, saved to ``path`` (written whole or not at all)."""
+    frozen = script(model, calibration, example, keep)
+    with _quiet_deprecation():
+        return atomic_write(path, lambda tmp: torch.jit.save(frozen, str(tmp)))
 
 
 def load(path: str | Path) -> torch.jit.ScriptModule:
