@@ -1,4 +1,4 @@
-"""A small CNN trained on digits, then made sensitive to int8 on purpose (shared by the
+"""Small models trained on digits, then made sensitive to int8 on purpose (shared by the
 sensitivity and accuracy-budget tests).
 
 :func:`plant_range`: one channel of the tensor between ``features.0`` and ``features.1`` is scaled
@@ -6,6 +6,10 @@ up by ``factor`` (batch-norm weight and bias of block 0) and the next convolutio
 of that channel down by the same factor. Exact in fp32 (ReLU is positively homogeneous); in int8
 that channel dominates the tensor's per-tensor range, so every other channel loses its
 resolution. The layer that quantizes that tensor at its input is ``features.1.0``: the culprit.
+Cross-layer equalization can undo it (it is a rescaling between two layers).
+
+:func:`plant_across_add`: the same kind of channel, planted where equalization cannot reach it:
+in the tensor a residual add reads (:class:`Residual`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import copy
 import torch
 from conftest import fast_params
 from torch import nn
+from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, fuse_modules_qat
 
+from pipelines.models.zoo import ConvBNReLU
 from pipelines.training.context import Context, train
 
 CULPRIT = "features.1.0"
@@ -50,3 +56,55 @@ def trained_once(ctx: Context) -> nn.Module:
     if "model" not in _CACHE:
         _CACHE["model"] = trained(ctx)
     return _CACHE["model"]
+
+
+class Residual(nn.Module):
+    """A stem, one residual block and a classifier: the stem's output feeds both the block and the
+    add, so no layer pair around it can be equalized (a rescaled channel would have to be rescaled
+    on both paths and after the add alike)."""
+
+    def __init__(self, width: int = 8, num_classes: int = 10) -> None:
+        super().__init__()
+        self.quant, self.dequant = QuantStub(), DeQuantStub()
+        self.stem = ConvBNReLU(1, width)
+        self.branch_a = ConvBNReLU(width, width)
+        self.branch_b = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(self.quant(x))
+        y = torch.relu(self.branch_b(self.branch_a(s)) + s)
+        return self.dequant(self.classifier(self.flatten(self.pool(y))))
+
+    def fuse_model(self, is_qat: bool = False) -> None:
+        fuse = fuse_modules_qat if is_qat else fuse_modules
+        fuse(self.stem, ["0", "1", "2"], inplace=True)
+        fuse(self.branch_a, ["0", "1", "2"], inplace=True)
+        fuse(self.branch_b, ["0", "1"], inplace=True)
+
+
+def trained_residual(ctx: Context) -> nn.Module:
+    """:class:`Residual` trained on digits (once per test process)."""
+    if "residual" not in _CACHE:
+        torch.manual_seed(0)
+        model = Residual(num_classes=ctx.data.num_classes)
+        train(ctx, model, 30, 1e-2, "fp32 residual for planted int8 tests")
+        _CACHE["residual"] = model.cpu().eval()
+    return _CACHE["residual"]
+
+
+@torch.no_grad()
+def plant_across_add(model: Residual, factor: float, channel: int = 0) -> Residual:
+    """Channel ``channel`` of the stem's output scaled up by ``factor``, and with it the same channel
+    of the block's output (so the add stays consistent) and of the sum; the layers that read those
+    tensors (``branch_a``'s conv, the classifier) get that channel's weights scaled down. Exact in
+    fp32; in int8 the stem's output, the block's output and the sum all have one channel that sets
+    their range, and the stem's output has two consumers: cross-layer equalization cannot touch it."""
+    model = copy.deepcopy(model).eval()
+    for bn in (model.stem[1], model.branch_b[1]):
+        bn.weight[channel] *= factor
+        bn.bias[channel] *= factor
+    model.branch_a[0].weight[:, channel] /= factor
+    model.classifier.weight[:, channel] /= factor
+    return model

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from planted import CULPRIT, plant_range, planted_context, trained_once
+from planted import CULPRIT, plant_across_add, plant_range, planted_context, trained_once, trained_residual
 
 from pipelines.chain.accuracy_control import check_fallback, control, quantize_warnings
 from pipelines.compression.quantize import pt2e, quantize
@@ -107,6 +107,28 @@ def test_cle_lowers_the_planted_range_problem_before_any_revert(planted):
     assert drops["none"]["val_drop_pp"] >= 2.0 and drops["cle"]["val_drop_pp"] < drops["none"]["val_drop_pp"]
     assert m["equalize_applied"] is True and "features.0.0 -> features.1.0" in m["equalize_pairs"]
     assert m["val_drop"]["val_drop_pp"] == drops["cle"]["val_drop_pp"]  # the model kept is the equalized one
+
+
+def test_a_range_problem_across_a_residual_add_is_left_to_the_budget():
+    """The planted channel sits in the stem's output, which feeds both the block and the add: no
+    equalizable pair touches it, so CLE cannot lower the drop (auto leaves it off); the ranking
+    points at the layers that read the planted tensors, and the budget reverts them."""
+    from pipelines.chain.quantize import quantize_model
+
+    ctx = _ctx(equalize="auto", max_accuracy_drop=0.5)
+    model = plant_across_add(trained_residual(ctx), 30.0)
+    out, m = quantize_model(ctx, model, stage=True)
+    drops = m["equalize_val_drop"]
+    # measured here: 7.41 pp without CLE, 7.78 pp with it; 0.37 pp with branch_a.0 and classifier in fp32
+    assert drops["none"]["val_drop_pp"] >= 2.0 and drops["cle"]["val_drop_pp"] >= 2.0
+    assert m["equalize_applied"] is False
+    assert not any(pair.startswith("stem.0 ") for pair in m["equalize_pairs"])  # two consumers: never rescaled
+    readers = {"branch_a.0", "branch_b.0", "classifier"}  # the layers whose inputs carry the planted channel
+    assert m["sensitivity"][0]["layer"] in readers
+    assert m["budget_met"] is True and m["val_drop"]["val_drop_pp"] <= 0.5
+    assert set(m["fallback_layers"]) <= readers
+    test = PairedAccuracy.of(ctx.correct(model, "test").tolist(), ctx.correct(out, "test").tolist())
+    assert 100 * test.interval[0] <= 0.5, test.describe("fp32", "int8+fallback")
 
 
 def test_the_deploy_targets_take_the_same_budget(planted, tmp_path):
