@@ -138,6 +138,10 @@ def test_a_slow_variant_times_only_the_calls_that_fit_its_block():
     assert limits.schedule(20, 30.0) == (6, 1) and limits.schedule(20, 0.5) == (20, 5)
     assert limits.schedule(4, 30.0) == (4, 1)  # never more than iters/blocks
     assert replace(limits, block_ms=0.0).schedule(20, 30.0) == (20, 5)
+    # benchmark.min_block_ms: a fast call times at least that long a block; a slow one is unchanged
+    longer = replace(limits, min_block_ms=10.0)
+    assert longer.schedule(20, 0.05) == (200, 5) and longer.schedule(20, 30.0) == (6, 1)
+    assert replace(longer, block_ms=0.0).schedule(20, 0.05) == (200, 5)
     counts = {"slow": 0, "fast": 0}
 
     def call(name: str, seconds: float):
@@ -151,6 +155,10 @@ def test_a_slow_variant_times_only_the_calls_that_fit_its_block():
     assert len(blocks.timings["slow"].samples) == 2 * 6 and len(blocks.timings["fast"].samples) == 2 * 20
     assert counts["slow"] == 1 + 3 + 2 * (1 + 6)  # warm-up, the schedule's probe, per block: rewarm + timed
     assert 25 < blocks.timings["slow"].p50_ms < 60
+    stretched = time_blocks({"fast": call("fast", 0.0005)}, warmup=1, iters=4,
+                            limits=replace(limits, block_ms=0.0, min_block_ms=10.0))
+    samples = stretched.timings["fast"].samples
+    assert len(samples) > 4 and sum(samples) >= 2 * 10.0 * 0.9  # two blocks of ~10 ms, not 2 calls each
 
 
 def test_a_process_on_one_core_runs_one_thread_whatever_benchmark_num_threads_says():

@@ -177,6 +177,17 @@ class BenchmarkConfig(Section):
     block_warm_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 20.0  # each block's warm-up lasts at least this
     settle_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 200.0  # wait (at most) for the last pool to sleep
     block_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 150.0  # a slow call times only what fits (>= 6 calls); 0: iters for all
+    # a fast call times at least this long per block (more calls than iters/blocks): a 0.05 ms call
+    # times 20 calls in 1 ms, one moment of a machine whose speed swings from one second to the next
+    min_block_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 30.0
+
+    @field_validator("min_block_ms")
+    @classmethod
+    def _within_block_ms(cls, value: float, info: ValidationInfo) -> float:
+        most = info.data.get("block_ms")
+        if most and value > most:
+            raise ValueError(f"{value:g} exceeds benchmark.block_ms ({most:g}), the most a block of a slow call lasts")
+        return value
 
     @field_validator("deploy_runtime")
     @classmethod

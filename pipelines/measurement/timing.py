@@ -212,7 +212,8 @@ def time_blocks(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int 
                 fns[name]()
             sync()
             # the length of its call, for the block schedule: a few more calls, timed (none without block_ms)
-            per_call[name] = statistics.median(_block(fns[name], 3, 0)) if limits.block_ms > 0 else 0.0
+            per_call[name] = statistics.median(_block(fns[name], 3, 0)) if limits.block_ms > 0 or \
+                limits.min_block_ms > 0 else 0.0
         schedule = {name: limits.schedule(calls, per_call[name]) for name in names}
         for r in range(count):
             shift = r % len(names)
@@ -324,7 +325,11 @@ class NoiseLimits:
     ``block_ms``: a variant whose call is slow times fewer calls per block (as many as fit in
     ``block_ms``, at least :data:`MIN_BLOCK_CALLS`) and warms with fewer (at least one, and at
     least ``block_warm_ms``): a 25 ms teacher call does not need 20 samples per block for a p50,
-    and 160 of them cost 4 s of every trial; 0 keeps ``iters`` for every variant."""
+    and 160 of them cost 4 s of every trial; 0 keeps ``iters`` for every variant.
+    ``min_block_ms``: a variant whose call is fast times more calls per block, as many as fill
+    ``min_block_ms``: 20 calls of 0.05 ms are one millisecond, one moment of a machine whose speed
+    swings up to 2x from one second to the next (``bench/serving.py``: the same artifact alone ran
+    0.64 ms in one round and 1.51 ms in the next); a server's p50 is over a sustained stretch."""
 
     max_other_cpu: float = 0.2
     max_spread: float = 3.0
@@ -335,21 +340,25 @@ class NoiseLimits:
     block_warm_ms: float = 20.0
     settle_ms: float = 200.0
     block_ms: float = 0.0
+    min_block_ms: float = 0.0
 
     @classmethod
     def of(cls, cfg: Any) -> "NoiseLimits":
         """From a ``BenchmarkConfig``."""
         return cls(cfg.max_other_cpu, cfg.max_spread, cfg.retries, cfg.blocks, cfg.block_warmup,
-                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms, cfg.block_ms)
+                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms, cfg.block_ms, cfg.min_block_ms)
 
     def schedule(self, calls: int, call_ms: float) -> tuple[int, int]:
         """(timed calls, untimed warm-up calls) per block for a variant whose call takes about
-        ``call_ms``: ``calls`` and :attr:`block_warmup`, cut down for a slow call (see the class)."""
-        if self.block_ms <= 0 or call_ms <= 0:
+        ``call_ms``: ``calls`` and :attr:`block_warmup`, cut down for a slow call and stretched
+        for a fast one (see the class)."""
+        if call_ms <= 0:
             return calls, self.block_warmup
-        timed = max(min(MIN_BLOCK_CALLS, calls), min(calls, math.ceil(self.block_ms / call_ms)))
-        rewarm = min(self.block_warmup, max(1, math.ceil(self.block_warm_ms / call_ms)))
-        return timed, rewarm
+        timed, rewarm = calls, self.block_warmup
+        if self.block_ms > 0:
+            timed = max(min(MIN_BLOCK_CALLS, calls), min(calls, math.ceil(self.block_ms / call_ms)))
+            rewarm = min(self.block_warmup, max(1, math.ceil(self.block_warm_ms / call_ms)))
+        return max(timed, math.ceil(self.min_block_ms / call_ms)), rewarm
 
 
 @dataclass(frozen=True)
