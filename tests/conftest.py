@@ -47,7 +47,7 @@ FAST = {
     "distill": {"epochs": 6},
     "prune": {"steps": 2, "finetune_epochs": 1},
     "quantize": {"calibration_batches": 2, "qat_epochs": 1},
-    "benchmark": {"warmup": 2, "iters": 5, "runtimes": ["eager"], "min_block_ms": 0.0},
+    "benchmark": {"warmup": 2, "iters": 5, "runtimes": ["eager"], "min_block_ms": 0.0, "max_slowdown": 0.0},
     "teacher": {"channels": [16, 32], "depth": 1},
     "student": {"channels": [8, 16], "depth": 1},
 }

@@ -94,6 +94,7 @@ def test_a_section_left_out_or_written_short_means_params_yaml(section):
         (lambda r: r["search"].update(objectives=["accuracy", "latency_ms_p50"]), "search.objectives",
          "use 'val_accuracy'"),
         (lambda r: r["search"].update(distill_epochs=3), "search.distill_epochs", "pipeline's own distill.epochs"),
+        (lambda r: r["benchmark"].update(max_slowdown=1.0), "benchmark.max_slowdown", "0 (off)"),
         (lambda r: r["benchmark"].update(block_ms=20.0, min_block_ms=30.0), "benchmark.min_block_ms",
          "exceeds benchmark.block_ms"),
         (lambda r: r["benchmark"].update(runtimes=["eager"], deploy_runtime="compile-default"),

@@ -181,6 +181,18 @@ class BenchmarkConfig(Section):
     # times 20 calls in 1 ms, one moment of a machine whose speed swings from one second to the next
     min_block_ms: Annotated[float, Field(ge=0.0, le=60_000)] = 30.0
 
+    # a measurement whose reference workload ran more than this much slower than the process's usual
+    # speed (a slow phase covering all of it) is measured again (retries); its rows say how much
+    # slower (phase_slowdown). 0: off
+    max_slowdown: Annotated[float, Field(ge=0.0, le=100.0)] = 1.3
+
+    @field_validator("max_slowdown")
+    @classmethod
+    def _off_or_above_one(cls, value: float) -> float:
+        if 0 < value <= 1:
+            raise ValueError(f"{value:g}: 0 (off) or a factor above 1 (1.3: 30% slower than usual)")
+        return value
+
     @field_validator("min_block_ms")
     @classmethod
     def _within_block_ms(cls, value: float, info: ValidationInfo) -> float:

@@ -203,7 +203,10 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
                            other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
                            timing_attempts=measured.attempts, remeasured_rounds=measured.remeasured,
                            speed_change=measured.disturbance.speed_change,
+                           phase_slowdown=measured.slowdown,
                            disturbance=measured.disturbance.describe())
+                if slow_phase := measured.phase_note(noise):
+                    row["note"] = "; ".join(n for n in (row["note"], slow_phase) if n)
                 if measured.speed is not None:
                     row.update(ref_int8_ms=measured.speed.int8_ms, ref_fp32_ms=measured.speed.fp32_ms)
                 if ref is not None:

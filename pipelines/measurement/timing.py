@@ -49,6 +49,7 @@ import torch
 from pipelines.core.params_base import usable_threads
 from pipelines.core.stats import LatencyRatio, median_interval
 from pipelines.measurement.settle import settle
+from pipelines.measurement import speed as machine
 from pipelines.measurement.speed import Speed, SpeedProbe, summarise
 
 
@@ -341,12 +342,14 @@ class NoiseLimits:
     settle_ms: float = 200.0
     block_ms: float = 0.0
     min_block_ms: float = 0.0
+    max_slowdown: float = 0.0  # 0: off; see measure()
 
     @classmethod
     def of(cls, cfg: Any) -> "NoiseLimits":
         """From a ``BenchmarkConfig``."""
         return cls(cfg.max_other_cpu, cfg.max_spread, cfg.retries, cfg.blocks, cfg.block_warmup,
-                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms, cfg.block_ms, cfg.min_block_ms)
+                   cfg.max_speed_change, cfg.block_warm_ms, cfg.settle_ms, cfg.block_ms, cfg.min_block_ms,
+                   cfg.max_slowdown)
 
     def schedule(self, calls: int, call_ms: float) -> tuple[int, int]:
         """(timed calls, untimed warm-up calls) per block for a variant whose call takes about
@@ -369,26 +372,42 @@ class Measurement:
     noisy: bool
     speed: Speed | None = None   # the reference workload's p50s during the kept attempt
     remeasured: int = 0          # rounds of blocks timed again (speed change or spread) in the kept attempt
+    slowdown: float = 1.0        # how much slower than the process's usual speed the kept attempt ran
+
+    def phase_note(self, limits: NoiseLimits) -> str:
+        """One line when even the kept attempt ran in a slow phase (past ``limits.max_slowdown``)."""
+        if not limits.max_slowdown or self.slowdown <= limits.max_slowdown:
+            return ""
+        return (f"timed while the machine ran {self.slowdown:.2f}x slower than its usual speed in this process "
+                f"(reference workload), {self.attempts} attempt(s): p50s read high against another phase")
 
 
 def measure(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50,
             limits: NoiseLimits = NoiseLimits()) -> Measurement:
     """:func:`time_blocks`, watched for disturbance and repeated while disturbed (at most
     ``limits.retries`` more times); returns the least disturbed attempt, ``noisy`` when even
-    that one passed a limit."""
-    best: tuple[float, Blocks, Disturbance] | None = None
+    that one passed a limit. With ``limits.max_slowdown``, an attempt whose reference workload ran
+    more than that much slower than this process's usual speed (:func:`.speed.slowdown`: a slow
+    phase covering the whole attempt, which nothing inside it shows) is measured again too, and
+    the kept attempt says its ``slowdown``; that alone does not make it ``noisy`` (ratios within
+    it still hold)."""
+    best: tuple[float, Blocks, Disturbance, float] | None = None
     attempts = 0
     probe = SpeedProbe()
+    if limits.max_slowdown:
+        machine.calibrate(probe)
     for attempts in range(1, limits.retries + 2):
         with CpuWatch() as watch:
             timed = time_blocks(fns, warmup if attempts == 1 else min(warmup, 2), iters, limits, probe)
         disturbance = Disturbance(watch.other_cpu, timed.spread, timed.speed_change)
-        score = disturbance.score(limits)
+        slow = machine.slowdown(timed.speed) if limits.max_slowdown else 1.0
+        machine.seen([p for r in timed.rounds for p in r.probes])
+        score = max(disturbance.score(limits), slow / limits.max_slowdown if limits.max_slowdown else 0.0)
         if best is None or score < best[0]:
-            best = (score, timed, disturbance)
-        if not disturbance.exceeds(limits):
+            best = (score, timed, disturbance, slow)
+        if not disturbance.exceeds(limits) and not (limits.max_slowdown and slow > limits.max_slowdown):
             break
     assert best is not None
-    _, timed, disturbance = best
+    _, timed, disturbance, slow = best
     return Measurement(timed.timings, disturbance, attempts, disturbance.exceeds(limits), timed.speed,
-                       timed.remeasured)
+                       timed.remeasured, slow)
