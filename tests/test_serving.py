@@ -83,7 +83,9 @@ def test_benchmark_rows_record_the_machine_speed_and_the_run_its_metrics():
         # the speedup's point is the median of its per-round ratios, inside its own interval
         assert row["speedup_vs_teacher_ci_low"] <= row["speedup_vs_teacher"] <= row["speedup_vs_teacher_ci_high"]
     metrics = machine_metrics(rows)
-    assert set(metrics) == {"machine.ref_int8_ms", "machine.ref_fp32_ms", "machine.speed_change"}
+    assert set(metrics) == {"machine.ref_int8_ms", "machine.ref_fp32_ms", "machine.speed_change",
+                            "machine.phase_slowdown"}
+    assert metrics["machine.phase_slowdown"] >= 1.0
     assert metrics["machine.ref_int8_ms"] == rows[0]["ref_int8_ms"]  # one measurement: one speed
 
 

@@ -233,8 +233,9 @@ def speedup_fields(reference: Latency, latency: Latency) -> dict[str, float]:
 def machine_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The machine's speed while the rows were timed, on the fixed reference workload
     (:mod:`pipelines.measurement.speed`): median ``ref_int8_ms`` / ``ref_fp32_ms`` over the
-    measurements and the worst ``speed_change`` (how far a round ran off its measurement's typical
-    speed), as ``machine.*`` metrics, so two runs on a machine in different phases are told apart
+    measurements, the worst ``speed_change`` (how far a round ran off its measurement's typical
+    speed) and the worst ``phase_slowdown`` (how much slower than the process's usual speed a
+    measurement was timed), as ``machine.*`` metrics, so two runs on a machine in different phases are told apart
     from two different models."""
     import statistics
 
@@ -243,7 +244,8 @@ def machine_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
         values = [r[key] for r in rows if isinstance(r.get(key), float)]
         if values:
             out[f"machine.{key}"] = statistics.median(values)
-    changes = [r["speed_change"] for r in rows if isinstance(r.get("speed_change"), float)]
-    if changes:
-        out["machine.speed_change"] = max(changes)
+    for key in ("speed_change", "phase_slowdown"):  # the worst round off its measurement; the slowest phase timed in
+        values = [r[key] for r in rows if isinstance(r.get(key), float)]
+        if values:
+            out[f"machine.{key}"] = max(values)
     return out
