@@ -17,9 +17,11 @@ Bars (run mode): each deploy runtime of the final model (``ort-int8``, ``ov-int8
 ``benchmark.batch_size`` has a pipeline p50 (``reports/benchmark.csv``) within 1.3x of the same
 artifact timed alone right after; the runtime the report picked (``metrics/compile_benchmark.json``
 ``quantized.best_runtime`` / ``best_runtime_bs1``) is the fastest standalone or within 1.1x of it.
-Machine speed moves between the pipeline's run and this one: the reference workload's p50
-(``ref_int8_ms``, ``ref_fp32_ms``) of both is printed next to the ratios; a bar read across a
-speed change of more than ``benchmark.max_speed_change`` is said to be. And the fastest PyTorch-native
+Machine speed moves between the pipeline's run and this one: a standalone worker whose reference
+workload (``ref_int8_ms``, ``ref_fp32_ms``) ran more than ``benchmark.max_slowdown`` off the run's
+is timed again (``benchmark.retries``), the attempt closest to the run's phase kept, and each row
+prints how far it still was; a bar read across a speed change of more than
+``benchmark.max_speed_change`` is said to be. And the fastest PyTorch-native
 path (eager, compiled, AOTInductor, ``ts-int8``) at batch 1 alone is within 1.5x of ``ort-int8`` alone.
 
 The worker mode (``--worker RUNTIME``) is what the script spawns for each standalone timing.
@@ -50,7 +52,7 @@ from pipelines.measurement.compile import CompileSettings, compile_for, warm_com
 from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, ort, ov, torchscript  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.settle import settle  # noqa: E402
-from pipelines.measurement.speed import SpeedProbe  # noqa: E402
+from pipelines.measurement.speed import Speed, SpeedProbe  # noqa: E402
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
 
@@ -245,18 +247,46 @@ def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
     return standalone
 
 
-def repeated_alone(runtimes: list[str], repeats: int, seconds: float) -> dict[str, dict]:
+def _phase_change(got: dict, usual: tuple[float, float] | None) -> float:
+    """How far from ``usual`` (the run's reference workload: int8 ms, fp32 ms) a worker's machine
+    speed was, either way (>= 1)."""
+    if usual is None:
+        return 1.0
+    return Speed(got["ref_int8_ms"], got["ref_fp32_ms"]).change(Speed(*usual))
+
+
+def in_phase(runtime: str, seconds: float, usual: tuple[float, float] | None, max_slowdown: float,
+             retries: int) -> dict:
+    """:func:`alone`, timed again (at most ``retries`` more times) while its reference workload ran
+    more than ``max_slowdown`` slower or faster than ``usual``, the pipeline's own: as the pipeline
+    re-measures a slow-phase measurement (``benchmark.max_slowdown``), a standalone timing in
+    another phase of the machine than the run's compares phases, not runtimes (measured: the
+    torch.ao x86 int8 graph 0.663 ms in the run and 1.035 alone with the machine 1.27x slower,
+    OpenVINO 0.664 and 0.733). The attempt closest to ``usual`` is kept, with its ``phase_change``."""
+    best = None
+    for _ in range(retries + 1):
+        got = alone(runtime, False, None, seconds)
+        got["phase_change"] = _phase_change(got, usual)
+        best = got if best is None or got["phase_change"] < best["phase_change"] else best
+        if not max_slowdown or got["phase_change"] <= max_slowdown:
+            break
+    return best
+
+
+def repeated_alone(runtimes: list[str], repeats: int, seconds: float, usual: tuple[float, float] | None = None,
+                   max_slowdown: float = 0.0, retries: int = 0) -> dict[str, dict]:
     """Each runtime alone (its own process), ``repeats`` rounds in rotating order; per runtime and
     batch size the median p50 of the rounds and the interval of the round closest to it. Each
     worker runs at a different moment of the machine's drift: one round per runtime compares
     moments as much as runtimes, and a worker timed for one second compares seconds (measured: the
     same artifact alone 0.64 ms in one round and 1.51 ms in the next, batch 64), so each worker
-    times its runtime for ``seconds``, measurement after measurement, one p50 over all."""
+    times its runtime for ``seconds``, measurement after measurement, one p50 over all, in the
+    run's phase of the machine where it can (:func:`in_phase`)."""
     rounds: dict[str, list[dict]] = {rt: [] for rt in runtimes}
     for r in range(repeats):
         shift = r % len(runtimes)
         for rt in runtimes[shift:] + runtimes[:shift]:
-            rounds[rt].append(alone(rt, False, None, seconds))
+            rounds[rt].append(in_phase(rt, seconds, usual, max_slowdown, retries))
     out = {}
     for rt, got in rounds.items():
         timings = {}
@@ -265,7 +295,8 @@ def repeated_alone(runtimes: list[str], repeats: int, seconds: float) -> dict[st
             mid = statistics.median(p50s)
             closest = min(got, key=lambda g: abs(g["timings"][bs]["p50"] - mid))["timings"][bs]
             timings[bs] = {**closest, "p50": mid, "rounds": p50s}
-        out[rt] = {"timings": timings, "ref_int8_ms": statistics.median(g["ref_int8_ms"] for g in got)}
+        out[rt] = {"timings": timings, "ref_int8_ms": statistics.median(g["ref_int8_ms"] for g in got),
+                   "phase_change": statistics.median(g["phase_change"] for g in got)}
     return out
 
 
@@ -275,11 +306,13 @@ def bars(ctx: Context, repeats: int, seconds: float) -> bool:
     rows = [r for r in csv.DictReader(BENCH_CSV.open()) if r["model"] == "quantized" and r["latency_ms_p50"]]
     summary = json.loads(SUMMARY.read_text())["quantized"]
     runtimes = sorted({r["runtime"] for r in rows})
-    standalone = repeated_alone(runtimes, repeats, seconds)
     cfg = ctx.params.benchmark
+    refs = [(float(r["ref_int8_ms"]), float(r["ref_fp32_ms"])) for r in rows if r.get("ref_int8_ms")]
+    usual = (statistics.median(a for a, _ in refs), statistics.median(b for _, b in refs)) if refs else None
+    standalone = repeated_alone(runtimes, repeats, seconds, usual, cfg.max_slowdown, cfg.retries)
     ok = True
-    print("\n| runtime | batch | pipeline p50 ms [95%] | alone p50 ms [95%] | pipeline / alone | bar |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| runtime | batch | pipeline p50 ms [95%] | alone p50 ms [95%] | pipeline / alone | alone vs run machine speed | bar |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         rt, bs = r["runtime"], r["batch_size"]
         a = standalone[rt]["timings"][bs]
@@ -290,7 +323,7 @@ def bars(ctx: Context, repeats: int, seconds: float) -> bool:
             ok &= ratio <= 1.3
         print(f"| {rt} | {bs} | {float(r['latency_ms_p50']):.3f} [{float(r['latency_ms_p50_ci_low']):.3f}, "
               f"{float(r['latency_ms_p50_ci_high']):.3f}] | {a['p50']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] | "
-              f"{ratio:.2f} | {bar} |")
+              f"{ratio:.2f} | {standalone[rt]['phase_change']:.2f}x | {bar} |")
     for bs, suffix in ((cfg.batch_size, ""), (1, "_bs1")):
         picked = summary.get(f"best_runtime{suffix}")
         if picked not in standalone:
