@@ -120,3 +120,10 @@ def test_the_deploy_choice_calls_a_runtime_faster_only_outside_the_intervals():
     assert judged_runtime({"eager": (1.00, 0.95, 1.10), "compile-default": (0.97, 0.90, 1.02)}) == "eager"
     assert judged_runtime({"eager": (1.00, 0.95, 1.10), "compile-default": (0.50, 0.45, 0.55)}) == "compile-default"
     assert judged_runtime({"eager": 1.0, "compile-default": 0.97}) == "compile-default"  # bare p50s: exact
+    from pipelines.measurement.comparison import tied_with
+    from pipelines.reporting.deploy import _deploy_line
+
+    timed = {"eager": (1.00, 0.95, 1.10), "compile-default": (0.97, 0.90, 1.02), "ort-int8": (0.50, 0.45, 0.55)}
+    assert tied_with(timed, "eager") == ["compile-default"] and tied_with(timed, "ort-int8") == []
+    line = _deploy_line({"best_runtime": "eager", "best_tied_with": "compile-default"}, "", 64, False)
+    assert "**eager** (tied with compile-default" in line

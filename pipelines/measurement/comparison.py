@@ -100,6 +100,16 @@ def judged_runtime(p50_ms: Mapping[str, LatencyLike], deploy: str = FASTEST) -> 
     return next(rt for rt in iv if iv[rt][1] <= iv[best][2])
 
 
+def tied_with(p50_ms: Mapping[str, LatencyLike], judged: str) -> list[str]:
+    """The runtimes the data does not tell apart from ``judged`` (95% p50 intervals overlap): on a
+    machine whose phases reorder runtimes this close (docs/serving.md), any of them may be the
+    fastest in another phase."""
+    if judged not in p50_ms:
+        return []
+    _, low, high = _interval(p50_ms[judged])
+    return [rt for rt, v in p50_ms.items() if rt != judged and _interval(v)[1] <= high and _interval(v)[2] >= low]
+
+
 def _p50(row: dict[str, Any]) -> LatencyLike:
     p50 = float(row["latency_ms_p50"])
     low, high = row.get("latency_ms_p50_ci_low"), row.get("latency_ms_p50_ci_high")
@@ -153,6 +163,9 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int, deploy: str = F
                 entry["latency_ms_p50_bs1"] = base["latency_ms_p50"]
                 entry["latency_ms_p50_bs1_ci_low"] = base.get("latency_ms_p50_ci_low")
                 entry["latency_ms_p50_bs1_ci_high"] = base.get("latency_ms_p50_ci_high")
+            timed = {r["runtime"]: _p50(r) for r in rows if r["model"] == name and r["batch_size"] == bs
+                     and "latency_ms_p50" in r and r["accuracy"] >= best["accuracy"] - accuracy_slack - 1e-9}
+            entry[f"best_tied_with{suffix}"] = ", ".join(tied_with(timed, best["runtime"]))
             entry.update({f"best_runtime{suffix}": best["runtime"],
                           f"best_latency_ms_p50{suffix}": best["latency_ms_p50"],
                           f"best_latency_ms_p50{suffix}_ci_low": best.get("latency_ms_p50_ci_low"),
