@@ -16,6 +16,7 @@ from torch import nn
 
 from pipelines.compression.quantize import pt2e, quantize
 from pipelines.compression.quantize.budget import BudgetResult, Candidate, candidate, fit_budget
+from pipelines.compression.quantize.bias_correction import corrected
 from pipelines.compression.quantize.equalize import equalized
 from pipelines.compression.quantize.sensitivity import deltas, sensitivity
 from pipelines.compression.quantize.simulate import Simulated
@@ -41,6 +42,37 @@ def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, n
     it bought (``equalize_val_drop``); ``cle`` keeps the equalized one, ``auto`` only when its val
     drop is lower. Returns the float model to go on with, its int8 model (None: not quantized
     here) and the metrics."""
+    float_model, int8, info = _equalize(ctx, model, engine)
+    if ctx.params.quantize.method == "static" and ctx.params.quantize.bias_correction != "none":
+        float_model, int8, bc = _bias_correct(ctx, model, float_model, int8, engine)
+        info.update(bc)
+    return float_model, int8, info
+
+
+def _bias_correct(ctx: Context, original: nn.Module, model: nn.Module, int8: nn.Module | None,
+                  engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """``quantize.bias_correction`` on the model :func:`_equalize` chose: both quantized and
+    validated against the ``original`` fp32 model (``bias_correction_val_drop``); ``on`` keeps the
+    corrected one, ``auto`` only when its drop is lower."""
+    cfg = ctx.params.quantize
+    fixed, sizes = corrected(model, ctx.calibration_batches(), cfg.per_channel)
+    info: dict[str, Any] = {"bias_correction": cfg.bias_correction, "bias_correction_layers": sizes}
+    if not sizes:
+        info.update(bias_correction_applied=False, bias_correction_why="no layer to correct (or no fuse_model to fold with)")
+        return model, int8, info
+    fp32_val = ctx.correct(original, "val")
+    tried = {}
+    for name, float_model, q in (("none", model, int8), ("on", fixed, None)):
+        q = q if q is not None else quantize(float_model, cfg, ctx, engine=engine)
+        tried[name] = (float_model, candidate(q, ctx.correct(q, "val"), fp32_val))
+    apply = cfg.bias_correction == "on" or tried["on"][1].drop_pp < tried["none"][1].drop_pp
+    info.update(bias_correction_applied=apply,
+                bias_correction_val_drop={k: c.summary() for k, (_, c) in tried.items()})
+    float_model, chosen = tried["on" if apply else "none"]
+    return float_model, chosen.model, info
+
+
+def _equalize(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
     cfg = ctx.params.quantize
     if cfg.method != "static" or cfg.equalize == "none":
         return model, None, {}
@@ -110,17 +142,20 @@ def _budget(ctx: Context, model: nn.Module, sim: Simulated, ranking: list[dict[s
 
 
 def control(ctx: Context, model: nn.Module, out: nn.Module, engine: str,
-            timed: bool = True, rank: bool = True) -> tuple[nn.Module, str, dict[str, Any]]:
+            timed: bool = True, rank: bool = True, reference: nn.Module | None = None
+            ) -> tuple[nn.Module, str, dict[str, Any]]:
     """Sensitivity (``quantize.sensitivity``) and the budget (``quantize.max_accuracy_drop``) for a
     static int8 ``out`` of ``model``; returns the model to keep, its engine and the metrics.
     ``timed``: time the reverts (:func:`time_reverts`; compiles each, tens of seconds); ``rank``:
-    rank the layers even without a budget (the quantize stage; a search trial does not)."""
+    rank the layers even without a budget (the quantize stage; a search trial does not);
+    ``reference``: the fp32 model drops are measured against, when ``model`` is not it (bias
+    correction changed ``model``'s biases)."""
     cfg = ctx.params.quantize
     metrics: dict[str, Any] = {}
     if cfg.method != "static" or (not (cfg.sensitivity and rank) and cfg.max_accuracy_drop is None):
         return out, engine, metrics
     correct = (lambda m: ctx.correct(m, "val"))
-    fp32_val, int8_val = correct(model), correct(out)
+    fp32_val, int8_val = correct(reference if reference is not None else model), correct(out)
     start = candidate(out, int8_val, fp32_val)
     metrics["val_drop"] = start.summary()
     sim = Simulated(model, cfg, engine, ctx.calibration_batches())

@@ -34,9 +34,10 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
     if choose is not None and cfg.engine == "auto" and cfg.method in ("static", "qat") and engine == "eager":
         choice = choose(ctx, model)
         engine = choice["engine"]
-    source, out, equalize = range_fix(ctx, model, engine)  # quantize.equalize: the same fp32 function
+    source, out, equalize = range_fix(ctx, model, engine)  # quantize.equalize / bias_correction
     out = out if out is not None else quantize(model, cfg, ctx, engine=engine)
-    out, engine, accuracy = control(ctx, source, out, engine, timed=stage, rank=stage)  # sensitivity, budget
+    out, engine, accuracy = control(ctx, source, out, engine, timed=stage, rank=stage,
+                                    reference=model)  # sensitivity, budget: drops against the model as given
     accuracy.update(equalize)
     getattr(out, "meta", {}).pop(FLOAT_GRAPH_KEY, None)  # the numeric debugger's float copy: not kept
     fp32 = size_metrics(model)

@@ -121,6 +121,7 @@ class QuantizeConfig(Section):
     max_fallback_layers: Annotated[int, Field(ge=0, le=1000)] = 3
     sensitivity: bool = True
     equalize: Literal["none", "cle", "auto"] = "none"
+    bias_correction: Literal["none", "on", "auto"] = "none"  # after equalize; auto: kept when it lowers the val drop
 
 
 # PyTorch (eager, torch.compile, CPU bf16 autocast) and deploy targets (ONNX Runtime, OpenVINO,

@@ -56,6 +56,10 @@ def sensitivity_section(quantize: dict[str, Any]) -> list[str]:
         lines += [f"**Cross-layer equalization** ({quantize.get('equalize')}, "
                   f"{'applied' if quantize.get('equalize_applied') else 'not applied'}): all-int8 val drop "
                   f"{eq['none']['val_drop_pp']:+.2f} pp without, {eq['cle']['val_drop_pp']:+.2f} pp with it.", ""]
+    if bc := quantize.get("bias_correction_val_drop"):
+        lines += [f"**Bias correction** ({quantize.get('bias_correction')}, "
+                  f"{'applied' if quantize.get('bias_correction_applied') else 'not applied'}): all-int8 val drop "
+                  f"{bc['none']['val_drop_pp']:+.2f} pp without, {bc['on']['val_drop_pp']:+.2f} pp with it.", ""]
     drop = quantize.get("val_drop")
     if "budget_met" in quantize and drop is not None:
         before = quantize.get("val_drop_before", drop)

@@ -63,7 +63,7 @@ def pairs(model: nn.Module) -> list[list[str]]:
     return out
 
 
-def _write_back(model: nn.Module, name: str, layer: nn.Module) -> None:
+def write_back(model: nn.Module, name: str, layer: nn.Module) -> None:
     """``model``'s layer ``name`` (and the batch norm right after it) computing ``layer`` (folded)."""
     target = model.get_submodule(name)
     parent_name, _, child = name.rpartition(".")
@@ -100,5 +100,5 @@ def equalized(model: nn.Module) -> tuple[nn.Module, list[list[str]]]:
     out = copy.deepcopy(model).cpu().eval()
     layers = compute_layers(fused)
     for name in sorted({n for pair in found for n in pair}):
-        _write_back(out, name, layers[name])
+        write_back(out, name, layers[name])
     return out, found
