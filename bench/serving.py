@@ -52,7 +52,7 @@ from pipelines.measurement.compile import CompileSettings, compile_for, warm_com
 from pipelines.measurement.deploy import Deployer, DeploySettings, aoti, ort, ov, torchscript  # noqa: E402
 from pipelines.measurement.kernels import kernel_profile  # noqa: E402
 from pipelines.measurement.settle import settle  # noqa: E402
-from pipelines.measurement.speed import Speed, SpeedProbe  # noqa: E402
+from pipelines.measurement.speed import Speed, SpeedProbe, summarise  # noqa: E402
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads, time_blocks  # noqa: E402
 from pipelines.training.context import Context  # noqa: E402
 
@@ -145,12 +145,11 @@ def worker(runtime: str, random: bool, directory: str | None, seconds: float = 0
         measured.append(time_blocks(fns, cfg.warmup if not measured else 0, cfg.iters, limits, probe))
     samples = {bs: [t for m in measured for t in m.timings[bs].samples] for bs in fns}
     out = {str(bs): {"p50": statistics.median(s), "ci": median_interval(s), "calls": len(s)} for bs, s in samples.items()}
-    probes = [p for m in measured for r in m.rounds for p in r.probes]
+    speed = summarise([p for m in measured for r in m.rounds for p in r.probes])
     if runtime in PYTORCH_NATIVE:  # how much of a call is kernels
         for bs, fn in fns.items():
             out[str(bs)]["p50_over_kernel"] = kernel_profile(fn, iters=20, timed_iters=60).overhead_ratio()
-    print(json.dumps({"timings": out, "ref_int8_ms": statistics.median(p.int8_ms for p in probes),
-                      "ref_fp32_ms": statistics.median(p.fp32_ms for p in probes)}))
+    print(json.dumps({"timings": out, "ref_int8_ms": speed.int8_ms, "ref_fp32_ms": speed.fp32_ms}))
 
 
 def alone(runtime: str, random: bool, directory: Path | None, seconds: float = 0.0) -> dict:
@@ -247,15 +246,15 @@ def decide(ctx: Context, random: bool, repeats: int, directory: Path | None,
     return standalone
 
 
-def _phase_change(got: dict, usual: tuple[float, float] | None) -> float:
+def _phase_change(got: dict, usual: Speed | None) -> float:
     """How far from ``usual`` (the run's reference workload: int8 ms, fp32 ms) a worker's machine
     speed was, either way (>= 1)."""
     if usual is None:
         return 1.0
-    return Speed(got["ref_int8_ms"], got["ref_fp32_ms"]).change(Speed(*usual))
+    return Speed(got["ref_int8_ms"], got["ref_fp32_ms"]).change(usual)
 
 
-def in_phase(runtime: str, seconds: float, usual: tuple[float, float] | None, max_slowdown: float,
+def in_phase(runtime: str, seconds: float, usual: Speed | None, max_slowdown: float,
              retries: int) -> dict:
     """:func:`alone`, timed again (at most ``retries`` more times) while its reference workload ran
     more than ``max_slowdown`` slower or faster than ``usual``, the pipeline's own: as the pipeline
@@ -273,7 +272,7 @@ def in_phase(runtime: str, seconds: float, usual: tuple[float, float] | None, ma
     return best
 
 
-def repeated_alone(runtimes: list[str], repeats: int, seconds: float, usual: tuple[float, float] | None = None,
+def repeated_alone(runtimes: list[str], repeats: int, seconds: float, usual: Speed | None = None,
                    max_slowdown: float = 0.0, retries: int = 0) -> dict[str, dict]:
     """Each runtime alone (its own process), ``repeats`` rounds in rotating order; per runtime and
     batch size the median p50 of the rounds and the interval of the round closest to it. Each
@@ -307,8 +306,8 @@ def bars(ctx: Context, repeats: int, seconds: float) -> bool:
     summary = json.loads(SUMMARY.read_text())["quantized"]
     runtimes = sorted({r["runtime"] for r in rows})
     cfg = ctx.params.benchmark
-    refs = [(float(r["ref_int8_ms"]), float(r["ref_fp32_ms"])) for r in rows if r.get("ref_int8_ms")]
-    usual = (statistics.median(a for a, _ in refs), statistics.median(b for _, b in refs)) if refs else None
+    refs = [Speed(float(r["ref_int8_ms"]), float(r["ref_fp32_ms"])) for r in rows if r.get("ref_int8_ms")]
+    usual = summarise(refs) if refs else None
     standalone = repeated_alone(runtimes, repeats, seconds, usual, cfg.max_slowdown, cfg.retries)
     ok = True
     print("\n| runtime | batch | pipeline p50 ms [95%] | alone p50 ms [95%] | pipeline / alone | alone vs run machine speed | bar |")

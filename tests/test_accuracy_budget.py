@@ -193,7 +193,7 @@ def test_bias_correction_puts_the_int8_weights_mean_output_back(planted):
 
     from pipelines.chain.quantize import quantize_model
     from pipelines.compression.quantize.bias_correction import corrected
-    from pipelines.compression.quantize.simulate import _fake_weight, compute_layers, folded
+    from pipelines.compression.quantize.simulate import fake_weight, compute_layers, folded
 
     ctx = _ctx(bias_correction="on")
     batches = ctx.calibration_batches()
@@ -206,8 +206,8 @@ def test_bias_correction_puts_the_int8_weights_mean_output_back(planted):
         return F.conv2d(x, weight, layer.bias, layer.stride, layer.padding).mean((0, 2, 3))
 
     fp32 = mean(before, before.weight)
-    int8_plain = mean(before, _fake_weight(before.weight, False))
-    int8_fixed = mean(after, _fake_weight(after.weight, False))
+    int8_plain = mean(before, fake_weight(before.weight, False))
+    int8_fixed = mean(after, fake_weight(after.weight, False))
     assert torch.allclose(int8_fixed, fp32, atol=1e-5) and not torch.allclose(int8_plain, fp32, atol=1e-5)
     out, m = quantize_model(ctx, planted, stage=True)
     assert set(m["bias_correction_val_drop"]) == {"none", "on"} and m["bias_correction_applied"] is True

@@ -9,6 +9,8 @@ switches it to PT2E (``engine`` and ``engine_why`` in the metrics say so).
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import torch
@@ -37,59 +39,53 @@ def check_fallback(ctx: Context) -> None:
 
 
 def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
-    """``quantize.equalize`` (static int8): cross-layer equalization tried before any revert.
-    Both the plain and the equalized model are quantized and validated, so the metrics say what
-    it bought (``equalize_val_drop``); ``cle`` keeps the equalized one, ``auto`` only when its val
-    drop is lower. Returns the float model to go on with, its int8 model (None: not quantized
-    here) and the metrics."""
-    float_model, int8, info = _equalize(ctx, model, engine)
-    if ctx.params.quantize.method == "static" and ctx.params.quantize.bias_correction != "none":
-        float_model, int8, bc = _bias_correct(ctx, model, float_model, int8, engine)
-        info.update(bc)
-    return float_model, int8, info
-
-
-def _bias_correct(ctx: Context, original: nn.Module, model: nn.Module, int8: nn.Module | None,
-                  engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
-    """``quantize.bias_correction`` on the model :func:`_equalize` chose: both quantized and
-    validated against the ``original`` fp32 model (``bias_correction_val_drop``); ``on`` keeps the
-    corrected one, ``auto`` only when its drop is lower."""
+    """The range fixes tried before any revert (static int8): ``quantize.equalize`` (cross-layer
+    equalization), then ``quantize.bias_correction`` on the model equalization chose. For each,
+    the model before and after the fix are quantized and validated against ``model`` (fp32), so
+    the metrics say what it bought (``equalize_val_drop``, ``bias_correction_val_drop``); ``cle``
+    / ``on`` keep the fixed one, ``auto`` only when its val drop is lower. Returns the float model
+    to go on with, its int8 model (None: not quantized here) and the metrics."""
     cfg = ctx.params.quantize
-    fixed, sizes = corrected(model, ctx.calibration_batches(), cfg.per_channel)
-    info: dict[str, Any] = {"bias_correction": cfg.bias_correction, "bias_correction_layers": sizes}
-    if not sizes:
-        info.update(bias_correction_applied=False, bias_correction_why="no layer to correct (or no fuse_model to fold with)")
-        return model, int8, info
-    fp32_val = ctx.correct(original, "val")
-    tried = {}
-    for name, float_model, q in (("none", model, int8), ("on", fixed, None)):
-        q = q if q is not None else quantize(float_model, cfg, ctx, engine=engine)
-        tried[name] = (float_model, candidate(q, ctx.correct(q, "val"), fp32_val))
-    apply = cfg.bias_correction == "on" or tried["on"][1].drop_pp < tried["none"][1].drop_pp
-    info.update(bias_correction_applied=apply,
-                bias_correction_val_drop={k: c.summary() for k, (_, c) in tried.items()})
-    float_model, chosen = tried["on" if apply else "none"]
-    return float_model, chosen.model, info
+    current, int8, info = model, None, {}
+    if cfg.method != "static":
+        return current, int8, info
+    fp32_val = functools.cache(lambda: ctx.correct(model, "val"))
+    if cfg.equalize != "none":
+        eq, found = equalized(model)
+        info.update(equalize=cfg.equalize, equalize_pairs=[" -> ".join(p) for p in found])
+        if not found:
+            info.update(equalize_applied=False, equalize_why="no equalizable layer pair (or no fuse_model to fold with)")
+        else:
+            current, int8, applied, drops = _keep_better(ctx, engine, fp32_val(), (current, int8), ("cle", eq),
+                                                         cfg.equalize == "cle")
+            info.update(equalize_applied=applied, equalize_val_drop=drops)
+    if cfg.bias_correction != "none":
+        fixed, sizes = corrected(current, ctx.calibration_batches(), cfg.per_channel)
+        info.update(bias_correction=cfg.bias_correction, bias_correction_layers=sizes)
+        if not sizes:
+            info.update(bias_correction_applied=False,
+                        bias_correction_why="no layer to correct (or no fuse_model to fold with)")
+        else:
+            current, int8, applied, drops = _keep_better(ctx, engine, fp32_val(), (current, int8), ("on", fixed),
+                                                         cfg.bias_correction == "on")
+            info.update(bias_correction_applied=applied, bias_correction_val_drop=drops)
+    return current, int8, info
 
 
-def _equalize(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
-    cfg = ctx.params.quantize
-    if cfg.method != "static" or cfg.equalize == "none":
-        return model, None, {}
-    eq, found = equalized(model)
-    info: dict[str, Any] = {"equalize": cfg.equalize, "equalize_pairs": [" -> ".join(p) for p in found]}
-    if not found:
-        info.update(equalize_applied=False, equalize_why="no equalizable layer pair (or no fuse_model to fold with)")
-        return model, None, info
-    fp32_val = ctx.correct(model, "val")
+def _keep_better(ctx: Context, engine: str, fp32_val: torch.Tensor, plain: tuple[nn.Module, nn.Module | None],
+                 fixed: tuple[str, nn.Module], always: bool
+                 ) -> tuple[nn.Module, nn.Module, bool, dict[str, dict[str, Any]]]:
+    """One range fix: the ``plain`` float model (with its int8 model, quantized here when None)
+    and the ``fixed`` one (``(name, float model)``), each quantized and its val drop measured
+    against ``fp32_val``; the fixed one is kept when ``always`` or its drop is lower. Returns the
+    kept float model, its int8 model, whether the fix was kept and both drops by name."""
     tried = {}
-    for name, float_model in (("none", model), ("cle", eq)):
-        int8 = quantize(float_model, cfg, ctx, engine=engine)
+    for name, float_model, int8 in (("none", *plain), (fixed[0], fixed[1], None)):
+        int8 = int8 if int8 is not None else quantize(float_model, ctx.params.quantize, ctx, engine=engine)
         tried[name] = (float_model, candidate(int8, ctx.correct(int8, "val"), fp32_val))
-    apply = cfg.equalize == "cle" or tried["cle"][1].drop_pp < tried["none"][1].drop_pp
-    info.update(equalize_applied=apply, equalize_val_drop={k: c.summary() for k, (_, c) in tried.items()})
-    float_model, chosen = tried["cle" if apply else "none"]
-    return float_model, chosen.model, info
+    applied = always or tried[fixed[0]][1].drop_pp < tried["none"][1].drop_pp
+    float_model, chosen = tried[fixed[0] if applied else "none"]
+    return float_model, chosen.model, applied, {k: c.summary() for k, (_, c) in tried.items()}
 
 
 def time_reverts(ctx: Context, fp32: nn.Module, start: Candidate, accepted: list[Candidate]) -> dict[str, Any]:

@@ -36,18 +36,17 @@ to quote its speedups.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipelines.core.params_base import usable_threads
 from pipelines.core.stats import LatencyRatio, median_interval
+from pipelines.measurement.disturbance import CpuWatch, Disturbance
 from pipelines.measurement.settle import settle
 from pipelines.measurement import speed as machine
 from pipelines.measurement.speed import Speed, SpeedProbe, summarise
@@ -237,82 +236,6 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(usable_threads(n))
 
 
-# --- disturbance --------------------------------------------------------------------------------
-
-_PROC_STAT = Path("/proc/stat")
-
-
-def _cpus() -> set[int]:
-    try:
-        return set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux: every CPU
-        return set(range(os.cpu_count() or 1))
-
-
-def _busy_seconds(cpus: set[int]) -> float | None:
-    """Non-idle time (user+nice+system+irq+softirq+steal) of ``cpus`` since boot, or None where
-    ``/proc/stat`` is not readable (the disturbance is then unknown, not zero)."""
-    try:
-        lines = _PROC_STAT.read_text().splitlines()
-    except OSError:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
-    for line in lines:
-        name, _, rest = line.partition(" ")
-        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
-            continue
-        fields = [int(v) for v in rest.split()]
-        user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-        total += user + nice + system + irq + softirq + steal
-    return total / ticks
-
-
-@dataclass(frozen=True)
-class Disturbance:
-    """How disturbed one timed measurement was."""
-
-    other_cpu: float | None  # share of our CPUs' time that other processes (or the hypervisor) took, 0..1
-    spread: float            # the worst p90/p50 of a variant's block medians among those timed together
-    speed_change: float = 1.0  # how far the slowest or fastest round ran from the typical speed (>= 1)
-
-    def exceeds(self, limits: "NoiseLimits") -> bool:
-        return (self.other_cpu is not None and self.other_cpu > limits.max_other_cpu) or \
-            self.spread > limits.max_spread or self.speed_change > limits.max_speed_change
-
-    def score(self, limits: "NoiseLimits") -> float:
-        """How far past its limits the measurement was (<= 1: within them)."""
-        return max((self.other_cpu or 0.0) / limits.max_other_cpu, self.spread / limits.max_spread,
-                   self.speed_change / limits.max_speed_change)
-
-    def describe(self) -> str:
-        other = "unknown" if self.other_cpu is None else f"{self.other_cpu:.0%}"
-        return (f"other processes used {other} of the CPUs during timing, worst p90/p50 of block medians {self.spread:.2f}, "
-                f"a round ran {self.speed_change:.2f}x off the machine's typical speed in this measurement")
-
-
-class CpuWatch:
-    """Context manager: the share of the affine CPUs' time that went to other processes while it was open."""
-
-    def __enter__(self) -> "CpuWatch":
-        self.cpus = _cpus()
-        self._busy = _busy_seconds(self.cpus)
-        self._own = time.process_time()
-        self._wall = time.perf_counter()
-        self.other_cpu: float | None = None
-        self.own_cpu = 0.0  # share of the same CPUs' time this process used
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        busy = _busy_seconds(self.cpus)
-        wall = time.perf_counter() - self._wall
-        own = time.process_time() - self._own
-        self.own_cpu = own / (wall * len(self.cpus)) if wall > 0 else 0.0
-        if busy is None or self._busy is None or wall <= 0:
-            return
-        self.other_cpu = min(1.0, max(0.0, (busy - self._busy - own) / (wall * len(self.cpus))))
-
-
 @dataclass(frozen=True)
 class NoiseLimits:
     """How a measurement is taken and when it counts as disturbed (``benchmark.*``): the limits
@@ -400,8 +323,10 @@ def measure(fns: dict[Any, Callable[[], Any]], warmup: int = 10, iters: int = 50
         with CpuWatch() as watch:
             timed = time_blocks(fns, warmup if attempts == 1 else min(warmup, 2), iters, limits, probe)
         disturbance = Disturbance(watch.other_cpu, timed.spread, timed.speed_change)
-        slow = machine.slowdown(timed.speed) if limits.max_slowdown else 1.0
-        machine.seen([p for r in timed.rounds for p in r.probes])
+        slow = 1.0
+        if limits.max_slowdown:
+            slow = machine.slowdown(timed.speed)
+            machine.seen([p for r in timed.rounds for p in r.probes])
         score = max(disturbance.score(limits), slow / limits.max_slowdown if limits.max_slowdown else 0.0)
         if best is None or score < best[0]:
             best = (score, timed, disturbance, slow)

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.compression.quantize.equalize import write_back
-from pipelines.compression.quantize.simulate import _fake_weight, compute_layers, folded
+from pipelines.compression.quantize.simulate import fake_weight, compute_layers, folded
 
 
 def _weight_error_output(layer: nn.Module, x: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, int]:
     """``(W - Q(W)) x`` of one layer, summed per output channel, and how many values each sum holds."""
-    err = layer.weight - _fake_weight(layer.weight.detach(), per_channel)
+    err = layer.weight - fake_weight(layer.weight.detach(), per_channel)
     if isinstance(layer, nn.Linear):
         y = F.linear(x, err)
         return y.reshape(-1, y.shape[-1]).sum(0), y.numel() // y.shape[-1]

@@ -64,7 +64,7 @@ def _act_observer(cfg: QuantizeConfig, engine: str) -> tq.ObserverBase:
     return kind(dtype=torch.quint8, reduce_range=engine == "eager")  # eager's x86 kernels: 7-bit activations
 
 
-def _fake_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+def fake_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
     if per_channel:
         obs = tq.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
         obs(weight)
@@ -87,7 +87,7 @@ class Simulated:
         self._calibrating = True
         self._observers = {name: _act_observer(cfg, engine) for name in self.layers}
         self._qparams: dict[str, tuple[float, int, int, int]] = {}
-        self._weights = {name: (m.weight.detach().clone(), _fake_weight(m.weight.detach(), cfg.per_channel))
+        self._weights = {name: (m.weight.detach().clone(), fake_weight(m.weight.detach(), cfg.per_channel))
                          for name, m in self.layers.items()}
         self.outputs: dict[str, list[torch.Tensor]] | None = None
         for name, module in self.layers.items():
