@@ -1,7 +1,8 @@
 """How disturbed a timed measurement was: the share of our CPUs' time other processes (or the
 hypervisor) took while it ran (``/proc/stat``), and the spread and speed change its blocks showed
 (:mod:`.timing` measures those; :class:`Disturbance` holds the three and judges them against
-``benchmark.*`` limits)."""
+``benchmark.*`` limits: a :class:`~pipelines.measurement.timing.NoiseLimits`, typed loosely here so
+this module does not import the one that uses it)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pipelines.measurement.timing import NoiseLimits
+from typing import Any
 
 
 _PROC_STAT = Path("/proc/stat")
@@ -52,11 +50,11 @@ class Disturbance:
     spread: float            # the worst p90/p50 of a variant's block medians among those timed together
     speed_change: float = 1.0  # how far the slowest or fastest round ran from the typical speed (>= 1)
 
-    def exceeds(self, limits: "NoiseLimits") -> bool:
+    def exceeds(self, limits: Any) -> bool:
         return (self.other_cpu is not None and self.other_cpu > limits.max_other_cpu) or \
             self.spread > limits.max_spread or self.speed_change > limits.max_speed_change
 
-    def score(self, limits: "NoiseLimits") -> float:
+    def score(self, limits: Any) -> float:
         """How far past its limits the measurement was (<= 1: within them)."""
         return max((self.other_cpu or 0.0) / limits.max_other_cpu, self.spread / limits.max_spread,
                    self.speed_change / limits.max_speed_change)
