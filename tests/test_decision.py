@@ -113,10 +113,31 @@ def test_every_accuracy_of_a_metrics_record_gets_its_interval():
     assert "best_accuracy_bs1_ci_low" in out["quantized"] and "accuracy_after_prune_n" in out["steps"][0]
 
 
+def test_the_deploy_choice_is_the_runtime_least_behind_each_round_s_fastest():
+    from pipelines.measurement.comparison import judged_runtime, round_regrets, timed
+
+    # "eager" wins the three fast rounds by 5% and loses the three slow ones by 33% (its kernels slow
+    # more in the machine's slow phase): its pooled p50 ties, its rounds do not
+    eager, ov = (1.0, 1.0, 1.0, 2.0, 2.0, 2.0), (1.05, 1.05, 1.05, 1.5, 1.5, 1.5)
+    rows = {rt: {"latency_ms_p50": 1.3, "latency_ms_p50_ci_low": 1.0, "latency_ms_p50_ci_high": 1.6,
+                 "latency_rounds_ms": list(r)} for rt, r in (("eager", eager), ("ov-int8", ov))}
+    latencies = {rt: timed(r) for rt, r in rows.items()}
+    regrets = round_regrets(latencies)
+    assert regrets["eager"] > 1.15 and abs(regrets["ov-int8"] - 1.025) < 1e-9
+    assert judged_runtime(latencies) == "ov-int8"
+    # the same rounds the other way round: the choice follows the data, not the list order
+    rows["eager"]["latency_rounds_ms"], rows["ov-int8"]["latency_rounds_ms"] = list(ov), list(eager)
+    assert judged_runtime({rt: timed(r) for rt, r in rows.items()}) == "eager"
+    # equal rounds: the first listed; rounds of different lengths (not one measurement): the intervals
+    assert judged_runtime({"b": (1.0, 0.9, 1.1, (1.0, 2.0)), "a": (1.0, 0.9, 1.1, (1.0, 2.0))}) == "b"
+    assert judged_runtime({"b": (1.0, 0.9, 1.1, (1.0,)), "a": (0.5, 0.4, 0.6, (0.5, 0.5))}) == "a"
+
+
 def test_the_deploy_choice_calls_a_runtime_faster_only_outside_the_intervals():
     from pipelines.measurement.comparison import judged_runtime
 
-    # compile-default's point is lower, but its interval overlaps eager's: a tie, the first listed wins
+    # without per-round p50s (LEGACY_TIE_RULE): compile-default's point is lower, but its interval
+    # overlaps eager's: a tie, the first listed wins
     assert judged_runtime({"eager": (1.00, 0.95, 1.10), "compile-default": (0.97, 0.90, 1.02)}) == "eager"
     assert judged_runtime({"eager": (1.00, 0.95, 1.10), "compile-default": (0.50, 0.45, 0.55)}) == "compile-default"
     assert judged_runtime({"eager": 1.0, "compile-default": 0.97}) == "compile-default"  # bare p50s: exact

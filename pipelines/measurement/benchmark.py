@@ -198,7 +198,7 @@ def _measure(models, examples, per_model, quantized, reports, explain_notes, war
             if lat is not None:
                 p50_low, p50_high = lat.p50_interval
                 row.update(latency_ms_p50=lat.p50_ms, latency_ms_p50_ci_low=p50_low, latency_ms_p50_ci_high=p50_high,
-                           latency_ms_p90=lat.p90_ms,
+                           latency_ms_p90=lat.p90_ms, latency_rounds_ms=list(lat.rounds),
                            throughput_sps=lat.throughput(batch_size), noisy=measured.noisy,
                            other_cpu=measured.disturbance.other_cpu, p90_over_p50=lat.p90_ms / lat.p50_ms,
                            timing_attempts=measured.attempts, remeasured_rounds=measured.remeasured,

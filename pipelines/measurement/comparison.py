@@ -3,6 +3,7 @@ batch size (one measurement in rotating blocks), and every ratio against the tea
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,30 +72,60 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
     return rows
 
 
-LatencyLike = float | Sequence[float]  # a p50, or (p50, ci_low, ci_high)
-TIE_RULE = ("runtimes whose p50 intervals overlap the fastest's are tied with it (no measurable difference); "
-            "a tie goes to the runtime listed first in benchmark.runtimes")
+LatencyLike = float | Sequence[Any]  # a p50, (p50, ci_low, ci_high), or (p50, ci_low, ci_high, per-round block medians)
+TIE_RULE = ("the pick is the runtime with the lowest median, over the measurement's rounds, of its block's p50 over "
+            "the fastest block of that round (every round times each runtime once, at one machine speed); "
+            "runtimes whose p50 intervals overlap the pick's are named as tied with it")
+LEGACY_TIE_RULE = ("runtimes whose p50 intervals overlap the fastest's are tied with it (no measurable difference); "
+                   "a tie goes to the runtime listed first in benchmark.runtimes")
 
 
 def _interval(value: LatencyLike) -> tuple[float, float, float]:
     if isinstance(value, (int, float)):
         return float(value), float(value), float(value)
-    p50, low, high = (float(v) for v in value)
+    p50, low, high = (float(v) for v in value[:3])
     return p50, low, high
 
 
+def _rounds(value: LatencyLike) -> tuple[float, ...]:
+    return () if isinstance(value, (int, float)) or len(value) < 4 else tuple(float(v) for v in value[3])
+
+
+def round_regrets(p50_ms: Mapping[str, LatencyLike]) -> dict[str, float] | None:
+    """Per runtime, the median over the measurement's rounds of its block p50 over the fastest
+    block of that round among ``p50_ms``; None unless every runtime has the same rounds."""
+    rounds = {rt: _rounds(v) for rt, v in p50_ms.items()}
+    counts = {len(r) for r in rounds.values()}
+    if len(counts) != 1 or 0 in counts:
+        return None
+    n = counts.pop()
+    best = [min(r[i] for r in rounds.values()) for i in range(n)]
+    return {rt: statistics.median(r[i] / best[i] for i in range(n) if best[i] > 0) for rt, r in rounds.items()}
+
+
 def judged_runtime(p50_ms: Mapping[str, LatencyLike], deploy: str = FASTEST) -> str | None:
-    """The runtime a model is judged on, from its measured ``{runtime: p50 ms}`` or ``{runtime:
-    (p50, ci_low, ci_high)}`` (in ``benchmark.runtimes`` order): ``deploy``
-    (``benchmark.deploy_runtime``) if it was measured; for ``fastest``, the first runtime in that
-    order that the data does not show slower than the one with the lowest p50 (:data:`TIE_RULE`:
-    its 95% p50 interval overlaps the fastest's; two overlapping intervals never make a win of a
-    ratio whose interval includes 1); None when there is nothing to judge (no runtime measured,
-    or ``deploy`` failed to run). The one rule the benchmark summary, the report and the search use."""
+    """The runtime a model is judged on, from its measured ``{runtime: (p50, ci_low, ci_high,
+    rounds)}`` (in ``benchmark.runtimes`` order): ``deploy`` (``benchmark.deploy_runtime``) if it
+    was measured; for ``fastest``, :data:`TIE_RULE`: the lowest median of per-round ratios to the
+    round's fastest (:func:`round_regrets`), the first listed on equal ones; None when there is
+    nothing to judge (no runtime measured, or ``deploy`` failed to run). Without rounds (bare p50s
+    or intervals), :data:`LEGACY_TIE_RULE`. The one rule the benchmark summary, the report and the
+    search use.
+
+    Why per-round ratios (``bench/pick_rules.py``, docs/serving.md): this machine's phases reorder
+    runtimes within 10% of each other, and the p50 intervals (from every call, calls of one block
+    being alike) overlap or not by chance; judged on the measurements that followed, the interval
+    rule's "first listed" tie-break picked a runtime within 1.1x of the later fastest 77% of the
+    time when three runtimes were that close, and got worse with more data (61% over four
+    measurements: more ties, more first-listed), while per-round ratios reached 82% from one
+    measurement and 84% from four, the best any fixed choice did (97% for both rules on a
+    model whose fastest runtime stands out)."""
     if deploy != FASTEST:
         return deploy if deploy in p50_ms else None
     if not p50_ms:
         return None
+    if (regrets := round_regrets(p50_ms)) is not None:
+        return min(regrets, key=regrets.get)
     iv = {rt: _interval(v) for rt, v in p50_ms.items()}
     best = min(iv, key=lambda rt: iv[rt][0])
     return next(rt for rt in iv if iv[rt][1] <= iv[best][2])
@@ -110,26 +141,30 @@ def tied_with(p50_ms: Mapping[str, LatencyLike], judged: str) -> list[str]:
     return [rt for rt, v in p50_ms.items() if rt != judged and _interval(v)[1] <= high and _interval(v)[2] >= low]
 
 
-def _p50(row: dict[str, Any]) -> LatencyLike:
+def timed(row: dict[str, Any]) -> LatencyLike:
+    """A benchmark row's latency as :func:`judged_runtime` reads it: p50, its interval and the
+    per-round block p50s (``latency_rounds_ms``) where the row has them."""
     p50 = float(row["latency_ms_p50"])
     low, high = row.get("latency_ms_p50_ci_low"), row.get("latency_ms_p50_ci_high")
     try:
-        return p50, float(low), float(high)
+        interval = (p50, float(low), float(high))
     except (TypeError, ValueError):
         return p50
+    rounds = row.get("latency_rounds_ms")
+    return (*interval, tuple(rounds)) if isinstance(rounds, (list, tuple)) and rounds else interval
 
 
 def fastest(rows: list[dict[str, Any]], model: str, batch_size: int, accuracy_slack: float = 0.0,
             deploy: str = FASTEST) -> dict[str, Any] | None:
-    """The row ``model`` is judged on at ``batch_size`` (:func:`judged_runtime`, from the rows' p50
-    intervals) among its timed rows whose accuracy (measured in their own runtime) is at most
+    """The row ``model`` is judged on at ``batch_size`` (:func:`judged_runtime`, from the rows' per-round
+    block p50s) among its timed rows whose accuracy (measured in their own runtime) is at most
     ``accuracy_slack`` below the model's PyTorch eager row at that batch size: a runtime that is
     fast because it computes something else is not a deploy choice."""
     mine = [r for r in rows if r["model"] == model and r["batch_size"] == batch_size and "latency_ms_p50" in r]
     eager = next((r for r in mine if r["runtime"] == "eager"), None)
     floor = eager["accuracy"] - accuracy_slack - 1e-9 if eager is not None else float("-inf")
     ok = {r["runtime"]: r for r in mine if r["accuracy"] >= floor}
-    judged = judged_runtime({rt: _p50(r) for rt, r in ok.items()}, deploy)
+    judged = judged_runtime({rt: timed(r) for rt, r in ok.items()}, deploy)
     return ok.get(judged) if judged else None
 
 
@@ -163,9 +198,9 @@ def summary_metrics(rows: list[dict[str, Any]], batch_size: int, deploy: str = F
                 entry["latency_ms_p50_bs1"] = base["latency_ms_p50"]
                 entry["latency_ms_p50_bs1_ci_low"] = base.get("latency_ms_p50_ci_low")
                 entry["latency_ms_p50_bs1_ci_high"] = base.get("latency_ms_p50_ci_high")
-            timed = {r["runtime"]: _p50(r) for r in rows if r["model"] == name and r["batch_size"] == bs
+            latencies = {r["runtime"]: timed(r) for r in rows if r["model"] == name and r["batch_size"] == bs
                      and "latency_ms_p50" in r and r["accuracy"] >= best["accuracy"] - accuracy_slack - 1e-9}
-            entry[f"best_tied_with{suffix}"] = ", ".join(tied_with(timed, best["runtime"]))
+            entry[f"best_tied_with{suffix}"] = ", ".join(tied_with(latencies, best["runtime"]))
             entry.update({f"best_runtime{suffix}": best["runtime"],
                           f"best_latency_ms_p50{suffix}": best["latency_ms_p50"],
                           f"best_latency_ms_p50{suffix}_ci_low": best.get("latency_ms_p50_ci_low"),

@@ -38,8 +38,8 @@ def deploy_section(summary: dict[str, dict[str, Any]], rows: list[dict[str, Any]
     mine = [r for r in rows if r["model"] == DEPLOY_MODEL]
     runtimes = list(dict.fromkeys(r["runtime"] for r in mine))
     lines = ["## Deploy", "",
-             "The final model on every runtime of `benchmark.runtimes`; the choice is the fastest whose test "
-             "accuracy, measured in that runtime, is at most one test sample below PyTorch eager's, where "
+             "The final model on every runtime of `benchmark.runtimes`; the choice is, among the runtimes whose "
+             "test accuracy, measured in that runtime, is at most one test sample below PyTorch eager's, "
              f"{TIE_RULE}:", "",
              _deploy_line(m, "_bs1", 1, noisy), _deploy_line(m, "", batch_size, noisy), "",
              f"| runtime | accuracy [95% CI] | p50 ms @bs1 [95% CI] | p50 ms @bs{batch_size} [95% CI] "

@@ -23,7 +23,7 @@ from pipelines.core.errors import ParamsError, error_line
 from pipelines.engines import architecture_signature, decided_engine
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import benchmark_models
-from pipelines.measurement.comparison import judged_runtime
+from pipelines.measurement.comparison import judged_runtime, timed
 from pipelines.measurement.compile import CompileSettings
 from pipelines.measurement.runtimes import parse_runtime
 from pipelines.measurement.timing import NoiseLimits, set_threads
@@ -131,9 +131,7 @@ def measure_latency(ctx: Context, teacher: nn.Module, model: nn.Module) -> dict[
         raise RuntimeError(f"the teacher could not be timed: {reference['error']}")
     mine = {r["runtime"]: r for r in rows if r["model"] == "trial"}
     errors = {rt: r["error"] for rt, r in mine.items() if r["error"]}
-    judged = judged_runtime({rt: (r["latency_ms_p50"], r.get("latency_ms_p50_ci_low", r["latency_ms_p50"]),
-                                  r.get("latency_ms_p50_ci_high", r["latency_ms_p50"]))
-                             for rt, r in mine.items() if "latency_ms_p50" in r}, cfg.deploy_runtime)
+    judged = judged_runtime({rt: timed(r) for rt, r in mine.items() if "latency_ms_p50" in r}, cfg.deploy_runtime)
     if judged is None:
         raise RuntimeError(f"no runtime could run the model: {errors}")
     best = mine[judged]
