@@ -73,7 +73,7 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
 
 
 LatencyLike = float | Sequence[Any]  # a p50, (p50, ci_low, ci_high), or (p50, ci_low, ci_high, per-round block medians)
-TIE_RULE = ("the pick is the runtime with the lowest median, over the measurement's rounds, of its block's p50 over "
+TIE_RULE = ("the runtime with the lowest median, over the measurement's rounds, of its block's p50 over "
             "the fastest block of that round (every round times each runtime once, at one machine speed); "
             "runtimes whose p50 intervals overlap the pick's are named as tied with it")
 LEGACY_TIE_RULE = ("runtimes whose p50 intervals overlap the fastest's are tied with it (no measurable difference); "
