@@ -123,13 +123,17 @@ def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Mo
             ours_acc = with_intervals({"accuracy": ours["accuracy"]}, len(test[1]))
             as_accurate = ours_acc["accuracy_ci_high"] >= nncf["accuracy"]  # the data does not show ours lower
             # the lab's latency rule (pipelines/core/decision.py): slower only when the 95% interval of the
-            # ratio, from the rounds both were timed in side by side, lies above 1
+            # ratio, from the rounds both were timed in side by side, lies above 1. With 6 rounds that interval
+            # is their min..max, wide where one round hit a slow moment: the p50 intervals (every call) are
+            # the stricter reading, and the bar needs both
             ratio = LatencyRatio.of(ours["latency_rounds_ms"], nncf["latency_rounds_ms"])
+            p50s_overlap = ours["latency_ms_p50_ci_low"] <= nncf["latency_ms_p50_ci_high"]
+            as_fast = p50s_overlap and not ratio.b_faster()
             print(f"bar at batch {n}: PyTorch budgeted ({runtime}) vs NNCF accuracy-controlled OpenVINO: accuracy "
                   f"{ours['accuracy']:.4f} vs {nncf['accuracy']:.4f} "
                   f"({'not less accurate' if as_accurate else 'LESS accurate'}), p50 {ours['latency_ms_p50']:.3f} vs "
-                  f"{nncf['latency_ms_p50']:.3f} ms, {ratio.describe(runtime, 'NNCF')} "
-                  f"({'SLOWER' if ratio.b_faster() else 'not slower beyond the interval'})")
+                  f"{nncf['latency_ms_p50']:.3f} ms (p50 intervals {'overlap' if p50s_overlap else 'apart'}), "
+                  f"{ratio.describe(runtime, 'NNCF')}: {'not slower beyond the intervals' if as_fast else 'SLOWER'}")
 
 
 if __name__ == "__main__":
