@@ -108,3 +108,31 @@ def plant_across_add(model: Residual, factor: float, channel: int = 0) -> Residu
     model.branch_a[0].weight[:, channel] /= factor
     model.classifier.weight[:, channel] /= factor
     return model
+
+
+def trained_mlp(ctx: Context) -> nn.Module:
+    """The built-in MLP (``hidden`` [32, 32]) trained on digits (once per test process)."""
+    if "mlp" not in _CACHE:
+        from pipelines.models import build_model
+
+        torch.manual_seed(0)
+        cfg = ctx.params.student.model_copy(update={"arch": "mlp", "hidden": [32, 32]})
+        model = build_model(cfg, ctx.data.in_channels, ctx.data.num_classes, ctx.data.image_size, key="student")
+        train(ctx, model, 6, 3e-3, "fp32 MLP for planted int8 tests")
+        _CACHE["mlp"] = model.cpu().eval()
+    return _CACHE["mlp"]
+
+
+@torch.no_grad()
+def plant_offset(model: nn.Module, offset: float, channel: int = 0) -> nn.Module:
+    """An activation range made by a *bias*, which cross-layer equalization (weights only) does not
+    see: hidden unit ``channel`` of the MLP's first layer gets ``offset`` added to its bias, and the
+    next layer's bias takes ``offset`` times that unit's weights back off. For inputs where the unit
+    was active this is exact; where it was not, the unit now passes its negative pre-activation on
+    (ReLU no longer cuts it): a slightly different fp32 model, which the tests compare int8 against.
+    In int8 that unit's value (about ``offset``) sets the per-tensor range of the next layer's input."""
+    model = copy.deepcopy(model).eval()
+    first, second = model.features[0][0], model.features[1][0]
+    first.bias[channel] += offset
+    second.bias -= offset * second.weight[:, channel]
+    return model

@@ -21,6 +21,7 @@ from pipelines.compression.quantize.budget import BudgetResult, Candidate, candi
 from pipelines.compression.quantize.bias_correction import corrected
 from pipelines.compression.quantize.equalize import equalized
 from pipelines.compression.quantize.sensitivity import deltas, sensitivity
+from pipelines.compression.quantize.smoothquant import smoothed
 from pipelines.compression.quantize.simulate import Simulated
 from pipelines.core.collapse import DEFAULT_MAX_DROP_PP, collapse_warnings
 from pipelines.core.cpu import bf16_missing
@@ -40,25 +41,34 @@ def check_fallback(ctx: Context) -> None:
 
 def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
     """The range fixes tried before any revert (static int8): ``quantize.equalize`` (cross-layer
-    equalization), then ``quantize.bias_correction`` on the model equalization chose. For each,
-    the model before and after the fix are quantized and validated against ``model`` (fp32), so
-    the metrics say what it bought (``equalize_val_drop``, ``bias_correction_val_drop``); ``cle``
-    / ``on`` keep the fixed one, ``auto`` only when its val drop is lower. Returns the float model
-    to go on with, its int8 model (None: not quantized here) and the metrics."""
+    equalization, SmoothQuant-style migration, or ``auto``: both), then
+    ``quantize.bias_correction`` on the model equalization chose. For each, the model before and
+    after the fix are quantized and validated against ``model`` (fp32), so the metrics say what it
+    bought (``equalize_val_drop``, ``bias_correction_val_drop``); ``cle`` / ``smoothquant`` / ``on``
+    keep the fixed one, ``auto`` the one with the lowest val drop, the model as it was unless a fix
+    lowers it. Returns the float model to go on with, its int8 model (None: not quantized here)
+    and the metrics."""
     cfg = ctx.params.quantize
     current, int8, info = model, None, {}
     if cfg.method != "static":
         return current, int8, info
     fp32_val = functools.cache(lambda: ctx.correct(model, "val"))
     if cfg.equalize != "none":
-        eq, found = equalized(model)
+        methods = ("cle", "smoothquant") if cfg.equalize == "auto" else (cfg.equalize,)
+        fixes, found = [], []
+        for method in methods:
+            fixed, found = (equalized(model) if method == "cle" else
+                            smoothed(model, ctx.calibration_batches(), cfg.smoothquant_alpha))
+            if found:
+                fixes.append((method, fixed))
         info.update(equalize=cfg.equalize, equalize_pairs=[" -> ".join(p) for p in found])
-        if not found:
+        if not fixes:
             info.update(equalize_applied=False, equalize_why="no equalizable layer pair (or no fuse_model to fold with)")
         else:
-            current, int8, applied, drops = _keep_better(ctx, engine, fp32_val(), (current, int8), ("cle", eq),
-                                                         cfg.equalize == "cle")
-            info.update(equalize_applied=applied, equalize_val_drop=drops)
+            current, int8, chosen, drops = _keep_best(ctx, engine, fp32_val(), (current, int8), fixes,
+                                                      cfg.equalize != "auto")
+            info.update(equalize_applied=chosen is not None, equalize_method=chosen or "none",
+                        equalize_val_drop=drops)
     if cfg.bias_correction != "none":
         fixed, sizes = corrected(current, ctx.calibration_batches(), cfg.per_channel)
         info.update(bias_correction=cfg.bias_correction, bias_correction_layers=sizes)
@@ -66,26 +76,28 @@ def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, n
             info.update(bias_correction_applied=False,
                         bias_correction_why="no layer to correct (or no fuse_model to fold with)")
         else:
-            current, int8, applied, drops = _keep_better(ctx, engine, fp32_val(), (current, int8), ("on", fixed),
-                                                         cfg.bias_correction == "on")
-            info.update(bias_correction_applied=applied, bias_correction_val_drop=drops)
+            current, int8, chosen, drops = _keep_best(ctx, engine, fp32_val(), (current, int8), [("on", fixed)],
+                                                      cfg.bias_correction == "on")
+            info.update(bias_correction_applied=chosen is not None, bias_correction_val_drop=drops)
     return current, int8, info
 
 
-def _keep_better(ctx: Context, engine: str, fp32_val: torch.Tensor, plain: tuple[nn.Module, nn.Module | None],
-                 fixed: tuple[str, nn.Module], always: bool
-                 ) -> tuple[nn.Module, nn.Module, bool, dict[str, dict[str, Any]]]:
-    """One range fix: the ``plain`` float model (with its int8 model, quantized here when None)
-    and the ``fixed`` one (``(name, float model)``), each quantized and its val drop measured
-    against ``fp32_val``; the fixed one is kept when ``always`` or its drop is lower. Returns the
-    kept float model, its int8 model, whether the fix was kept and both drops by name."""
+def _keep_best(ctx: Context, engine: str, fp32_val: torch.Tensor, plain: tuple[nn.Module, nn.Module | None],
+               fixes: list[tuple[str, nn.Module]], always: bool
+               ) -> tuple[nn.Module, nn.Module, str | None, dict[str, dict[str, Any]]]:
+    """Range fixes side by side: the ``plain`` float model (with its int8 model, quantized here
+    when None) and each fixed one (``(name, float model)``), each quantized and its val drop
+    measured against ``fp32_val``. Kept: the fix with the lowest drop, when ``always`` or when it
+    is lower than the plain model's. Returns the kept float model, its int8 model, the fix kept
+    (None: none) and every drop by name."""
     tried = {}
-    for name, float_model, int8 in (("none", *plain), (fixed[0], fixed[1], None)):
+    for name, float_model, int8 in (("none", *plain), *((n, m, None) for n, m in fixes)):
         int8 = int8 if int8 is not None else quantize(float_model, ctx.params.quantize, ctx, engine=engine)
         tried[name] = (float_model, candidate(int8, ctx.correct(int8, "val"), fp32_val))
-    applied = always or tried[fixed[0]][1].drop_pp < tried["none"][1].drop_pp
-    float_model, chosen = tried[fixed[0] if applied else "none"]
-    return float_model, chosen.model, applied, {k: c.summary() for k, (_, c) in tried.items()}
+    best = min((n for n, _ in fixes), key=lambda n: tried[n][1].drop_pp)
+    chosen = best if always or tried[best][1].drop_pp < tried["none"][1].drop_pp else None
+    float_model, kept = tried[chosen or "none"]
+    return float_model, kept.model, chosen, {k: c.summary() for k, (_, c) in tried.items()}
 
 
 def time_reverts(ctx: Context, fp32: nn.Module, start: Candidate, accepted: list[Candidate]) -> dict[str, Any]:

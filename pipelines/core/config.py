@@ -120,7 +120,11 @@ class QuantizeConfig(Section):
     fallback: Literal["fp32", "bf16"] = "fp32"
     max_fallback_layers: Annotated[int, Field(ge=0, le=1000)] = 3
     sensitivity: bool = True
-    equalize: Literal["none", "cle", "auto"] = "none"
+    # cle: cross-layer equalization (weights only); smoothquant: activation-range migration on the
+    # calibration batches (smoothquant_alpha: the share of the range moved to the weights' side); auto:
+    # both tried, the one with the lower val drop kept, and neither unless it lowers the drop
+    equalize: Literal["none", "cle", "smoothquant", "auto"] = "none"
+    smoothquant_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     bias_correction: Literal["none", "on", "auto"] = "none"  # after equalize; auto: kept when it lowers the val drop
 
 

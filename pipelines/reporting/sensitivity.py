@@ -53,9 +53,12 @@ def sensitivity_section(quantize: dict[str, Any]) -> list[str]:
                   f"{source}; accuracy from the fake-quant simulation, `metrics/quantize.json` `sensitivity`):", "",
                   *[_row(r) for r in ranking[:TOP]], ""]
     if eq := quantize.get("equalize_val_drop"):
-        lines += [f"**Cross-layer equalization** ({quantize.get('equalize')}, "
-                  f"{'applied' if quantize.get('equalize_applied') else 'not applied'}): all-int8 val drop "
-                  f"{eq['none']['val_drop_pp']:+.2f} pp without, {eq['cle']['val_drop_pp']:+.2f} pp with it.", ""]
+        names = {"cle": "cross-layer equalization", "smoothquant": "SmoothQuant"}
+        applied = quantize.get("equalize_method") or ("cle" if quantize.get("equalize_applied") else "none")
+        tried = ", ".join(f"{eq[k]['val_drop_pp']:+.2f} pp with {names[k]}" for k in names if k in eq)
+        lines += [f"**Range equalization** ({quantize.get('equalize')}, "
+                  f"{'applied: ' + names[applied] if applied in names else 'not applied'}): all-int8 val drop "
+                  f"{eq['none']['val_drop_pp']:+.2f} pp without, {tried}.", ""]
     if bc := quantize.get("bias_correction_val_drop"):
         lines += [f"**Bias correction** ({quantize.get('bias_correction')}, "
                   f"{'applied' if quantize.get('bias_correction_applied') else 'not applied'}): all-int8 val drop "

@@ -12,6 +12,7 @@ first's output channels being the second's input features.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import fx, nn
@@ -85,20 +86,28 @@ def write_back(model: nn.Module, name: str, layer: nn.Module) -> None:
             raise ValueError(f"{name}: no bias to hold the equalized one")
 
 
-def equalized(model: nn.Module) -> tuple[nn.Module, list[list[str]]]:
-    """A copy of ``model`` with cross-layer equalization applied (torch.ao), and the pairs it
-    rescaled; ``model`` itself (and ``[]``) when there is no pair or no ``fuse_model`` to fold with."""
+def rescaled(model: nn.Module, rescale: Callable[[nn.Module, list[list[str]]], None]
+             ) -> tuple[nn.Module, list[list[str]]]:
+    """A copy of ``model`` whose equalizable pairs ``rescale(folded_model, pairs)`` rescaled in its
+    batch-norm-folded copy (in place), written back (:func:`write_back`), and the pairs; ``model``
+    itself (and ``[]``) when there is no pair or no ``fuse_model`` to fold with."""
     if not callable(getattr(model, "fuse_model", None)):
         return model, []
-    from torch.ao.quantization._equalize import equalize
-
     fused = folded(model)
     found = pairs(fused)
     if not found:
         return model, []
-    equalize(fused, copy.deepcopy(found), threshold=1e-4, inplace=True)
+    rescale(fused, found)
     out = copy.deepcopy(model).cpu().eval()
     layers = compute_layers(fused)
     for name in sorted({n for pair in found for n in pair}):
         write_back(out, name, layers[name])
     return out, found
+
+
+def equalized(model: nn.Module) -> tuple[nn.Module, list[list[str]]]:
+    """A copy of ``model`` with cross-layer equalization applied (torch.ao), and the pairs it
+    rescaled (:func:`rescaled`)."""
+    from torch.ao.quantization._equalize import equalize
+
+    return rescaled(model, lambda fused, found: equalize(fused, copy.deepcopy(found), threshold=1e-4, inplace=True))
