@@ -333,8 +333,11 @@ def bars(ctx: Context, repeats: int, seconds: float) -> bool:
         ok &= within <= 1.1
         per_round = ", ".join(f"{p / q:.2f}" for p, q in zip(standalone[picked]["timings"][str(bs)]["rounds"],
                                                               standalone[best]["timings"][str(bs)]["rounds"]))
-        print(f"batch {bs}: the report picked {picked}; fastest alone {best}; picked / fastest alone "
-              f"{within:.2f} (round by round: {per_round}): {'ok' if within <= 1.1 else 'FAIL (> 1.1)'}")
+        tied = [t.strip() for t in str(summary.get(f"best_tied_with{suffix}") or "").split(",") if t.strip()]
+        print(f"batch {bs}: the report picked {picked}" + (f" (tied with {', '.join(tied)})" if tied else "")
+              + f"; fastest alone {best}; picked / fastest alone {within:.2f} (round by round: {per_round}): "
+              + ('ok' if within <= 1.1 else 'FAIL (> 1.1)' + (f"; {best} was named tied with the pick in the run"
+                                                              if best in tied else "")))
     ok &= native_bar(rows, standalone)
     run_ref = [float(r["ref_int8_ms"]) for r in rows if r.get("ref_int8_ms")]
     now_ref = [s["ref_int8_ms"] for s in standalone.values()]

@@ -131,6 +131,13 @@ def test_the_deploy_choice_is_the_runtime_least_behind_each_round_s_fastest():
     # equal rounds: the first listed; rounds of different lengths (not one measurement): the intervals
     assert judged_runtime({"b": (1.0, 0.9, 1.1, (1.0, 2.0)), "a": (1.0, 0.9, 1.1, (1.0, 2.0))}) == "b"
     assert judged_runtime({"b": (1.0, 0.9, 1.1, (1.0,)), "a": (0.5, 0.4, 0.6, (0.5, 0.5))}) == "a"
+    # tied: the paired per-round ratio's interval includes 1, however narrow the p50 intervals
+    from pipelines.measurement.comparison import tied_with
+
+    ort, ts = (0.043, 0.043, 0.042, 0.043, 0.044, 0.043), (0.044, 0.045, 0.044, 0.042, 0.045, 0.044)
+    close = {"ort-int8": (0.043, 0.0429, 0.0431, ort), "ts-int8": (0.044, 0.0439, 0.0441, ts),
+             "ov-int8": (0.098, 0.097, 0.099, tuple(2.3 * v for v in ort))}
+    assert judged_runtime(close) == "ort-int8" and tied_with(close, "ort-int8") == ["ts-int8"]
 
 
 def test_the_deploy_choice_calls_a_runtime_faster_only_outside_the_intervals():

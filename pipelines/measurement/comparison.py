@@ -12,6 +12,7 @@ from torch import nn
 
 from pipelines.core.config import FASTEST, BenchmarkConfig
 from pipelines.core.cpu import isa_summary
+from pipelines.core.stats import LatencyRatio
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import DeployInputs, benchmark_models
 from pipelines.measurement.compile import CompileSettings
@@ -75,7 +76,8 @@ def compare(models: dict[str, nn.Module], accuracy: dict[str, float], examples: 
 LatencyLike = float | Sequence[Any]  # a p50, (p50, ci_low, ci_high), or (p50, ci_low, ci_high, per-round block medians)
 TIE_RULE = ("the runtime with the lowest median, over the measurement's rounds, of its block's p50 over "
             "the fastest block of that round (every round times each runtime once, at one machine speed); "
-            "runtimes whose p50 intervals overlap the pick's are named as tied with it")
+            "runtimes the data does not tell apart from the pick (the 95% interval of their paired per-round ratio "
+            "includes 1) are named as tied with it")
 LEGACY_TIE_RULE = ("runtimes whose p50 intervals overlap the fastest's are tied with it (no measurable difference); "
                    "a tie goes to the runtime listed first in benchmark.runtimes")
 
@@ -132,13 +134,25 @@ def judged_runtime(p50_ms: Mapping[str, LatencyLike], deploy: str = FASTEST) -> 
 
 
 def tied_with(p50_ms: Mapping[str, LatencyLike], judged: str) -> list[str]:
-    """The runtimes the data does not tell apart from ``judged`` (95% p50 intervals overlap): on a
-    machine whose phases reorder runtimes this close (docs/serving.md), any of them may be the
-    fastest in another phase."""
+    """The runtimes the data does not tell apart from ``judged``: the 95% interval of their paired
+    per-round p50 ratio includes 1 (the lab's latency rule, :mod:`pipelines.core.decision`), or,
+    without rounds, their 95% p50 intervals overlap. On a machine whose phases reorder runtimes
+    this close (docs/serving.md), any of them may be the fastest in another phase. (The p50
+    intervals alone, from every call of blocks whose calls are alike, are a few microseconds wide
+    at batch 1: ONNX Runtime 0.043 [0.043, 0.043] and ``ts-int8`` 0.044 [0.044, 0.044] read as
+    apart, and alone, right after, ``ts-int8`` was the faster.)"""
     if judged not in p50_ms:
         return []
     _, low, high = _interval(p50_ms[judged])
-    return [rt for rt, v in p50_ms.items() if rt != judged and _interval(v)[1] <= high and _interval(v)[2] >= low]
+    mine = _rounds(p50_ms[judged])
+
+    def tied(value: LatencyLike) -> bool:
+        theirs = _rounds(value)
+        if mine and len(theirs) == len(mine):
+            return LatencyRatio.of(theirs, mine).tied()
+        return _interval(value)[1] <= high and _interval(value)[2] >= low
+
+    return [rt for rt, v in p50_ms.items() if rt != judged and tied(v)]
 
 
 def timed(row: dict[str, Any]) -> LatencyLike:

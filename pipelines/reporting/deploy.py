@@ -19,7 +19,7 @@ def _deploy_line(m: dict[str, Any], suffix: str, batch: int, noisy: bool) -> str
         return f"- batch {batch}: not measured"
     artifact = m.get(f"best_artifact{suffix}") or "n/a"
     tied = m.get(f"best_tied_with{suffix}")
-    tied = f" (tied with {tied}: the intervals overlap, another phase of the machine may order them otherwise)" \
+    tied = f" (tied with {tied}: the data does not tell them apart, another phase of the machine may order them otherwise)" \
         if tied else ""
     return (f"- batch {batch}: **{runtime}**{tied}, p50 {with_ci(m, f'best_latency_ms_p50{suffix}', '.3f', ' ms')} "
             f"(p90 {_f(m.get(f'best_latency_ms_p90{suffix}'), '.3f')}), accuracy "
