@@ -47,22 +47,26 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=30.0)
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--equalize", choices=["none", "cle", "auto"], default="none",
+    ap.add_argument("--equalize", choices=["none", "cle", "smoothquant", "auto"], default="none",
                     help="quantize.equalize: the range fix tried before any layer is reverted")
+    ap.add_argument("--bias-correction", choices=["none", "on", "auto"], default="none",
+                    help="quantize.bias_correction, after equalize")
     ap.add_argument("--deploy", action="store_true", help="also the deploy targets with the same budget, timed together")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ctx = Context(fast_params(tracking={"enabled": False}, student={"channels": args.channels, "depth": 2},
                               quantize={"engine": "pt2e", "calibration_batches": 8,
-                                        "max_accuracy_drop": args.budget, "equalize": args.equalize},
+                                        "max_accuracy_drop": args.budget, "equalize": args.equalize,
+                                        "bias_correction": args.bias_correction},
                               benchmark={"warmup": 10, "iters": 120}))
     fp32 = ctx.new_model("student")
     train(ctx, fp32, args.epochs, 3e-3, "fp32")
     model = plant_range(fp32.cpu().eval(), args.factor)
     model, int8, fixed = range_fix(ctx, model, "pt2e")  # quantize.equalize (none: the planted model as it is)
-    if args.equalize != "none":
-        print(f"equalize {args.equalize}: applied {fixed.get('equalize_applied')}, val drop "
-              f"{ {k: round(v['val_drop_pp'], 2) for k, v in fixed.get('equalize_val_drop', {}).items()} } pp")
+    for fix in ("equalize", "bias_correction"):
+        if fixed.get(f"{fix}_val_drop"):
+            print(f"{fix} {fixed[fix]}: applied {fixed.get(f'{fix}_applied')} ({fixed.get(f'{fix}_method', '')}), val "
+                  f"drop { {k: round(v['val_drop_pp'], 2) for k, v in fixed[f'{fix}_val_drop'].items()} } pp")
     int8 = int8 if int8 is not None else quantize(model, ctx.params.quantize, ctx, engine="pt2e")
     out, _, m = control(ctx, model, int8, "pt2e", timed=False)
     for r in m["sensitivity"]:
