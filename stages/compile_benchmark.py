@@ -17,8 +17,9 @@ import shutil
 from pipelines import stage
 from pipelines.compression.checkpoint import load_model
 from pipelines.compression.quantize import fp32_layers
+from pipelines.compression.quantize.range_fixes import reapplied
 from pipelines.core.kinds import is_quantized
-from pipelines.core.io import write_csv
+from pipelines.core.io import read_json, write_csv
 from pipelines.measurement.benchmark import DeployInputs, machine_metrics
 from pipelines.measurement.comparison import CHAIN, MODEL_METRICS, RUN_METRICS, compare, pick, shipped, summary_metrics
 from pipelines.measurement.deploy import DeployBudget, Deployer, DeploySettings, export_chain
@@ -49,12 +50,19 @@ def body(ctx, run):
     deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR,
                                        deploy_budget(ctx, models[shipped(models)])))
     test = ctx.split_tensors("test")
-    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg, DeployInputs(deployer, SOURCES, test),
-                   {name: stage.model_path(name) for name in CHAIN})
+    fixed = {}  # the deploy targets quantize the float model the quantize stage did: range fixes included
+    if SOURCES["quantized"] in models and (qm := stage.METRICS / "quantize.json").exists():
+        source, how = reapplied(models[SOURCES["quantized"]], read_json(qm), ctx.params.quantize,
+                                ctx.calibration_batches())
+        if how:
+            fixed[SOURCES["quantized"]] = (source, how)
+    rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg,
+                   DeployInputs(deployer, SOURCES, test, fixed), {name: stage.model_path(name) for name in CHAIN})
     for line in dict.fromkeys(f"{r['runtime']}: skipped: {r['skipped']}" for r in rows if r.get("skipped")):
         print(f"compile_benchmark: {line}")
     deploying = any(parse_runtime(runtime).deploy for runtime in cfg.runtimes)
-    exports = export_chain(deployer, models, SOURCES, ctx.example(cfg.batch_size), only=[shipped(models)]) \
+    exports = export_chain(deployer, {**models, **{n: m for n, (m, _) in fixed.items()}}, SOURCES,
+                           ctx.example(cfg.batch_size), only=[shipped(models)]) \
         if deploying else {}
     csv_path = write_csv(stage.REPORTS / "benchmark.csv", rows)
     summary = summary_metrics(rows, cfg.batch_size, cfg.deploy_runtime, accuracy_slack=1 / len(test[1]))

@@ -279,3 +279,19 @@ def test_smoothquant_reaches_a_range_made_by_a_bias_where_cle_cannot():
     assert info["equalize_method"] == "smoothquant" and info["equalize_applied"] is True and int8 is not None
     lines = sensitivity_section(info)
     assert any(line.startswith("**Range equalization** (auto, applied: SmoothQuant)") for line in lines), lines
+
+
+def test_the_range_fixes_the_stage_kept_are_rebuilt_the_same_for_the_deploy_targets(planted):
+    """compile_benchmark rebuilds the float model the quantize stage quantized from its metrics
+    (``reapplied``), so the deploy targets' own PTQ starts where PT2E did."""
+    from pipelines.chain.accuracy_control import range_fix
+    from pipelines.compression.quantize.range_fixes import reapplied
+
+    ctx = _ctx(equalize="smoothquant", bias_correction="on")
+    source, _, info = range_fix(ctx, planted, "pt2e")
+    rebuilt, how = reapplied(planted, info, ctx.params.quantize, ctx.calibration_batches())
+    assert how == "with the quantize stage's range fixes (SmoothQuant (alpha 0.5), bias correction)"
+    for (name, a), b in zip(source.state_dict().items(), rebuilt.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    same, nothing = reapplied(planted, {}, ctx.params.quantize, ctx.calibration_batches())
+    assert same is planted and nothing == ""

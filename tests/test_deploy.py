@@ -298,3 +298,26 @@ def test_runtime_accuracy_pads_the_last_batch_for_static_shapes():
     labels = torch.tensor([0, 0, 1, 0, 2])
     assert runtime_accuracy(fn, torch.randn(5, 1, 8, 8), labels, 4) == pytest.approx(3 / 5)
     assert seen == [4, 4]
+
+
+def test_int8_rows_quantize_the_range_fixed_source_when_the_quantize_stage_fixed_it(models, calibration, test_split,
+                                                                                   tmp_path):
+    """With ``fixed_sources`` (the quantize stage's range fixes applied again), the deploy targets'
+    own PTQ starts from that model: the int8 artifact computes what the fixed model computes, and the
+    row says which fixes."""
+    from pipelines.compression.quantize.equalize import equalized
+
+    fixed, found = equalized(models["fp32"])
+    assert found and any(not torch.equal(a, b) for a, b in zip(fixed.state_dict().values(),
+                                                             models["fp32"].state_dict().values()))
+    deployer = Deployer(DeploySettings(THREADS, calibration, tmp_path))
+    deploy = bm.DeployInputs(deployer, {"int8": "fp32"}, test_split,
+                             {"fp32": (fixed, "with the quantize stage's range fixes (cross-layer equalization)")})
+    rows = bm.benchmark_models({"int8": models["int8"]}, {4: torch.randn(4, 1, 8, 8)}, ["ts-int8"], warmup=1, iters=3,
+                               deploy=deploy, noise=NoiseLimits(retries=0))
+    row = _row(rows, "int8", "ts-int8")
+    assert row["error"] == "" and "fp32 with the quantize stage's range fixes (cross-layer equalization)" in row["note"]
+    expected = torchscript.script(fixed, calibration, torch.randn(4, 1, 8, 8))  # the fixed model, quantized alike
+    x = test_split[0]
+    with torch.inference_mode():
+        torch.testing.assert_close(torchscript.load(row["artifact"])(x), expected(x))

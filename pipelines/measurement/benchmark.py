@@ -66,6 +66,9 @@ class DeployInputs:
     deployer: Deployer | None = None
     sources: dict[str, str] = field(default_factory=dict)
     test: tuple[torch.Tensor, torch.Tensor] | None = None
+    # a source's float model as the int8 model was really quantized from, when that is not the chain
+    # model of its name (the quantize stage's range fixes): {name: (model, what was done to it)}
+    fixed_sources: dict[str, tuple[nn.Module, str]] = field(default_factory=dict)
 
 
 def benchmark_models(models: dict[str, nn.Module], examples: dict[int, torch.Tensor],
@@ -128,9 +131,12 @@ def _deployed(deploy: DeployInputs, models: dict[str, nn.Module], name: str, run
     if deploy.deployer is None:
         return Compiled(None, float("nan"), error="deploy targets need a Deployer (benchmark_models(deploy=...))")
     source = deploy.sources.get(name)
+    fixed, how = deploy.fixed_sources.get(source, (None, ""))
+    source_model = fixed if fixed is not None else models.get(source)
     built = deploy.deployer.build(runtime, name, models[name], example, int8_model=quantized,
-                                  source=(source, models[source]) if source in models else None)
-    return Compiled(built.fn, built.convert_s, note=built.note, error=built.error or None, skipped=built.skipped,
+                                  source=(source, source_model) if source_model is not None else None)
+    note = "; ".join(n for n in (built.note, f"{source} {how}" if how and quantized and built.fn else "") if n)
+    return Compiled(built.fn, built.convert_s, note=note, error=built.error or None, skipped=built.skipped,
                     artifact=built.artifact, artifact_mb=built.artifact_mb)
 
 
