@@ -47,13 +47,13 @@ def body(ctx, run):
     sizes = [1, cfg.batch_size] if cfg.include_batch_one and cfg.batch_size != 1 else [cfg.batch_size]
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
     DEPLOY_DIR.mkdir(parents=True)  # a declared output (dvc.yaml): empty without a deploy target
-    deployer = Deployer(DeploySettings(cfg.num_threads, ctx.calibration_batches(), DEPLOY_DIR,
+    batches = ctx.calibration_batches()
+    deployer = Deployer(DeploySettings(cfg.num_threads, batches, DEPLOY_DIR,
                                        deploy_budget(ctx, models[shipped(models)])))
     test = ctx.split_tensors("test")
     fixed = {}  # the deploy targets quantize the float model the quantize stage did: range fixes included
     if SOURCES["quantized"] in models and (qm := stage.METRICS / "quantize.json").exists():
-        source, how = reapplied(models[SOURCES["quantized"]], read_json(qm), ctx.params.quantize,
-                                ctx.calibration_batches())
+        source, how = reapplied(models[SOURCES["quantized"]], read_json(qm), ctx.params.quantize, batches)
         if how:
             fixed[SOURCES["quantized"]] = (source, how)
     rows = compare(models, accuracy, {bs: ctx.example(bs) for bs in sizes}, cfg,

@@ -18,10 +18,9 @@ from torch import nn
 
 from pipelines.compression.quantize import pt2e, quantize
 from pipelines.compression.quantize.budget import BudgetResult, Candidate, candidate, fit_budget
+from pipelines.compression.quantize.range_fixes import equalize
 from pipelines.compression.quantize.bias_correction import corrected
-from pipelines.compression.quantize.equalize import equalized
 from pipelines.compression.quantize.sensitivity import deltas, sensitivity
-from pipelines.compression.quantize.smoothquant import smoothed
 from pipelines.compression.quantize.simulate import Simulated
 from pipelines.core.collapse import DEFAULT_MAX_DROP_PP, collapse_warnings
 from pipelines.core.cpu import bf16_missing
@@ -53,12 +52,12 @@ def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, n
     if cfg.method != "static":
         return current, int8, info
     fp32_val = functools.cache(lambda: ctx.correct(model, "val"))
+    batches = functools.cache(ctx.calibration_batches)
     if cfg.equalize != "none":
         methods = ("cle", "smoothquant") if cfg.equalize == "auto" else (cfg.equalize,)
         fixes, found = [], []
         for method in methods:
-            fixed, found = (equalized(model) if method == "cle" else
-                            smoothed(model, ctx.calibration_batches(), cfg.smoothquant_alpha))
+            fixed, found = equalize(method, model, cfg, batches())
             if found:
                 fixes.append((method, fixed))
         info.update(equalize=cfg.equalize, equalize_pairs=[" -> ".join(p) for p in found])
@@ -70,7 +69,7 @@ def range_fix(ctx: Context, model: nn.Module, engine: str) -> tuple[nn.Module, n
             info.update(equalize_applied=chosen is not None, equalize_method=chosen or "none",
                         equalize_val_drop=drops)
     if cfg.bias_correction != "none":
-        fixed, sizes = corrected(current, ctx.calibration_batches(), cfg.per_channel)
+        fixed, sizes = corrected(current, batches(), cfg.per_channel)
         info.update(bias_correction=cfg.bias_correction, bias_correction_layers=sizes)
         if not sizes:
             info.update(bias_correction_applied=False,

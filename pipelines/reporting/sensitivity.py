@@ -54,7 +54,7 @@ def sensitivity_section(quantize: dict[str, Any]) -> list[str]:
                   *[_row(r) for r in ranking[:TOP]], ""]
     if eq := quantize.get("equalize_val_drop"):
         names = {"cle": "cross-layer equalization", "smoothquant": "SmoothQuant"}
-        applied = quantize.get("equalize_method") or ("cle" if quantize.get("equalize_applied") else "none")
+        applied = quantize.get("equalize_method", "none")
         tried = ", ".join(f"{eq[k]['val_drop_pp']:+.2f} pp with {names[k]}" for k in names if k in eq)
         lines += [f"**Range equalization** ({quantize.get('equalize')}, "
                   f"{'applied: ' + names[applied] if applied in names else 'not applied'}): all-int8 val drop "

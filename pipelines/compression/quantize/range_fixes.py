@@ -18,19 +18,23 @@ from pipelines.compression.quantize.smoothquant import smoothed
 from pipelines.core.config import QuantizeConfig
 
 
+def equalize(method: str, model: nn.Module, cfg: QuantizeConfig, batches: Sequence[torch.Tensor]
+             ) -> tuple[nn.Module, list[list[str]]]:
+    """``model`` equalized by ``method`` (``cle`` | ``smoothquant``, ``quantize.equalize``) and the
+    layer pairs it rescaled (:func:`.equalize.equalized`, :func:`.smoothquant.smoothed`)."""
+    return equalized(model) if method == "cle" else smoothed(model, batches, cfg.smoothquant_alpha)
+
+
 def reapplied(model: nn.Module, applied: dict[str, Any], cfg: QuantizeConfig,
               batches: Sequence[torch.Tensor]) -> tuple[nn.Module, str]:
     """``model`` with the range fixes the quantize stage's metrics (``applied``: its
     ``metrics/quantize.json``) say it kept, and a few words on what was done (empty: nothing,
     ``model`` itself)."""
     done = []
-    method = applied.get("equalize_method") or ("cle" if applied.get("equalize_applied") else "none")
-    if method == "cle":
-        model, _ = equalized(model)
-        done.append("cross-layer equalization")
-    elif method == "smoothquant":
-        model, _ = smoothed(model, batches, cfg.smoothquant_alpha)
-        done.append(f"SmoothQuant (alpha {cfg.smoothquant_alpha:g})")
+    method = applied.get("equalize_method", "none")
+    if method != "none":
+        model, _ = equalize(method, model, cfg, batches)
+        done.append("cross-layer equalization" if method == "cle" else f"SmoothQuant (alpha {cfg.smoothquant_alpha:g})")
     if applied.get("bias_correction_applied"):
         model, _ = corrected(model, batches, cfg.per_channel)
         done.append("bias correction")
