@@ -10,6 +10,7 @@ import warnings
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
@@ -289,6 +290,7 @@ def test_the_quantize_stage_and_the_trials_share_one_engine_decision_per_archite
     pipeline ships (29.8x vs 48.7x). The decision is measured once per architecture signature and
     machine and recorded; whoever decides next (the stage, a trial) takes it; another architecture
     is measured; a disturbed measurement is not recorded."""
+    from pipelines.chain.quantize import INT8_MODELS
     from pipelines.engines import ENGINE_CACHE, architecture_signature, decided_engine, measure_engines
     from pipelines.search.trial import Baseline
     from pipelines.training.context import Context
@@ -304,6 +306,7 @@ def test_the_quantize_stage_and_the_trials_share_one_engine_decision_per_archite
         return
     again = decided_engine(ctx, model=None, cache=cache)  # taken, not measured (model None would fail)
     assert again["engine"] == measured["engine"] and again["why"] == measured["why"] and again["cached"] == str(cache)
+    assert measured["engine"] in measured[INT8_MODELS] and INT8_MODELS not in again  # models: never recorded
     # a search trial of the same architecture (with the default cache here) takes it too
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COMPRESSION_CACHE_DIR", str(tmp_path))
@@ -319,6 +322,31 @@ def test_the_quantize_stage_and_the_trials_share_one_engine_decision_per_archite
     assert decided_engine(other, None, cache, measure=lambda c, m: noisy) is noisy
     assert decided_engine(other, None, cache, measure=lambda c, m: {**noisy, "noisy": False})["why"] == noisy["why"]
     assert "cached" in decided_engine(other, None, cache, measure=measure_engines)  # recorded after a quiet one
+
+
+def test_the_quantize_step_takes_the_int8_model_the_engine_decision_measured():
+    """A fresh engine decision quantized both engines on the calibration batches to time them; the
+    quantize step (stage and trials) takes the chosen one instead of quantizing it a second time
+    (~2-3 s for PT2E on the default model), only where it is what it would build: static PTQ of the
+    model as given, no range fix in between."""
+    from pipelines.chain.quantize import INT8_MODELS, quantize_model
+    from pipelines.compression.quantize import quantize
+    from pipelines.training.context import Context
+
+    ctx = Context(fast_params(tracking={"enabled": False}, quantize={"method": "static", "calibration_batches": 1}))
+    model = ctx.new_model("student").eval()
+    timed = quantize(model, ctx.params.quantize, ctx, engine="eager")
+
+    def choose(c: Context, m: torch.nn.Module) -> dict:
+        return {"engine": "eager", "why": "measured", INT8_MODELS: {"eager": timed}}
+
+    out, metrics = quantize_model(ctx, model, choose=choose)
+    assert out is timed and metrics["engine"] == "eager" and INT8_MODELS not in metrics["engine_choice"]
+    x = ctx.example(8)
+    with torch.inference_mode():  # what it would have built: the same calibration, the same int8 outputs
+        assert torch.equal(out(x), quantize(model, ctx.params.quantize, ctx, engine="eager")(x))
+    fixed = Context(ctx.params.with_overrides({"quantize.equalize": "cle"}))  # a range fix quantizes its own model
+    assert quantize_model(fixed, model, choose=choose)[0] is not timed
 
 
 def test_an_unreadable_engine_record_is_measured_again_and_rewritten(tmp_path):

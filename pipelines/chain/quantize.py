@@ -15,6 +15,9 @@ from pipelines.measurement.size import size_metrics
 from pipelines.training.context import Context
 
 EngineChooser = Callable[[Context, nn.Module], dict[str, Any]]
+# an EngineChooser's answer may carry, under this key, the static int8 models it measured
+# ({engine: model}, quantized from this model with this config): the chosen one is taken as is
+INT8_MODELS = "int8_models"
 
 
 def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None = None,
@@ -31,10 +34,14 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
     model = model.cpu().eval()
     engine = resolve_engine(cfg, model)  # what `auto` means for this model
     choice = None
+    timed: dict[str, nn.Module] = {}
     if choose is not None and cfg.engine == "auto" and cfg.method in ("static", "qat") and engine == "eager":
-        choice = choose(ctx, model)
+        choice = dict(choose(ctx, model))
+        timed = choice.pop(INT8_MODELS, None) or {}  # a fresh measurement's static int8 models
         engine = choice["engine"]
     source, out, equalize = range_fix(ctx, model, engine)  # quantize.equalize / bias_correction
+    if out is None and source is model and cfg.method == "static" and engine in timed:
+        out = timed[engine]  # the engine decision quantized exactly this (same config, same calibration batches)
     out = out if out is not None else quantize(model, cfg, ctx, engine=engine)
     out, engine, accuracy = control(ctx, source, out, engine, timed=stage, rank=stage,
                                     reference=model)  # sensitivity, budget: drops against the model as given

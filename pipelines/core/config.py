@@ -279,7 +279,7 @@ class SearchConfig(Section):
     study_name: str = "compression"
     storage: str | None = None
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
-    n_trials: Annotated[int, Field(gt=0, le=100_000, description="each trial trains a model")] = 4
+    n_trials: Annotated[int, Field(gt=0, le=100_000, description="each trial trains a model")] = 3
     timeout_s: PositiveFloat | None = None
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     max_latency_ms: PositiveFloat | None = None

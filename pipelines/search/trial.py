@@ -20,7 +20,7 @@ from pipelines import tracking
 from pipelines.compression.distill import caches_teacher_logits, with_teacher_logits
 from pipelines.core.config import FASTEST, Params
 from pipelines.core.errors import ParamsError, error_line
-from pipelines.engines import architecture_signature, decided_engine
+from pipelines.engines import INT8_MODELS, architecture_signature, decided_engine
 from pipelines.measurement.accuracy import with_intervals
 from pipelines.measurement.benchmark import benchmark_models
 from pipelines.measurement.comparison import judged_runtime, timed
@@ -86,9 +86,11 @@ class Baseline:
         for the pipeline's configuration is the trial's), kept here per search process: the
         answer depends on the graph and the machine, not on the weights' values."""
         key = architecture_signature(ctx.params)
-        if key not in self.engines:
-            self.engines[key] = decided_engine(ctx, model)
-        return self.engines[key]
+        if key in self.engines:
+            return self.engines[key]
+        choice = decided_engine(ctx, model)
+        self.engines[key] = {k: v for k, v in choice.items() if k != INT8_MODELS}  # this model's int8 copies: not for the next
+        return choice
 
     @classmethod
     def build(cls, ctx: Context, teacher: nn.Module) -> "Baseline":
