@@ -32,12 +32,13 @@ SOURCES = {"quantized": "pruned"}  # int8 model -> the fp32 model the quantize s
 
 def deploy_budget(ctx, final) -> DeployBudget | None:
     """``quantize.max_accuracy_drop`` for the int8 deploy targets of an int8 final model: the
-    layers the quantize stage kept out of int8 (read from the model itself) and the validation
-    images NNCF's accuracy control validates on."""
+    layers the quantize stage kept out of int8 (read from the model itself), the validation
+    images NNCF's and torch.ao's accuracy control validate on, and how many layers torch.ao's may keep."""
     limit = ctx.params.quantize.max_accuracy_drop
     if limit is None or not is_quantized(final):
         return None
-    return DeployBudget(limit, ctx.split_tensors("val"), tuple(fp32_layers(final)))
+    return DeployBudget(limit, ctx.split_tensors("val"), tuple(fp32_layers(final)),
+                        ctx.params.quantize.max_fallback_layers)
 
 
 def body(ctx, run):

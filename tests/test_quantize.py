@@ -127,6 +127,35 @@ def test_observer_choice_is_honoured(ctx, fp32, observer, cls):
     assert type(eager.quant.activation_post_process).__name__ == cls
 
 
+def test_eager_activation_bits_follow_the_cpu_and_are_recorded(ctx, fp32, tmp_path, monkeypatch):
+    """quantize.eager_activation_bits: 7 calibrates activations to codes 0..127 (torch.ao's x86
+    default), 8 to 0..255: the input's scale halves on the same calibration batch. auto is 8 on a
+    CPU with int8 dot products and 7 without; 8 without them is refused in one line; the checkpoint
+    records the bits and loading an 8-bit model on a CPU without int8 dot products warns."""
+    from pipelines.compression import quantize as quantize_pkg
+    from pipelines.core.cpu import has_int8_dot
+    from pipelines.core.errors import QuantizeError
+
+    batches = [ctx.example(32)]
+    scale = {bits: float(qz.quantize_static(fp32, batches, QuantizeConfig(calibration_batches=1, observer="minmax",
+                                                                           eager_activation_bits=bits)).quant.scale)
+             for bits in (7, "auto")}
+    assert qz.activation_bits("auto") == (8 if has_int8_dot() else 7) and qz.activation_bits(7) == 7
+    assert scale["auto"] == pytest.approx(scale[7] * (127 / 255 if has_int8_dot() else 1.0), rel=1e-3)
+    cfg = QuantizeConfig(eager_activation_bits="auto")
+    assert recipe(cfg, "eager")["activation_bits"] == qz.activation_bits("auto")
+    assert "activation_bits" not in recipe(cfg, "pt2e")
+    model = qz.quantize_static(fp32, batches, QuantizeConfig(calibration_batches=1, eager_activation_bits="auto"))
+    path = save_model(tmp_path / "q.pt", model, ctx.spec("student"), quant={**recipe(cfg, "eager"), "activation_bits": 8})
+    monkeypatch.setattr(qz, "has_int8_dot", lambda: False)  # a CPU without VNNI / AMX int8
+    monkeypatch.setattr(quantize_pkg, "has_int8_dot", lambda: False)
+    assert qz.activation_bits("auto") == 7
+    with pytest.raises(QuantizeError, match=r"^quantize.eager_activation_bits: 8 refused: .*int8 dot products"):
+        qz.activation_bits(8)
+    with pytest.warns(UserWarning, match="8-bit activations"):
+        load_model(path)
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("engine, method", [("eager", "static"), ("pt2e", "static"), ("pt2e", "qat"),

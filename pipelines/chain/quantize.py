@@ -10,6 +10,7 @@ from torch import nn
 from pipelines.chain.accuracy_control import check_fallback, control, quantize_warnings, range_fix
 from pipelines.chain.metrics import model_metrics
 from pipelines.compression.quantize import REPORT_KEY, fp32_layers, quantize, resolve_engine
+from pipelines.compression.quantize.eager import activation_bits
 from pipelines.compression.quantize.pt2e import FLOAT_GRAPH_KEY
 from pipelines.measurement.size import size_metrics
 from pipelines.training.context import Context
@@ -50,6 +51,8 @@ def quantize_model(ctx: Context, model: nn.Module, choose: EngineChooser | None 
     fp32 = size_metrics(model)
     metrics = model_metrics(ctx, out)
     metrics["engine"] = engine
+    if engine == "eager" and cfg.method == "static":
+        metrics["eager_activation_bits"] = activation_bits(cfg.eager_activation_bits)
     if choice:
         metrics["engine_choice"] = choice
     metrics["accuracy_fp32"] = ctx.accuracy(model)

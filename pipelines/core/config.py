@@ -126,6 +126,10 @@ class QuantizeConfig(Section):
     equalize: Literal["none", "cle", "smoothquant", "auto"] = "none"
     smoothquant_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     bias_correction: Literal["none", "on", "auto"] = "none"  # after equalize; auto: kept when it lowers the val drop
+    # torch.ao eager static int8 (and ts-int8): activation codes 0..255 (8) or 0..127 (7, torch.ao's
+    # x86 default: on CPUs without int8 dot products fbgemm sums u8 x s8 pairs in int16, which 8-bit
+    # codes can saturate); auto: 8 on CPUs with VNNI/AMX int8, else 7; 8 elsewhere is refused
+    eager_activation_bits: Literal["auto", 7, 8] = "auto"
 
 
 # PyTorch (eager, torch.compile, CPU bf16 autocast) and deploy targets (ONNX Runtime, OpenVINO,

@@ -12,6 +12,7 @@ lives here only:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from pipelines.compression.quantize import eager, pt2e
 from pipelines.compression.quantize.program import load_program, program_tensor
 from pipelines.compression.quantize.pt2e import REPORT_KEY, fp32_layers
 from pipelines.core.config import QuantizeConfig
+from pipelines.core.cpu import has_int8_dot
 from pipelines.core.errors import ParamsError, QuantizeError
 from pipelines.models.checkpoint import float_skeleton
 from pipelines.training.context import Context, train
@@ -108,8 +110,11 @@ def recipe(cfg: QuantizeConfig, engine: str | None = None) -> dict[str, Any] | N
     ``engine``: the one :func:`resolve_engine` chose (``auto`` is never stored)."""
     if cfg.method == "none":
         return None
-    return {"method": cfg.method, "engine": engine or cfg.engine, "observer": cfg.observer,
-            "per_channel": cfg.per_channel}
+    out = {"method": cfg.method, "engine": engine or cfg.engine, "observer": cfg.observer,
+           "per_channel": cfg.per_channel}
+    if out["engine"] == "eager" and cfg.method == "static":
+        out["activation_bits"] = eager.activation_bits(cfg.eager_activation_bits)
+    return out
 
 
 def skeleton(model: nn.Module, quant: dict[str, Any]) -> tuple[nn.Module, bool]:
@@ -125,6 +130,10 @@ def rebuild_int8(payload: dict[str, Any]) -> nn.Module:
     from its program, any other from its recipe replayed on the float skeleton, then its state_dict."""
     if payload.get("program") is not None:
         return load_program(payload["program"])
+    if payload["quant"].get("activation_bits") == 8 and not has_int8_dot():
+        warnings.warn("this int8 model was calibrated for 8-bit activations on a CPU with int8 dot products; this "
+                      "CPU has none (avx512_vnni / avx_vnni / amx_int8), where fbgemm's int16 pair sums can "
+                      "saturate: re-quantize it here (quantize.eager_activation_bits: auto)", stacklevel=2)
     model, assign = skeleton(float_skeleton(payload), payload["quant"])
     model.load_state_dict(payload["state_dict"], assign=assign)
     return model

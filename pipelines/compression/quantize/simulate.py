@@ -23,6 +23,7 @@ from torch import nn
 from torch.ao import quantization as tq
 from torch.ao.nn.intrinsic import _FusedModule
 
+from pipelines.compression.quantize.eager import activation_bits
 from pipelines.core.config import QuantizeConfig
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -61,7 +62,7 @@ def compute_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def _act_observer(cfg: QuantizeConfig, engine: str) -> tq.ObserverBase:
     kind = tq.HistogramObserver if cfg.observer == "histogram" else tq.MinMaxObserver
-    return kind(dtype=torch.quint8, reduce_range=engine == "eager")  # eager's x86 kernels: 7-bit activations
+    return kind(dtype=torch.quint8, reduce_range=engine == "eager" and activation_bits(cfg.eager_activation_bits) == 7)
 
 
 def fake_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:

@@ -37,13 +37,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipelines.compression.quantize.eager import activation_bits
 from pipelines.core.cpu import bf16_missing
 from pipelines.core.errors import error_line
 from pipelines.core.kinds import is_pt2e, is_quantized
 from pipelines.core.params_base import usable_threads
 from pipelines.measurement.accuracy import runtime_accuracy
-from pipelines.measurement.deploy import aoti, ort, ov, torchscript
-from pipelines.measurement.deploy.budget import DeployBudget, layer_nodes, module_path
+from pipelines.measurement.deploy import aoti, eager_budget, ort, ov, torchscript
+from pipelines.measurement.deploy.budget import DeployBudget, layer_nodes
 from pipelines.measurement.deploy.export import export_onnx
 
 __all__ = ["DEPLOY_RUNTIMES", "DeployBudget", "Deployed", "Deployer", "DeploySettings", "aoti", "applies", "bf16_missing", "exact",
@@ -229,32 +230,27 @@ class Deployer:
         budget = self.settings.budget if int8_model else None
         start = time.perf_counter()
         path = self.path(name, ".budget.int8.ts" if budget else ".int8.ts")
-        keep = [module_path(layer) for layer in budget.layers] if budget else []
+        keep: list[str] = []
+        if budget is not None:  # torch.ao's own accuracy control (:mod:`.eager_budget`), as NNCF's for ov-int8
+            keep = list(eager_budget.fit(model, self.settings.calibration, budget.val, budget.max_drop_pp,
+                                         budget.max_layers, torchscript.ENGINE).best.kept)
         torchscript.quantize_int8(model, self.settings.calibration, example, path, keep)
+        notes.append(f"{activation_bits('auto')}-bit activations (quantize.eager_activation_bits: auto on this CPU)")
         fn = torchscript.load(path)
         if budget is not None:
-            fn, note = self._ts_budget(model, example, path, keep, fn, budget)
-            notes.append(note)
+            notes.append(self._ts_budget(model, fn, keep, budget))
         return Deployed(fn, time.perf_counter() - start, [path], "; ".join([*notes, torchscript.NOTE]))
 
-    def _ts_budget(self, model, example, path, keep, fn, budget: DeployBudget):
-        """Validate the budgeted archive on the budget's validation images; over budget, keep each
-        kept layer's producer in fp32 too (:func:`.torchscript.with_producers`) and validate again."""
+    @staticmethod
+    def _ts_budget(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], keep: list[str],
+                   budget: DeployBudget) -> str:
+        """What the budget did to the written archive, validated on the budget's images."""
         images, labels = budget.val
         batch = min(len(images), 256)
-        fp32 = runtime_accuracy(model, images, labels, batch)
-
-        def drop(f) -> float:
-            return 100 * (fp32 - runtime_accuracy(f, images, labels, batch))
-
-        pp = drop(fn)
-        if pp > budget.max_drop_pp and (wider := torchscript.with_producers(model, keep)) != keep:
-            torchscript.quantize_int8(model, self.settings.calibration, example, path, wider)
-            fn, keep = torchscript.load(path), wider
-            pp = drop(fn)
+        pp = 100 * (runtime_accuracy(model, images, labels, batch) - runtime_accuracy(fn, images, labels, batch))
         met = "met" if pp <= budget.max_drop_pp else "NOT met"
-        return fn, (f"accuracy budget {budget.max_drop_pp:g} pp: {len(keep)} layer(s) kept in fp32"
-                    f"{f' ({keep})' if keep else ''}, val drop {pp:+.2f} pp on {len(labels)} images, {met}")
+        return (f"accuracy budget {budget.max_drop_pp:g} pp, torch.ao's own accuracy control: {len(keep)} layer(s) "
+                f"kept in fp32{f' ({keep})' if keep else ''}, val drop {pp:+.2f} pp on {len(labels)} images, {met}")
 
     def _session(self, runtime: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
         """The runtime's session in its serving configuration (see :mod:`.ort`, :mod:`.ov`)."""

@@ -8,6 +8,8 @@ targets, so the final model's int8 rows compare like with like:
   carries the norm's scope, so a layer whose own scope is gone is found through its parent module
   when that parent computes exactly one such op). A layer that maps to no node, or to an
   ambiguous set, is said in the row's note, never silently quantized as if mapped.
+- ``ts-int8``: torch.ao's own accuracy control (:mod:`.eager_budget`): the quantize stage's loop
+  run on this target's int8 model, with the same budget on the same validation images.
 - ``ov-int8``: NNCF's own accuracy control (``nncf.quantize_with_accuracy_control``) with the same
   budget (``max_drop`` in absolute accuracy) on the same validation images: it quantizes
   everything, ranks quantizer groups by the error they cause and reverts the worst ones until the
@@ -30,13 +32,15 @@ SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 @dataclass(frozen=True)
 class DeployBudget:
     """``max_drop_pp``: the budget in percentage points (``quantize.max_accuracy_drop``);
-    ``val``: the validation (images, labels) NNCF validates on; ``layers``: the PyTorch layers
-    the quantize stage kept out of int8, as ``fp32_layers`` names them (:func:`layer_nodes`
-    reads them as module paths)."""
+    ``val``: the validation (images, labels) NNCF and torch.ao validate on; ``layers``: the PyTorch
+    layers the quantize stage kept out of int8, as ``fp32_layers`` names them (:func:`layer_nodes`
+    reads them as module paths); ``max_layers``: the most layers torch.ao's control may keep
+    (``quantize.max_fallback_layers``)."""
 
     max_drop_pp: float
     val: tuple[torch.Tensor, torch.Tensor]
     layers: tuple[str, ...] = ()
+    max_layers: int = 3
 
 
 def module_path(layer: str) -> str:

@@ -23,8 +23,9 @@ batches the x86 backend's oneDNN kernels win instead (batch 64 here: 0.88 vs 1.1
 why this is a runtime row beside the others and not the chain's engine.
 
 The model is quantized from the chain's fp32 source on the pipeline's calibration batches (as
-``ort-int8`` and ``ov-int8`` are), with the ``quantize`` stage's observer defaults; layers the
-accuracy budget kept in fp32 stay in fp32 here too (:func:`pipelines.compression.quantize.eager.keep_float`).
+``ort-int8`` and ``ov-int8`` are), with the ``quantize`` stage's observer defaults; under an accuracy
+budget, torch.ao's own accuracy control (:mod:`.eager_budget`) picks the layers left in fp32
+(:func:`pipelines.compression.quantize.eager.keep_float`).
 The artifact (``<model>.int8.ts``) is a TorchScript archive a C++ server loads with
 ``torch::jit::load``; its packed weights are re-packed for the quantized engine current at load
 time, so it is loaded with fbgemm selected (:func:`load`). TorchScript is deprecated upstream in
@@ -79,20 +80,6 @@ def _quiet_deprecation() -> Iterator[None]:
 
 def applies(model: nn.Module) -> bool:
     return eager.eager_quantizable(model)
-
-
-def with_producers(model: nn.Module, layers: Sequence[str]) -> list[str]:
-    """``layers`` plus, for each, the layer computed just before it (module order after fusion:
-    the one whose int8 *output* is the kept layer's input in a sequential model). PT2E leaves a
-    kept layer's input activation unquantized; torch.ao eager mode quantizes it at its
-    producer's output whatever the consumer is, so a range problem in that activation survives
-    keeping the consumer alone; keeping the producer too matches the PT2E model there."""
-    order = eager.fused_layers(model)
-    out = list(layers)
-    for layer in layers:
-        if layer in order and (i := order.index(layer)) > 0 and order[i - 1] not in out:
-            out.append(order[i - 1])
-    return out
 
 
 def script(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, keep: Sequence[str] = (),
