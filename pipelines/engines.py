@@ -20,6 +20,7 @@ from pipelines.chain.quantize import INT8_MODELS  # a fresh answer's int8 models
 from pipelines.compression.quantize import quantize
 from pipelines.core.config import Params
 from pipelines.core.cpu import isa_summary
+from pipelines.core.errors import error_line
 from pipelines.core.io import cache_dir, read_json, write_json
 from pipelines.measurement.compile import CompileSettings, compile_for, warm_compiler
 from pipelines.measurement.timing import NoiseLimits, measure, set_threads
@@ -76,7 +77,10 @@ def decided_engine(ctx: Context, model: nn.Module, cache: Path | None = None,
     choice = (measure or measure_engines)(ctx, model)
     record = {k: v for k, v in choice.items() if k != INT8_MODELS}
     if not choice.get("noisy"):
-        write_json(path, {**_recorded(path), key: record})  # another process may have added its own meanwhile
+        try:
+            write_json(path, {**_recorded(path), key: record})  # another process may have added its own meanwhile
+        except OSError as exc:  # a read-only cache: decided, used, measured again next time
+            print(f"quantize: engine decision not recorded ({error_line(exc)}); set COMPRESSION_CACHE_DIR")
     return choice
 
 

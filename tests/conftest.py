@@ -213,6 +213,7 @@ def init_repo(root: Path) -> dict[str, str]:
     env = venv_env(MLFLOW_TRACKING_URI="")
     env.pop("MLFLOW_TRACKING_URI")
     env.pop("DVC_ROOT", None)
+    env.setdefault("COMPRESSION_CACHE_DIR", str(root / ".cache"))  # its own machine decisions, not the user's
     env["MLFLOW_PORT"] = str(free_port())  # the UI tests serve this store there (MLflow links name the port)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
                 ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],

@@ -349,6 +349,28 @@ def test_the_quantize_step_takes_the_int8_model_the_engine_decision_measured():
     assert quantize_model(fixed, model, choose=choose)[0] is not timed
 
 
+def test_machine_decisions_live_per_machine_not_per_checkout(tmp_path, monkeypatch):
+    """The engine record is this machine's: $COMPRESSION_CACHE_DIR, else the user's XDG cache, the
+    same for every clone (a fresh clone measured again, ~25 s of make repro, and could ship another
+    engine on a close call); a cache it cannot write costs a measurement next time, not the run."""
+    from pipelines.core.io import cache_dir
+    from pipelines.engines import ENGINE_CACHE, decided_engine
+    from pipelines.training.context import Context
+
+    monkeypatch.delenv("COMPRESSION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for checkout in ("a", "b"):
+        (tmp_path / checkout).mkdir()
+        monkeypatch.chdir(tmp_path / checkout)
+        assert cache_dir() == tmp_path / "xdg" / "compression-lab"
+    monkeypatch.setenv("COMPRESSION_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a directory path through a file: not writable
+    quiet = {"engine": "eager", "why": "measured", "noisy": False}
+    assert decided_engine(Context(fast_params()), None, blocked / ENGINE_CACHE, measure=lambda c, m: quiet) is quiet
+
+
 def test_an_unreadable_engine_record_is_measured_again_and_rewritten(tmp_path):
     """A truncated engine_choice.json is neither trusted nor fatal: decided again, and the file
     rewritten with the new decision (it crashed on the second read before)."""

@@ -20,9 +20,14 @@ def project_root() -> Path:
 
 def cache_dir() -> Path:
     """This machine's decision caches (what was measured once and holds until the machine or the
-    library changes, like Inductor's autotuning cache): ``$COMPRESSION_CACHE_DIR``, else
-    ``.cache/`` under :func:`project_root` (git-ignored; delete it to measure again)."""
-    return Path(os.environ.get("COMPRESSION_CACHE_DIR") or project_root() / ".cache")
+    library changes, like Inductor's cache in ``/tmp/torchinductor_<user>``): ``$COMPRESSION_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/compression-lab`` (``~/.cache/compression-lab``). Per machine and user,
+    not per checkout: every clone, worktree and DVC experiment on the machine takes the same
+    decision (a fresh clone used to measure it again, ~25 s of ``make repro``, and could ship
+    another engine on a close call). Delete a file there to measure again."""
+    if explicit := os.environ.get("COMPRESSION_CACHE_DIR"):
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compression-lab"
 
 
 def _umask() -> int:
