@@ -67,6 +67,13 @@ class Broken(torch.nn.Module):
         return y
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_decision_cache(tmp_path_factory):
+    """Machine decisions of the session's shared fixtures (module/session scope, built before any
+    test's own cache is set) in a temp dir, never the user's ~/.cache/compression-lab."""
+    os.environ["COMPRESSION_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-decisions"))
+
+
 @pytest.fixture(autouse=True)
 def _own_decision_cache(tmp_path_factory, monkeypatch):
     """Each test its own machine-decision cache (pipelines.core.io.cache_dir): one test's measured
