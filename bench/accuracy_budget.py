@@ -13,7 +13,7 @@ kept (bar: >= 80%).
     .venv/bin/python bench/accuracy_budget.py --deploy              # + the Deploy comparison below
 
 ``--deploy``: the budgeted PyTorch model (PT2E, compiled; and ``ts-int8``, torch.ao int8 as
-TorchScript with the same layers kept) against the deploy targets built with the same budget (``ort-int8`` with the same layers excluded, ``ov-int8`` by NNCF's
+TorchScript with torch.ao's own accuracy control) against the deploy targets built with the same budget (``ort-int8`` with the same layers excluded, ``ov-int8`` by NNCF's
 ``quantize_with_accuracy_control`` on the same validation images), each row's test accuracy
 measured in its own runtime and all of them timed in one measurement (``benchmark_models``, as
 ``compile_benchmark``'s Deploy section): bar, the PyTorch result no less accurate and no slower
@@ -104,7 +104,8 @@ def deploy_comparison(ctx: Context, fp32: torch.nn.Module, budgeted: torch.nn.Mo
     test = ctx.split_tensors("test")
     layers = tuple(fp32_layers(budgeted))
     deployer = Deployer(DeploySettings(bench.num_threads, ctx.calibration_batches(), Path(tempfile.mkdtemp()),
-                                       DeployBudget(budget_pp, ctx.split_tensors("val"), layers)))
+                                       DeployBudget(budget_pp, ctx.split_tensors("val"), layers,
+                                                    ctx.params.quantize.max_fallback_layers)))
     sizes = sorted({1, bench.batch_size})  # as the Deploy section: batch 1 and benchmark.batch_size
     rows = benchmark_models({"fp32": fp32, "int8": budgeted}, {n: ctx.example(n) for n in sizes},
                             {"fp32": ["eager"], "int8": ["compile-default", "ts-int8", "ort-int8", "ov-int8"]},

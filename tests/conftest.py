@@ -71,7 +71,9 @@ class Broken(torch.nn.Module):
 def _session_decision_cache(tmp_path_factory):
     """Machine decisions of the session's shared fixtures (module/session scope, built before any
     test's own cache is set) in a temp dir, never the user's ~/.cache/compression-lab."""
-    os.environ["COMPRESSION_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-decisions"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPRESSION_CACHE_DIR", str(tmp_path_factory.mktemp("session-decisions")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -230,11 +230,13 @@ class Deployer:
         budget = self.settings.budget if int8_model else None
         start = time.perf_counter()
         path = self.path(name, ".budget.int8.ts" if budget else ".int8.ts")
-        keep: list[str] = []
         if budget is not None:  # torch.ao's own accuracy control (:mod:`.eager_budget`), as NNCF's for ov-int8
-            keep = list(eager_budget.fit(model, self.settings.calibration, budget.val, budget.max_drop_pp,
-                                         budget.max_layers, torchscript.ENGINE).best.kept)
-        torchscript.quantize_int8(model, self.settings.calibration, example, path, keep)
+            best = eager_budget.fit(model, self.settings.calibration, budget.val, budget.max_drop_pp,
+                                    budget.max_layers, torchscript.ENGINE).best
+            int8, keep = best.model, list(best.kept)
+        else:
+            int8, keep = torchscript.int8_module(model, self.settings.calibration), []
+        torchscript.save(torchscript.traced(int8, example), path)
         notes.append(f"{activation_bits('auto')}-bit activations (quantize.eager_activation_bits: auto on this CPU)")
         fn = torchscript.load(path)
         if budget is not None:

@@ -26,19 +26,18 @@ from torch import nn
 
 from pipelines.compression.quantize import eager
 from pipelines.compression.quantize.budget import BudgetResult, candidate, fit_budget
-from pipelines.core.config import QuantizeConfig
-from pipelines.measurement.deploy.torchscript import quantized_engine
+from pipelines.measurement.deploy.torchscript import int8_module, quantized_engine
 
 
 def fit(model: nn.Module, calibration: Sequence[torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
         max_drop_pp: float, max_layers: int, engine: str, batch: int = 256) -> BudgetResult:
-    """The layers (module paths after fusion) that ``model``'s static int8 on ``engine`` keeps in
-    fp32 to stay within ``max_drop_pp`` of ``model`` on ``val`` (at most ``max_layers``)."""
+    """``model``'s static int8 on ``engine`` (:func:`.torchscript.int8_module`) with the layers
+    (module paths after fusion) it keeps in fp32 to stay within ``max_drop_pp`` of ``model`` on
+    ``val`` (at most ``max_layers``): ``.best.model`` and ``.best.kept``."""
     images, labels = val
-    cfg = QuantizeConfig(calibration_batches=max(1, len(calibration)))
 
     def build(kept: Sequence[str]) -> nn.Module:
-        return eager.quantize_static(model.eval(), calibration, cfg, engine=engine, keep=tuple(kept))
+        return int8_module(model, calibration, tuple(kept), engine)
 
     def correct(m: nn.Module) -> torch.Tensor:
         with torch.inference_mode():

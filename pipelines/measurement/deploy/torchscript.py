@@ -82,21 +82,30 @@ def applies(model: nn.Module) -> bool:
     return eager.eager_quantizable(model)
 
 
-def script(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, keep: Sequence[str] = (),
-           engine: str = ENGINE) -> torch.jit.ScriptModule:
+def int8_module(model: nn.Module, calibration: Sequence[torch.Tensor], keep: Sequence[str] = (),
+                engine: str = ENGINE) -> nn.Module:
     """Static int8 of the float ``model`` on ``calibration`` with ``engine``'s kernels (``keep``:
-    module paths left in fp32), traced at ``example`` and frozen."""
+    module paths left in fp32), as torch.ao modules: what :func:`script` traces, and what the
+    accuracy control (:mod:`.eager_budget`) validates."""
     with quantized_engine(engine):
         cfg = QuantizeConfig(calibration_batches=max(1, len(calibration)))
-        int8 = eager.quantize_static(model.eval(), calibration, cfg, engine=engine, keep=keep)
-        with torch.no_grad(), _quiet_deprecation():
-            return torch.jit.freeze(torch.jit.trace(int8, example.cpu()).eval())
+        return eager.quantize_static(model.eval(), calibration, cfg, engine=engine, keep=keep)
 
 
-def quantize_int8(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, path: str | Path,
-                  keep: Sequence[str] = ()) -> Path:
-    """:func:`script` on fbgemm, saved to ``path`` (written whole or not at all)."""
-    frozen = script(model, calibration, example, keep)
+def traced(int8: nn.Module, example: torch.Tensor, engine: str = ENGINE) -> torch.jit.ScriptModule:
+    """An :func:`int8_module` traced at ``example`` and frozen."""
+    with quantized_engine(engine), torch.no_grad(), _quiet_deprecation():
+        return torch.jit.freeze(torch.jit.trace(int8, example.cpu()).eval())
+
+
+def script(model: nn.Module, calibration: Sequence[torch.Tensor], example: torch.Tensor, keep: Sequence[str] = (),
+           engine: str = ENGINE) -> torch.jit.ScriptModule:
+    """:func:`int8_module` of the float ``model``, :func:`traced`."""
+    return traced(int8_module(model, calibration, keep, engine), example, engine)
+
+
+def save(frozen: torch.jit.ScriptModule, path: str | Path) -> Path:
+    """A :func:`traced` archive saved to ``path`` (written whole or not at all)."""
     with _quiet_deprecation():
         return atomic_write(path, lambda tmp: torch.jit.save(frozen, str(tmp)))
 
